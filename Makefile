@@ -1,0 +1,23 @@
+# The README's two commands: `make demo` (testbed up + a tour with the stock rucio CLI) and `make test`.
+# Both install everything on a fresh machine first: Debian packages, the project venv, the Rucio server venv.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install lint
+
+demo: install
+	bash scripts/tour.sh
+
+test: install lint
+	$(BIN)/pytest -ra
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+install: $(VENV)/.installed
+	$(BIN)/datalake testbed install
+
+$(VENV)/.installed: pyproject.toml scripts/setup-venv.sh
+	bash scripts/setup-venv.sh $(VENV)
+	touch $@

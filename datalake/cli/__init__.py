@@ -1,0 +1,61 @@
+"""The ``datalake`` command. Every expected error becomes one line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from pydantic import ValidationError
+
+from datalake import __version__
+from datalake.cli import testbed
+from datalake.cli.output import err_console
+from datalake.errors import DatalakeError
+
+app = typer.Typer(
+    name="datalake",
+    help="Federated data-lake client and transfer orchestrator for Rucio/XRootD data lakes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(testbed.app, name="testbed")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"datalake {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Federated data-lake client and transfer orchestrator for Rucio/XRootD data lakes."""
+
+
+def fail(message: str, code: int) -> None:
+    err_console.print(f"datalake: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: typer reports usage errors itself (exit 2); ours become one line, not a traceback."""
+    try:
+        app(args=argv, prog_name="datalake")
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except DatalakeError as err:
+        fail(str(err), err.exit_code)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "value"
+        fail(f"invalid {where}: {first['msg']}", 2)
+    except OSError as err:
+        fail(f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}", 1)
+    except Exception as err:
+        if os.environ.get("DATALAKE_DEBUG"):
+            raise
+        fail(f"internal error ({err.__class__.__name__}: {err}); DATALAKE_DEBUG=1 shows the traceback", 70)

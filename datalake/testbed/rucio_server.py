@@ -1,0 +1,91 @@
+"""The Rucio 41 REST server under gunicorn, from its own venv (``rucio`` and ``rucio-clients`` clash)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import urllib.request
+from importlib.resources import files
+from pathlib import Path
+
+from datalake.errors import TestbedError
+from datalake.testbed import configs
+from datalake.testbed.component import Component
+from datalake.testbed.processes import Launch
+from datalake.testbed.settings import HOST
+
+# Runs inside the server venv: schema + base VO + root account, as Rucio's reset_database.py does,
+# but without dropping anything (only used on a fresh database).
+BUILD_SCHEMA = """
+from rucio.db.sqla.util import build_database, create_base_vo, create_root_account
+build_database()
+create_base_vo()
+create_root_account()
+"""
+
+
+class RucioServer(Component):
+    name = "rucio"
+    stop_signal = signal.SIGQUIT  # gunicorn's quickest clean shutdown
+
+    def ports(self) -> list[int]:
+        return [self.settings.rest_port]
+
+    @property
+    def config(self) -> Path:
+        return self.home / "rucio.cfg"
+
+    @property
+    def python(self) -> Path:
+        return self.settings.server_venv / "bin" / "python"
+
+    def env(self) -> dict[str, str]:
+        policy = files("datalake.testbed").joinpath("rucio_policy")  # datalake_policy, Rucio's policy package
+        return {"RUCIO_CONFIG": str(self.config), "RUCIO_HOME": str(self.home), "PYTHONPATH": str(policy)}
+
+    def prepare(self) -> None:
+        found = sorted(self.settings.server_venv.glob("lib/python3*/site-packages/rucio/db/sqla/migrate_repo"))
+        if not found:
+            raise TestbedError(
+                f"Rucio server venv incomplete at {self.settings.server_venv}; run: datalake testbed install"
+            )
+        migrations = found[-1]
+        values = {"db_password": self.ctx.secrets["rucio_db"], "pg_port": self.settings.pg_port}
+        alembic = configs.write(
+            self.home / "alembic.ini", configs.render("alembic.ini", migrations=migrations, **values), private=True
+        )
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        configs.write(
+            self.config,
+            configs.render("rucio-server.cfg", root_password=self.ctx.secrets["root"], alembic_ini=alembic,
+                           logdir=self.home / "logs", **values),
+            private=True,
+        )  # fmt: skip
+        marker = self.home / "schema.done"
+        if not marker.exists():
+            result = subprocess.run([str(self.python), "-c", BUILD_SCHEMA], env={**self.env(), "PATH": "/usr/bin:/bin"},
+                                    capture_output=True, text=True, cwd=self.home)  # fmt: skip
+            if result.returncode != 0:
+                last = (result.stderr.strip().splitlines() or ["?"])[-1]
+                raise TestbedError(f"building the Rucio schema failed: {last}")
+            marker.write_text("ok\n")
+
+    def launch(self) -> Launch:
+        gunicorn = self.settings.server_venv / "bin" / "gunicorn"
+        return Launch(
+            argv=[str(gunicorn), "-b", f"{HOST}:{self.settings.rest_port}", "-w", "2", "--threads", "4",
+                  "--no-control-socket", "--timeout", "120", "rucio.web.rest.flaskapi.v1.main:application"],
+            env=self.env(),
+            cwd=self.home,
+        )  # fmt: skip
+
+    def ready(self) -> bool:
+        return self.version() is not None
+
+    def version(self) -> str | None:
+        try:
+            with urllib.request.urlopen(f"{self.settings.rucio_url}/ping", timeout=2) as reply:
+                return json.load(reply).get("version")
+        except (OSError, ValueError):
+            return None

@@ -1,0 +1,93 @@
+"""What the testbed's lake looks like: RSEs, their attributes and distances, accounts, scopes and quotas.
+
+Pure data derived from the settings, so it is unit-tested without servers and applied by ``bootstrap``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from datalake.testbed.settings import HOST, TestbedSettings
+
+# (site, country, tier): real-looking grid sites, so RSE expressions read like a real lake's.
+SITES = [
+    ("CERN", "CH", 0),
+    ("DESY", "DE", 1),
+    ("INFN-CNAF", "IT", 1),
+    ("IN2P3-CC", "FR", 1),
+    ("PIC", "ES", 1),
+    ("NIKHEF", "NL", 2),
+]
+XROOTD_PREFIX = "//rucio"
+EXPERIMENT_SCOPES = ("collider", "darkmatter", "gammaray")  # one scope per demo experiment
+QUOTA_BYTES = 10**12
+
+
+@dataclass(frozen=True)
+class RseSpec:
+    name: str
+    port: int
+    attributes: dict[str, str | int | bool]
+
+    def protocol(self) -> dict:
+        """Rucio protocol entry for this xrootd server (read/write/delete/TPC on lan and wan)."""
+        ops = {"read": 1, "write": 1, "delete": 1}
+        return {
+            "scheme": "root",
+            "hostname": HOST,
+            "port": self.port,
+            "prefix": XROOTD_PREFIX,
+            "impl": "rucio.rse.protocols.xrootd.Default",
+            "domains": {
+                "lan": ops,
+                "wan": {**ops, "third_party_copy_read": 1, "third_party_copy_write": 1},
+            },
+        }
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    name: str
+    scopes: tuple[str, ...]
+    email: str
+    attributes: dict[str, str] = field(default_factory=dict)  # e.g. data-manager, read by datalake_policy
+
+
+@dataclass(frozen=True)
+class Topology:
+    rses: list[RseSpec]
+    distances: dict[tuple[str, str], int]
+    accounts: list[AccountSpec]
+
+
+def site_of(index: int) -> tuple[str, str, int]:
+    return SITES[index - 1] if index <= len(SITES) else (f"SITE{index}", "XX", 2)
+
+
+def build(settings: TestbedSettings) -> Topology:
+    """RSEs XRD1..XRDn; the last one is the public (open-data) RSE, the others collaboration-only."""
+    rses = []
+    for i in range(1, settings.rses + 1):
+        site, country, tier = site_of(i)
+        access = "public" if (i == settings.rses and settings.rses > 1) else "collaboration"
+        attributes = {
+            "site": site,
+            "country": country,
+            "tier": tier,
+            "access": access,
+            "xrootd": True,
+        }
+        rses.append(RseSpec(name=f"XRD{i}", port=settings.xrootd_port(i), attributes=attributes))
+    distances = {(a.name, b.name): distance(a.attributes, b.attributes) for a in rses for b in rses if a.name != b.name}
+    accounts = [
+        AccountSpec("datamanager", (*EXPERIMENT_SCOPES, "user.datamanager"), "dm@testbed.local", {"data-manager": "True"}),
+        AccountSpec("analyst", ("user.analyst",), "analyst@testbed.local"),
+    ]
+    return Topology(rses=rses, distances=distances, accounts=accounts)
+
+
+def distance(a: dict, b: dict) -> int:
+    """Rucio ranks sources by distance (lower is nearer): same country 1, then by tier gap."""
+    if a["country"] == b["country"]:
+        return 1
+    return 2 + abs(int(a["tier"]) - int(b["tier"]))

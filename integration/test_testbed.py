@@ -1,0 +1,146 @@
+"""The testbed is real: the stock rucio CLI, the XRootD tools and datalake's API all work against it."""
+
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+from conftest import PORT_BASE, STATE, datalake, rucio, tb
+from rucio.common.exception import DataIdentifierNotFound
+
+from datalake import Lake, NotAllowed
+
+
+def status_rows() -> tuple[int, list[dict]]:
+    result = tb("status", "--json", check=False)
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_every_component_is_running(lake_env):
+    code, rows = status_rows()
+    assert code == 0
+    names = {r["name"] for r in rows}
+    assert {"postgres", "rucio", "xrd1", "xrd2", "xrd3"} <= names
+    assert all(r["state"] == "running" and r["pid"] for r in rows)
+
+
+def test_second_up_reports_running_and_starts_nothing(lake_env):
+    _, before = status_rows()
+    result = tb("up")
+    for name in ("postgres", "rucio", "xrd1", "xrd2", "xrd3"):
+        assert re.search(rf"{name}\s+│ already running", result.stdout), result.stdout
+    _, after = status_rows()
+    assert [r["pid"] for r in before] == [r["pid"] for r in after]
+
+
+def test_stock_rucio_cli_sees_the_lake(lake_env):
+    assert "account    : datamanager" in rucio("whoami", env=lake_env).stdout
+    assert rucio("rse", "list", env=lake_env).stdout.split() == ["XRD1", "XRD2", "XRD3"]
+    attributes = rucio("rse", "attribute", "list", "XRD3", env=lake_env).stdout
+    for key in ("site", "country", "tier", "access: public"):
+        assert key in attributes
+
+
+def adler32(path: Path) -> str:
+    return f"{zlib.adler32(path.read_bytes()) & 0xFFFFFFFF:08x}"
+
+
+def test_upload_and_download_on_xrd1_over_root(lake_env, unique, tmp_path):
+    src = tmp_path / f"{unique}.dat"
+    src.write_bytes(os.urandom(300_000))
+    rucio("upload", "--rse", "XRD1", "--scope", "darkmatter", str(src), env=lake_env)
+
+    listed = rucio("replica", "list", "file", f"darkmatter:{src.name}", env=lake_env).stdout
+    server, path = re.search(r"(root://127\.0\.0\.1:\d+)/(/\S+)", listed).groups()
+    assert server.endswith(f":{int(PORT_BASE) + 10}")  # XRD1's server
+    # the bytes are on XRD1's xrootd server, and the server's own adler32 matches ours
+    query = subprocess.run(["xrdfs", server, "query", "checksum", path], capture_output=True, text=True,
+                           env=lake_env, timeout=60)  # fmt: skip
+    assert query.stdout.split() == ["adler32", adler32(src)], query.stderr
+
+    out = tmp_path / "download"
+    rucio("download", "--dir", str(out), f"darkmatter:{src.name}", env=lake_env)
+    assert filecmp.cmp(src, out / "darkmatter" / src.name, shallow=False)
+
+
+def test_analyst_cannot_write_into_an_experiment_scope(lake_env, analyst_env, unique, tmp_path):
+    assert "account    : analyst" in rucio("whoami", env=analyst_env).stdout
+    src = tmp_path / f"{unique}.dat"
+    src.write_bytes(b"not yours")
+    result = rucio("upload", "--rse", "XRD1", "--scope", "darkmatter", str(src), env=analyst_env, check=False)
+    # (the stock CLI exits 0 even then: the server's refusal and the catalog are what count)
+    assert "Account analyst can not add file replicas on XRD1" in result.stderr
+    with pytest.raises(DataIdentifierNotFound):
+        Lake(lake_env["RUCIO_CONFIG"]).catalog.client.get_did("darkmatter", src.name)
+
+
+def test_lake_api_reads_the_same_config(lake_env, analyst_env):
+    lake = Lake(lake_env["RUCIO_CONFIG"])
+    assert lake.whoami()["account"] == "datamanager"
+    rses = {r["rse"]: r for r in lake.rses()}
+    assert sorted(rses) == ["XRD1", "XRD2", "XRD3"]
+    assert rses["XRD1"]["access"] == "collaboration" and rses["XRD3"]["access"] == "public"
+    assert [r["rse"] for r in lake.rses("access=public")] == ["XRD3"]
+    assert Lake(analyst_env["RUCIO_CONFIG"]).whoami()["account"] == "analyst"
+    # distances were set between every pair of RSEs
+    distances = lake.catalog.client.get_distance("XRD1", "XRD2")
+    assert distances and distances[0]["distance"] >= 1
+
+
+def test_analyst_cannot_change_rses(analyst_env):
+    with pytest.raises(NotAllowed):
+        from datalake.catalog import translated
+
+        with translated("setting an RSE attribute"):
+            Lake(analyst_env["RUCIO_CONFIG"]).catalog.client.add_rse_attribute("XRD1", "access", "public")
+
+
+def test_taken_port_is_refused_with_one_line(unique):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        other = STATE.parent / f".testbed-{unique}"  # reachable by the server users, unlike pytest's tmp
+        result = datalake("testbed", "--dir", str(other), "--port-base", str(taken), "up", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"datalake: error: port {taken} (postgres) is already in use by another process; "
+        "pick other ports with --port-base or DATALAKE_TESTBED_PORT_BASE"
+    ]
+    assert not (other / "run").exists()  # nothing was started
+    shutil.rmtree(other)
+
+
+def test_env_without_a_testbed_is_one_clear_line(tmp_path):
+    result = datalake("testbed", "--dir", str(tmp_path / "none"), "env", check=False)
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.startswith("datalake: error: no testbed in ")
+
+
+def test_down_keeps_data_and_up_brings_it_back(lake_env, unique, tmp_path):
+    """Last in this module: restarts the whole testbed."""
+    src = tmp_path / f"{unique}.dat"
+    src.write_bytes(os.urandom(10_000))
+    rucio("upload", "--rse", "XRD2", "--scope", "collider", str(src), env=lake_env)
+
+    down = tb("down")
+    assert {"postgres", "rucio", "xrd1", "xrd2", "xrd3"} <= set(re.findall(r"(\w+): stopped", down.stderr))
+    code, rows = status_rows()
+    assert code == 1 and all(r["state"] == "stopped" for r in rows)
+    assert (STATE / "postgres" / "data").is_dir()  # data left in place
+
+    tb("up")
+    out = tmp_path / "again"
+    rucio("download", "--dir", str(out), f"collider:{src.name}", env=lake_env)
+    assert (
+        hashlib.sha256((out / "collider" / src.name).read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+    )

@@ -1,0 +1,52 @@
+"""The supervisor: PID records guard against PID reuse, stop() signals only our process."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+from datalake.testbed.credentials import load_or_create
+from datalake.testbed.processes import Launch, PidRecord, port_in_use, spawn, stop, wait_until
+
+
+def test_spawn_record_and_stop(tmp_path):
+    record = spawn(Launch(argv=[sys.executable, "-c", "import time; print('hi', flush=True); time.sleep(60)"]),
+                   tmp_path / "log")  # fmt: skip
+    record.save(tmp_path / "p.json")
+    loaded = PidRecord.load(tmp_path / "p.json")
+    assert loaded == record and loaded.alive()
+    wait_until(lambda: (tmp_path / "log").read_text() == "hi\n", 10, "child")
+    stop(loaded)
+    assert not loaded.alive()
+
+
+def test_a_reused_pid_is_not_ours(tmp_path):
+    record = spawn(Launch(argv=[sys.executable, "-c", "import time; time.sleep(60)"]), tmp_path / "log")
+    impostor = PidRecord(pid=record.pid, started=record.started - 3600, argv=record.argv)
+    assert not impostor.alive()
+    stop(impostor)  # must not signal a process that only shares the PID
+    assert record.alive()
+    stop(record)
+
+
+def test_unreadable_records_are_absent(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    assert PidRecord.load(tmp_path / "bad.json") is None
+    assert PidRecord.load(tmp_path / "missing.json") is None
+
+
+def test_port_in_use_sees_listeners():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert port_in_use(port)
+    assert not port_in_use(port)
+
+
+def test_passwords_are_random_private_and_stable(tmp_path):
+    first = load_or_create(tmp_path / "secrets.json")
+    assert load_or_create(tmp_path / "secrets.json") == first
+    assert len(set(first.values())) == len(first)
+    assert oct((tmp_path / "secrets.json").stat().st_mode & 0o777) == "0o600"
+    assert load_or_create(tmp_path / "other.json") != first
