@@ -14,12 +14,14 @@ def load_or_create(path: Path) -> dict[str, str]:
     """Read the testbed's passwords, creating the file atomically the first time (safe if racing)."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps({name: secrets.token_urlsafe(18) for name in NAMES})
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps({name: secrets.token_urlsafe(18) for name in NAMES}))
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(tmp, path)  # appears complete or not at all; the first of racing processes wins
         except FileExistsError:
-            pass  # another process made it first; use theirs
-        else:
-            with os.fdopen(fd, "w") as out:
-                out.write(data)
+            pass
+        finally:
+            tmp.unlink()
     return json.loads(path.read_text())

@@ -64,9 +64,9 @@ def ensure_server_venv(settings: TestbedSettings, say=print) -> Path:
         shutil.rmtree(venv)
     venv.parent.mkdir(parents=True, exist_ok=True)
     log = venv.parent / f"{venv.name}.install.log"
+    pip = [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q"]
     with open(log, "w") as out:
-        for argv in ([sys.executable, "-m", "venv", str(venv)],
-                     [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q", *SERVER_PACKAGES]):  # fmt: skip
+        for argv in ([sys.executable, "-m", "venv", str(venv)], [*pip, *SERVER_PACKAGES]):
             if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
                 raise TestbedError(f"installing the Rucio server venv failed (see {log})")
     (venv / ".datalake-complete").write_text(" ".join(SERVER_PACKAGES) + "\n")

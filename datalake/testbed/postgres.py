@@ -81,10 +81,9 @@ class Postgres(Component):
         )
         return result.returncode == 0
 
-    def after_start(self) -> None:
-        """Create the ``rucio`` role and database once."""
-        password = self.ctx.secrets["rucio_db"]
-        if not self.psql("SELECT 1 FROM pg_roles WHERE rolname = 'rucio'"):
-            self.psql(f"CREATE ROLE rucio LOGIN PASSWORD '{password}'")
-        if not self.psql("SELECT 1 FROM pg_database WHERE datname = 'rucio'"):
-            self.psql("CREATE DATABASE rucio OWNER rucio")
+    def ensure_database(self, name: str, owner: str, password: str) -> None:
+        """Create a login role and its database once (for the Rucio server)."""
+        if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{owner}'"):
+            self.psql(f"CREATE ROLE {owner} LOGIN PASSWORD '{password}'")
+        if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+            self.psql(f"CREATE DATABASE {name} OWNER {owner}")

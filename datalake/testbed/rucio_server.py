@@ -12,6 +12,7 @@ from pathlib import Path
 from datalake.errors import TestbedError
 from datalake.testbed import configs
 from datalake.testbed.component import Component
+from datalake.testbed.postgres import Postgres
 from datalake.testbed.processes import Launch
 from datalake.testbed.settings import HOST
 
@@ -64,6 +65,7 @@ class RucioServer(Component):
         )  # fmt: skip
         marker = self.home / "schema.done"
         if not marker.exists():
+            Postgres(self.ctx).ensure_database("rucio", owner="rucio", password=self.ctx.secrets["rucio_db"])
             result = subprocess.run([str(self.python), "-c", BUILD_SCHEMA], env={**self.env(), "PATH": "/usr/bin:/bin"},
                                     capture_output=True, text=True, cwd=self.home)  # fmt: skip
             if result.returncode != 0:

@@ -80,7 +80,9 @@ def build(settings: TestbedSettings) -> Topology:
         rses.append(RseSpec(name=f"XRD{i}", port=settings.xrootd_port(i), attributes=attributes))
     distances = {(a.name, b.name): distance(a.attributes, b.attributes) for a in rses for b in rses if a.name != b.name}
     accounts = [
-        AccountSpec("datamanager", (*EXPERIMENT_SCOPES, "user.datamanager"), "dm@testbed.local", {"data-manager": "True"}),
+        AccountSpec(
+            "datamanager", (*EXPERIMENT_SCOPES, "user.datamanager"), "dm@testbed.local", {"data-manager": "True"}
+        ),
         AccountSpec("analyst", ("user.analyst",), "analyst@testbed.local"),
     ]
     return Topology(rses=rses, distances=distances, accounts=accounts)
