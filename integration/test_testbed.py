@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import zlib
@@ -124,6 +125,44 @@ def test_env_without_a_testbed_is_one_clear_line(tmp_path):
     result = datalake("testbed", "--dir", str(tmp_path / "none"), "env", check=False)
     assert result.returncode != 0 and result.stdout == ""
     assert result.stderr.startswith("datalake: error: no testbed in ")
+
+
+def test_health_is_asked_of_the_server_not_just_its_port(lake_env):
+    _, rows = status_rows()
+    xrd2 = next(r for r in rows if r["name"] == "xrd2")
+    assert xrd2["detail"].startswith("xrootd v5")
+    os.kill(xrd2["pid"], signal.SIGSTOP)  # the kernel still accepts TCP connections; the server answers nothing
+    try:
+        code, rows = status_rows()
+        assert code == 1
+        assert next(r for r in rows if r["name"] == "xrd2")["state"] == "unhealthy"
+    finally:
+        os.kill(xrd2["pid"], signal.SIGCONT)
+    assert status_rows()[0] == 0
+
+
+def test_up_after_a_crash_restarts_only_what_died(lake_env, unique, tmp_path):
+    _, before = status_rows()
+    xrd3 = next(r for r in before if r["name"] == "xrd3")
+    os.kill(xrd3["pid"], signal.SIGKILL)
+    code, rows = status_rows()
+    assert code == 1 and next(r for r in rows if r["name"] == "xrd3")["state"] == "stopped"
+
+    result = tb("up")
+    assert re.search(r"xrd3\s+│ started", result.stdout)
+    _, after = status_rows()
+    pids = {r["name"]: r["pid"] for r in after}
+    assert {r["name"]: r["pid"] for r in before if r["name"] != "xrd3"} == {
+        k: v for k, v in pids.items() if k != "xrd3"
+    }
+    assert pids["xrd3"] != xrd3["pid"]
+    # and XRD3 takes data again
+    src = tmp_path / f"{unique}.dat"
+    src.write_bytes(os.urandom(4096))
+    rucio("upload", "--rse", "XRD3", "--scope", "gammaray", str(src), env=lake_env)
+    out = tmp_path / "back"
+    rucio("download", "--dir", str(out), f"gammaray:{src.name}", env=lake_env)
+    assert filecmp.cmp(src, out / "gammaray" / src.name, shallow=False)
 
 
 def test_down_keeps_data_and_up_brings_it_back(lake_env, unique, tmp_path):

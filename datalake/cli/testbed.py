@@ -72,11 +72,11 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     if as_json:
         console.print_json(json.dumps([asdict(r) for r in rows]))
     else:
-        table = Table("component", "ports", "pid", "state", "log", title=f"testbed in {tb.settings.state}")
+        table = Table("component", "ports", "pid", "state", "detail", title=f"testbed in {tb.settings.state}")
         colour = {"running": "green", "stopped": "dim", "unhealthy": "red"}
         for r in rows:
             table.add_row(r.name, ", ".join(map(str, r.ports)), str(r.pid or "-"),
-                          f"[{colour[r.state]}]{r.state}[/]", r.log)  # fmt: skip
+                          f"[{colour[r.state]}]{r.state}[/]", r.detail or f"log: {r.log}")  # fmt: skip
         console.print(table)
     if any(r.state != "running" for r in rows):
         raise typer.Exit(1)

@@ -93,5 +93,9 @@ class Component(ABC):
         """The server answers (default: every port accepts TCP on loopback)."""
         return all(tcp_open(port) for port in self.ports())
 
+    def detail(self) -> str:
+        """One line for ``status`` when running (version, address)."""
+        return ""
+
     def after_start(self) -> None:  # noqa: B027 - optional hook
         """Work that needs the server up (create a database, ...); idempotent."""

@@ -35,6 +35,7 @@ class Status:
     ports: list[int]
     pid: int | None
     state: str  # running | stopped | unhealthy
+    detail: str
     log: str
 
 
@@ -167,7 +168,8 @@ class Testbed:
             record = comp.record()
             alive = bool(record and record.alive())
             state = ("running" if comp.ready() else "unhealthy") if alive else "stopped"
-            rows.append(Status(comp.name, comp.ports(), record.pid if alive and record else None, state,
+            detail = comp.detail() if state == "running" else ""
+            rows.append(Status(comp.name, comp.ports(), record.pid if alive and record else None, state, detail,
                                str(comp.log)))  # fmt: skip
         return rows
 

@@ -81,6 +81,9 @@ class Postgres(Component):
         )
         return result.returncode == 0
 
+    def detail(self) -> str:
+        return f"PostgreSQL {pg_bindir().parent.name}"
+
     def ensure_database(self, name: str, owner: str, password: str) -> None:
         """Create a login role and its database once (for the Rucio server)."""
         if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{owner}'"):

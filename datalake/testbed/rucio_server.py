@@ -85,6 +85,9 @@ class RucioServer(Component):
     def ready(self) -> bool:
         return self.version() is not None
 
+    def detail(self) -> str:
+        return f"Rucio {self.version() or '?'} at {self.settings.rucio_url}"
+
     def version(self) -> str | None:
         try:
             with urllib.request.urlopen(f"{self.settings.rucio_url}/ping", timeout=2) as reply:
