@@ -18,14 +18,14 @@ BIN = Path(sys.executable).parent
 STATE = Path(os.environ.get("DATALAKE_TEST_TESTBED_DIR", ROOT / ".testbed-test"))
 
 
-def free_port_base() -> str:
-    """29100, or the next base whose ports are all free (a stale testbed from an aborted run may hold one)."""
+def free_port_base(start: int = 29100) -> str:
+    """``start``, or the next base whose ports are all free (a stale testbed from an aborted run may hold one)."""
     from datalake.testbed.processes import port_in_use
 
-    for base in range(29100, 30000, 100):
+    for base in range(start, 31000, 100):
         if not any(port_in_use(base + offset) for offset in (*range(5), *range(10, 20))):
             return str(base)
-    raise RuntimeError("no free port base for the test testbed")
+    raise RuntimeError("no free port base for a test testbed")
 
 
 PORT_BASE = os.environ.get("DATALAKE_TEST_PORT_BASE") or free_port_base()

@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import PORT_BASE, STATE, datalake, rucio, tb
+from conftest import BIN, PORT_BASE, STATE, datalake, free_port_base, rucio, tb
 from rucio.common.exception import DataIdentifierNotFound
 
 from datalake import Lake, NotAllowed
@@ -119,6 +119,22 @@ def test_taken_port_is_refused_with_one_line(unique):
     ]
     assert not (other / "run").exists()  # nothing was started
     shutil.rmtree(other)
+
+
+def test_two_racing_ups_start_every_server_once(unique):
+    """A second testbed, on other ports: the state-directory lock serialises the two commands."""
+    base = free_port_base(int(PORT_BASE) + 100)
+    argv = [str(BIN / "datalake"), "testbed", "--dir", str(STATE.parent / f".testbed-{unique}"), "--port-base", base]
+    racers = [subprocess.Popen([*argv, "up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]  # fmt: skip
+    try:
+        outputs = [p.communicate(timeout=300) for p in racers]
+        assert [p.returncode for p in racers] == [0, 0], outputs
+        started = sorted(out.count("started in") for out, _ in outputs)
+        running = sorted(out.count("already running") for out, _ in outputs)
+        assert started == [0, 5] and running == [0, 5]
+    finally:
+        subprocess.run([*argv, "down", "--wipe"], capture_output=True, timeout=120)
 
 
 def test_env_without_a_testbed_is_one_clear_line(tmp_path):

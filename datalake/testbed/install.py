@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from datalake.errors import TestbedError
+from datalake.testbed.locking import exclusive
 from datalake.testbed.settings import RUCIO_VERSION, TestbedSettings
 
 # command that must exist -> Debian package that provides it
@@ -51,7 +52,9 @@ def ensure_debian_packages(say=print) -> None:
 
 
 def server_venv_ok(venv: Path) -> bool:
-    return (venv / "bin" / "gunicorn").exists() and (venv / ".datalake-complete").exists()
+    """Complete, and built from the package list we want now (a changed pin rebuilds it)."""
+    marker = venv / ".datalake-complete"
+    return (venv / "bin" / "gunicorn").exists() and marker.exists() and marker.read_text().split() == SERVER_PACKAGES
 
 
 def ensure_server_venv(settings: TestbedSettings, say=print) -> Path:
@@ -59,6 +62,13 @@ def ensure_server_venv(settings: TestbedSettings, say=print) -> Path:
     venv = settings.server_venv
     if server_venv_ok(venv):
         return venv
+    with exclusive(venv.parent, "installing the Rucio server", timeout=900, say=say):
+        if not server_venv_ok(venv):  # another testbed may have built it while we waited
+            _build_server_venv(venv, say)
+    return venv
+
+
+def _build_server_venv(venv: Path, say) -> None:
     say(f"installing the Rucio {RUCIO_VERSION} server into {venv} (about a minute, once)")
     if venv.exists():
         shutil.rmtree(venv)
@@ -70,7 +80,6 @@ def ensure_server_venv(settings: TestbedSettings, say=print) -> Path:
             if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
                 raise TestbedError(f"installing the Rucio server venv failed (see {log})")
     (venv / ".datalake-complete").write_text(" ".join(SERVER_PACKAGES) + "\n")
-    return venv
 
 
 def ensure_all(settings: TestbedSettings, say=print) -> None:

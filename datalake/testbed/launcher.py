@@ -18,6 +18,7 @@ from datalake.catalog import Catalog, ClientConfig
 from datalake.errors import TestbedError
 from datalake.testbed import bootstrap, configs, install, topology
 from datalake.testbed.component import Component, Context, is_root
+from datalake.testbed.locking import exclusive
 from datalake.testbed.postgres import PG_USER, Postgres
 from datalake.testbed.processes import log_tail, port_in_use, spawn, stop, wait_until
 from datalake.testbed.rucio_server import RucioServer
@@ -71,6 +72,10 @@ class Testbed:
         """Start what is not running, then bootstrap the lake; returns (component, what happened)."""
         self._check_state_dir()
         install.ensure_all(self.settings, say)
+        with exclusive(self.settings.state, "testbed up", say=say):
+            return self._up(say)
+
+    def _up(self, say: Say) -> list[tuple[str, str]]:
         comps = self.components()
         running = {c.name for c in comps if (r := c.record()) and r.alive()}
         for comp in comps:  # refuse before starting anything
@@ -175,6 +180,16 @@ class Testbed:
 
     def down(self, wipe: bool = False, say: Say = print) -> list[str]:
         """Stop, newest first, only the processes this testbed started; ``wipe`` also deletes its state."""
+        if not self.settings.state.exists():
+            return []
+        with exclusive(self.settings.state, "testbed down", say=say):
+            stopped = self._down(say)
+        if wipe:
+            shutil.rmtree(self.settings.state)
+            say(f"wiped {self.settings.state}")
+        return stopped
+
+    def _down(self, say: Say) -> list[str]:
         stopped = []
         for comp in reversed(self.components()):
             record = comp.record()
@@ -183,9 +198,6 @@ class Testbed:
                 stopped.append(comp.name)
                 say(f"{comp.name}: stopped")
             comp.pidfile.unlink(missing_ok=True)
-        if wipe and self.settings.state.exists():
-            shutil.rmtree(self.settings.state)
-            say(f"wiped {self.settings.state}")
         return stopped
 
     # -- one component in the foreground (docker) -----------------------------------------------------------
