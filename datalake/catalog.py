@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,14 @@ class ClientConfig:
     auth_host: str
     account: str
     auth_type: str
-    creds: dict[str, str]
+    creds: dict[str, str] = field(repr=False)  # never in a repr, a log line or an error
     ca_cert: str | None
     path: Path | None = None
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike | None = None) -> ClientConfig:
-        """Read ``path`` or ``$RUCIO_CONFIG``; ``$RUCIO_ACCOUNT`` overrides the account, as in Rucio."""
+    def from_file(cls, path: str | os.PathLike | None = None, *, env_account: bool = True) -> ClientConfig:
+        """Read ``path`` or ``$RUCIO_CONFIG``; ``$RUCIO_ACCOUNT`` overrides the account, as in Rucio, unless
+        ``env_account`` is False (a config that must act as exactly its own account)."""
         raw = path or os.environ.get("RUCIO_CONFIG")
         if not raw:
             raise ConfigError('RUCIO_CONFIG is not set (for the local testbed: eval "$(datalake testbed env)")')
@@ -63,7 +64,7 @@ class ClientConfig:
         return cls(
             rucio_host=client["rucio_host"],
             auth_host=client.get("auth_host", client["rucio_host"]),
-            account=os.environ.get("RUCIO_ACCOUNT") or client["account"],
+            account=(env_account and os.environ.get("RUCIO_ACCOUNT")) or client["account"],
             auth_type=auth_type,
             creds=creds,
             ca_cert=client.get("ca_cert"),

@@ -47,11 +47,13 @@ def tb(*args: str, **kw) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def lake_env() -> dict[str, str]:
     """Bring the testbed up once; yield a base environment for the data manager (as the README's eval gives)."""
-    tb("up")
-    yield {**os.environ, **json.loads(tb("env", "--json").stdout)}
-    if not os.environ.get("DATALAKE_TEST_KEEP_TESTBED"):
-        tb("down", "--wipe", check=False)
-        shutil.rmtree(STATE, ignore_errors=True)
+    try:
+        tb("up")
+        yield {**os.environ, **json.loads(tb("env", "--json").stdout)}
+    finally:
+        if not os.environ.get("DATALAKE_TEST_KEEP_TESTBED"):
+            tb("down", "--wipe", check=False)
+            shutil.rmtree(STATE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -106,19 +106,24 @@ def test_analyst_cannot_change_rses(analyst_env):
 
 
 def test_taken_port_is_refused_with_one_line(unique):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        taken = sock.getsockname()[1]
-        other = STATE.parent / f".testbed-{unique}"  # reachable by the server users, unlike pytest's tmp
-        result = datalake("testbed", "--dir", str(other), "--port-base", str(taken), "up", check=False)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [
-        f"datalake: error: port {taken} (postgres) is already in use by another process; "
-        "pick other ports with --port-base or DATALAKE_TESTBED_PORT_BASE"
-    ]
-    assert not (other / "run").exists()  # nothing was started
-    shutil.rmtree(other)
+    other = STATE.parent / f".testbed-{unique}"  # reachable by the server users, unlike pytest's tmp
+    try:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+            taken = sock.getsockname()[1]
+            result = datalake("testbed", "--dir", str(other), "--port-base", str(taken), "up", check=False)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1
+        assert re.fullmatch(
+            rf"datalake: error: port {taken} \(postgres\) is already in use by another process \(pid {os.getpid()}, "
+            r"[^)]+\); pick other ports with --port-base or DATALAKE_TESTBED_PORT_BASE",
+            lines[0],
+        )
+        assert not (other / "run").exists()  # nothing was started
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
 
 
 def test_two_racing_ups_start_every_server_once(unique):
@@ -135,6 +140,27 @@ def test_two_racing_ups_start_every_server_once(unique):
         assert started == [0, 5] and running == [0, 5]
     finally:
         subprocess.run([*argv, "down", "--wipe"], capture_output=True, timeout=120)
+
+
+def test_no_secret_in_process_listings_or_world_readable_files(lake_env):
+    secrets = json.loads((STATE / "secrets.json").read_text()).values()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        assert not any(secret in cmdline for secret in secrets), f"a password in the command line of {proc.name}"
+    for path in STATE.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o004:
+            text = path.read_bytes()[:5_000_000].decode(errors="replace")
+            assert not any(secret in text for secret in secrets), f"a password in world-readable {path}"
+    assert all((STATE / "logs" / f"{name}.log").stat().st_mode & 0o077 == 0 for name in ("postgres", "rucio", "xrd1"))
+
+
+def test_env_lines_select_the_account_by_config(lake_env):
+    lines = tb("env", "--account", "analyst").stdout.splitlines()
+    assert lines[0] == "unset RUCIO_ACCOUNT"  # a stale override would beat the config's account
+    assert f"export RUCIO_CONFIG={STATE}/client/rucio-analyst.cfg" in lines
 
 
 def test_env_without_a_testbed_is_one_clear_line(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -24,10 +25,13 @@ def test_compose_runs_every_native_component_through_the_same_launcher():
         assert services[name]["command"] == ["datalake", "testbed", "run", name]
     assert "datalake testbed bootstrap" in " ".join(services["client"]["command"])
     assert all(s["network_mode"] == "host" for s in services.values())  # same 127.0.0.1 configs as natively
+    assert [name for name, s in services.items() if "build" in s] == ["postgres"]  # the image is built once
+    assert {s["image"] for s in services.values()} == {"datalake-testbed"}
 
 
 def test_image_installs_what_the_native_installer_installs():
     dockerfile = (DOCKER / "Dockerfile").read_text()
-    for package in set(install.DEBIAN.values()):
-        assert package in dockerfile
-    assert "datalake testbed install" in dockerfile  # the same server-venv installer
+    apt = re.search(r"apt-get install -y --no-install-recommends((?:\s|\\)+[\w\s\\.-]+?)\s*\\\s*&&", dockerfile)
+    packages = set(apt.group(1).replace("\\", " ").split())
+    assert set(install.DEBIAN.values()) <= packages
+    assert re.search(r"^RUN datalake testbed install$", dockerfile, re.M)  # the same server-venv installer

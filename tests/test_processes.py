@@ -22,10 +22,18 @@ def test_spawn_record_and_stop(tmp_path):
 
 def test_a_reused_pid_is_not_ours(tmp_path):
     record = spawn(Launch(argv=[sys.executable, "-c", "import time; time.sleep(60)"]), tmp_path / "log")
-    impostor = PidRecord(pid=record.pid, started=record.started - 3600, argv=record.argv)
-    assert not impostor.alive()
-    stop(impostor)  # must not signal a process that only shares the PID
+    impostor = PidRecord(pid=record.pid, ticks=record.ticks - 100, boot=record.boot, argv=record.argv)
+    other_boot = PidRecord(pid=record.pid, ticks=record.ticks, boot="another-boot", argv=record.argv)
+    for stranger in (impostor, other_boot):
+        assert not stranger.alive()
+        stop(stranger)  # must not signal a process that only shares the PID
     assert record.alive()
+    stop(record)
+
+
+def test_servers_logs_are_private(tmp_path):
+    record = spawn(Launch(argv=["true"]), tmp_path / "server.log")
+    assert oct((tmp_path / "server.log").stat().st_mode & 0o777) == "0o600"
     stop(record)
 
 

@@ -42,11 +42,10 @@ def fail(message: str, code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: typer reports usage errors itself (exit 2); ours become one line, not a traceback."""
+    """Console entry point: typer reports usage errors (exit 2) and Ctrl-C ("Aborted!", exit 1) itself; our
+    errors become one line, not a traceback."""
     try:
         app(args=argv, prog_name="datalake")
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
     except DatalakeError as err:
         fail(str(err), err.exit_code)
     except ValidationError as err:

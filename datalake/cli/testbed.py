@@ -34,9 +34,10 @@ def _options(
     except ValidationError as err:
         first = err.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "setting"
-        raise ConfigError(
-            f"invalid --{field.replace('_', '-')} (or DATALAKE_TESTBED_{field.upper()}): {first['msg']}"
-        ) from err
+        where = f"DATALAKE_TESTBED_{field.upper()}"
+        if field in flags:
+            where = f"--{field.replace('_', '-')} (or {where})"
+        raise ConfigError(f"invalid {where}: {first['msg']}") from err
 
 
 def _say(message: str) -> None:
@@ -99,6 +100,7 @@ def env(
     if as_json:
         print(json.dumps(variables, indent=2))
     else:
+        print("unset RUCIO_ACCOUNT")  # RUCIO_CONFIG names the account; a stale override would win over it
         for key, value in variables.items():
             print(f"export {key}={shlex.quote(value)}")
 

@@ -20,7 +20,7 @@ from datalake.testbed import bootstrap, configs, install, topology
 from datalake.testbed.component import Component, Context, is_root
 from datalake.testbed.locking import exclusive
 from datalake.testbed.postgres import PG_USER, Postgres
-from datalake.testbed.processes import log_tail, port_in_use, spawn, stop, wait_until
+from datalake.testbed.processes import PidRecord, log_tail, port_in_use, port_owner, spawn, stop, wait_until
 from datalake.testbed.rucio_server import RucioServer
 from datalake.testbed.settings import TestbedSettings
 from datalake.testbed.xrootd import XRootD
@@ -28,6 +28,7 @@ from datalake.testbed.xrootd import XRootD
 Say = Callable[[str], None]
 ACCOUNTS = ("datamanager", "analyst", "root")
 DEFAULT_ACCOUNT = "datamanager"
+MARKER = ".datalake-testbed"  # marks a state directory as ours: `down --wipe` deletes nothing else
 
 
 @dataclass(frozen=True)
@@ -69,38 +70,49 @@ class Testbed:
 
     # -- up ------------------------------------------------------------------------------------------------
     def up(self, say: Say = print) -> list[tuple[str, str]]:
-        """Start what is not running, then bootstrap the lake; returns (component, what happened)."""
-        self._check_state_dir()
-        install.ensure_all(self.settings, say)
-        with exclusive(self.settings.state, "testbed up", say=say):
-            return self._up(say)
+        """Start what is not running, then bootstrap the lake; returns (component, what happened).
 
-    def _up(self, say: Say) -> list[tuple[str, str]]:
-        comps = self.components()
-        running = {c.name for c in comps if (r := c.record()) and r.alive()}
-        for comp in comps:  # refuse before starting anything
-            if comp.name in running:
-                continue
-            for port in comp.ports():
-                if port_in_use(port):
-                    raise TestbedError(
-                        f"port {port} ({comp.name}) is already in use by another process; "
-                        f"pick other ports with --port-base or DATALAKE_TESTBED_PORT_BASE"
-                    )
-        report = []
-        for comp in comps:
-            if comp.name in running:
-                self._wait_ready(comp)
-                comp.after_start()
-                report.append((comp.name, "already running"))
-                continue
-            started = time.monotonic()
-            self.start(comp)
-            report.append((comp.name, f"started in {time.monotonic() - started:.1f} s"))
-            say(f"{comp.name}: started on port {', '.join(map(str, comp.ports()))}")
-        started = time.monotonic()
-        self.bootstrap()
-        report.append(("bootstrap", f"RSEs, accounts and scopes in {time.monotonic() - started:.1f} s"))
+        All or nothing: a taken port is refused before anything starts (or installs), and if a start or the
+        bootstrap fails, what this call started is stopped again (its logs stay for a look).
+        """
+        self._claim_state_dir()
+        with exclusive(self.settings.state, "testbed up", timeout=900, say=say):
+            comps = self.components()
+            running = {c.name for c in comps if (r := c.record()) and r.alive()}
+            for comp in comps:
+                for port in [] if comp.name in running else comp.ports():
+                    if port_in_use(port):
+                        raise TestbedError(
+                            f"port {port} ({comp.name}) is already in use by another process{port_owner(port)}; "
+                            "pick other ports with --port-base or DATALAKE_TESTBED_PORT_BASE"
+                        )
+            install.ensure_all(self.settings, say)
+            return self._start_all(comps, running, say)
+
+    def _start_all(self, comps: list[Component], running: set[str], say: Say) -> list[tuple[str, str]]:
+        report, started_now = [], []
+        try:
+            for comp in comps:
+                if comp.name in running:
+                    self._wait_ready(comp)
+                    comp.after_start()
+                    report.append((comp.name, "already running"))
+                    continue
+                began = time.monotonic()
+                started_now.append(comp)
+                self.start(comp)
+                report.append((comp.name, f"started in {time.monotonic() - began:.1f} s"))
+                say(f"{comp.name}: started on port {', '.join(map(str, comp.ports()))}")
+            began = time.monotonic()
+            self.bootstrap()
+            report.append(("bootstrap", f"RSEs, accounts and scopes in {time.monotonic() - began:.1f} s"))
+        except BaseException:
+            for comp in reversed(started_now):
+                if (record := comp.record()) and record.alive():
+                    stop(record, comp.stop_signal)
+                    say(f"{comp.name}: stopped again, since `up` failed (log: {comp.log})")
+                comp.pidfile.unlink(missing_ok=True)
+            raise
         return report
 
     def start(self, comp: Component) -> None:
@@ -117,10 +129,13 @@ class Testbed:
 
         wait_until(comp.ready, self.settings.startup_timeout, comp.name, died)
 
-    def _check_state_dir(self) -> None:
-        """Servers run as other users (postgres, xrootd): they must be able to reach the state directory."""
+    def _claim_state_dir(self) -> None:
+        """Use a new or empty directory, or one of ours (marked); check the server users can reach it."""
         state = self.settings.state
+        if state.exists() and any(state.iterdir()) and not (state / MARKER).exists():
+            raise TestbedError(f"{state} is not empty and not a datalake testbed; choose another with --dir")
         state.mkdir(parents=True, exist_ok=True)
+        (state / MARKER).touch()
         if not is_root():
             return
         pg_uid = pwd.getpwnam(PG_USER).pw_uid if _user_exists(PG_USER) else None
@@ -147,14 +162,13 @@ class Testbed:
 
     def bootstrap(self) -> None:
         self.write_client_configs()
-        root = Catalog(ClientConfig.from_file(self.client_config("root")))
+        root = Catalog(ClientConfig.from_file(self.client_config("root"), env_account=False))
         bootstrap.apply(root.client, topology.build(self.settings), self.ctx.secrets)
 
     def env(self, account: str = DEFAULT_ACCOUNT) -> dict[str, str]:
         """Environment after which the stock ``rucio`` CLI, XRootD tools and datalake use this testbed."""
         variables = {
-            "RUCIO_CONFIG": str(self.client_config(account)),
-            "RUCIO_ACCOUNT": account,
+            "RUCIO_CONFIG": str(self.client_config(account)),  # names the account too
             "DATALAKE_TESTBED_DIR": str(self.settings.state),
             "DATALAKE_TESTBED_PORT_BASE": str(self.settings.port_base),
             "DATALAKE_TESTBED_RSES": str(self.settings.rses),
@@ -179,25 +193,32 @@ class Testbed:
         return rows
 
     def down(self, wipe: bool = False, say: Say = print) -> list[str]:
-        """Stop, newest first, only the processes this testbed started; ``wipe`` also deletes its state."""
-        if not self.settings.state.exists():
+        """Stop the processes this testbed started, newest first, by their PID records; ``wipe`` also deletes
+        the state directory, but only one that is marked as a testbed's."""
+        state = self.settings.state
+        if not state.exists():
             return []
-        with exclusive(self.settings.state, "testbed down", say=say):
-            stopped = self._down(say)
-        if wipe:
-            shutil.rmtree(self.settings.state)
-            say(f"wiped {self.settings.state}")
+        if wipe and not (state / MARKER).exists():
+            raise TestbedError(f"{state} is not a datalake testbed (no {MARKER}); not deleting it")
+        with exclusive(state, "testbed down", say=say):
+            stopped = self._stop_all(say)
+            if wipe:
+                shutil.rmtree(state)
+                say(f"wiped {state}")
         return stopped
 
-    def _down(self, say: Say) -> list[str]:
+    def _stop_all(self, say: Say) -> list[str]:
+        """Every PID record counts, also those of components no longer configured (e.g. fewer RSEs now)."""
+        known = {c.pidfile: c.stop_signal for c in reversed(self.components())}
+        others = {p: signal.SIGTERM for p in sorted((self.settings.state / "run").glob("*.json")) if p not in known}
         stopped = []
-        for comp in reversed(self.components()):
-            record = comp.record()
+        for pidfile, sig in {**known, **others}.items():
+            record = PidRecord.load(pidfile)
             if record and record.alive():
-                stop(record, comp.stop_signal)
-                stopped.append(comp.name)
-                say(f"{comp.name}: stopped")
-            comp.pidfile.unlink(missing_ok=True)
+                stop(record, sig)
+                stopped.append(pidfile.stem)
+                say(f"{pidfile.stem}: stopped")
+            pidfile.unlink(missing_ok=True)
         return stopped
 
     # -- one component in the foreground (docker) -----------------------------------------------------------
@@ -211,7 +232,7 @@ class Testbed:
                 wait_until(before.ready, 300, before.name)
         comp.prepare()
         launch = comp.launch()
-        proc = subprocess.Popen(launch.argv, env={**os.environ, **launch.env}, cwd=launch.cwd, user=launch.user)
+        proc = subprocess.Popen(launch.argv, env={**os.environ, **launch.env}, cwd=launch.cwd, **launch.identity())
         signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(comp.stop_signal))
         wait_until(comp.ready, self.settings.startup_timeout, name,
                    lambda: None if proc.poll() is None else f"exit code {proc.returncode}")  # fmt: skip

@@ -1,4 +1,4 @@
-"""A private PostgreSQL 15 cluster for the Rucio server (Debian's binaries, run as the ``postgres`` user)."""
+"""A private PostgreSQL cluster for the Rucio server (Debian's binaries, run as the ``postgres`` user)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,21 @@ from datalake.testbed.settings import HOST
 PG_USER = "postgres"
 
 
-def pg_bindir() -> Path:
-    """Debian installs server binaries under /usr/lib/postgresql/<major>/bin, off PATH."""
+def pg_bindir(major: str | None = None) -> Path:
+    """Debian installs server binaries under /usr/lib/postgresql/<major>/bin, off PATH; a cluster must be run
+    by the major version that created it, a new one takes the newest installed."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
+    if major:
+        found = [p for p in found if p.split("/")[4] == major]
     if not found:
-        raise TestbedError("PostgreSQL server not installed (apt-get install postgresql)")
+        raise TestbedError(
+            f"PostgreSQL {major or ''} server not installed (apt-get install postgresql)".replace("  ", " ")
+        )
     return Path(found[-1]).parent
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 class Postgres(Component):
@@ -36,57 +45,66 @@ class Postgres(Component):
         return self.home / "data"
 
     @property
+    def bindir(self) -> Path:
+        version = self.data / "PG_VERSION"
+        return pg_bindir(version.read_text().strip() if version.exists() else None)
+
+    @property
     def user(self) -> str | None:
         return PG_USER if is_root() else None
 
     def prepare(self) -> None:
         (self.home / "sockets").mkdir(parents=True, exist_ok=True)
-        if not (self.data / "PG_VERSION").exists():
-            pwfile = self.home / "pwfile"
-            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
+        give_to(PG_USER, self.home, self.home / "sockets")
+        if (self.data / "PG_VERSION").exists():
+            return
+        pwfile = self.home / "pwfile"
+        try:
+            with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
                 out.write(self.ctx.secrets["postgres"])
-            give_to(PG_USER, self.home, self.home / "sockets", pwfile)
-            result = subprocess.run(
-                [str(pg_bindir() / "initdb"), "-D", str(self.data), "-U", "postgres", f"--pwfile={pwfile}",
-                 "--auth=scram-sha-256", "-E", "UTF8", "--no-instructions"],
-                user=self.user, capture_output=True, text=True,
-            )  # fmt: skip
-            pwfile.unlink()
-            if result.returncode != 0:
-                raise TestbedError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
+            give_to(PG_USER, pwfile)
+            argv = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256", "-E", "UTF8", "--no-instructions"]  # fmt: skip
+            result = subprocess.run(argv, capture_output=True, text=True, **Launch(argv, user=self.user).identity())
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise TestbedError(f"initdb failed: {_last_line(result.stderr)}")
 
     def launch(self) -> Launch:
         return Launch(
-            argv=[str(pg_bindir() / "postgres"), "-D", str(self.data), "-p", str(self.settings.pg_port),
+            argv=[str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.settings.pg_port),
                   "-h", HOST, "-k", str(self.home / "sockets"), "-c", "max_connections=200"],
             user=self.user,
         )  # fmt: skip
 
-    def psql(self, sql: str, database: str = "postgres") -> str:
-        env = {**os.environ, "PGPASSWORD": self.ctx.secrets["postgres"]}
-        result = subprocess.run(
-            [str(pg_bindir() / "psql"), "-h", HOST, "-p", str(self.settings.pg_port), "-U", "postgres", "-d", database,
-             "-tAX", "-v", "ON_ERROR_STOP=1", "-c", sql],
-            env=env, capture_output=True, text=True,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise TestbedError(f"psql failed: {result.stderr.strip()}")
-        return result.stdout.strip()
-
     def ready(self) -> bool:
-        result = subprocess.run(
-            [str(pg_bindir() / "pg_isready"), "-q", "-h", HOST, "-p", str(self.settings.pg_port)],
-            capture_output=True,
-        )
-        return result.returncode == 0
+        argv = [str(self.bindir / "pg_isready"), "-q", "-h", HOST, "-p", str(self.settings.pg_port)]
+        return subprocess.run(argv, capture_output=True).returncode == 0
 
     def detail(self) -> str:
-        return f"PostgreSQL {pg_bindir().parent.name}"
+        return f"PostgreSQL {self.bindir.parent.name}"
 
-    def ensure_database(self, name: str, owner: str, password: str) -> None:
-        """Create a login role and its database once (for the Rucio server)."""
-        if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{owner}'"):
-            self.psql(f"CREATE ROLE {owner} LOGIN PASSWORD '{password}'")
-        if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
-            self.psql(f"CREATE DATABASE {name} OWNER {owner}")
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run SQL as the superuser; the SQL goes through stdin, so no password shows in a process listing."""
+        argv = [str(self.bindir / "psql"), "-h", HOST, "-p", str(self.settings.pg_port), "-U", "postgres",
+                "-d", database, "-tAX", "-v", "ON_ERROR_STOP=1"]  # fmt: skip
+        env = {**os.environ, "PGPASSWORD": self.ctx.secrets["postgres"]}
+        result = subprocess.run(argv, input=sql, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise TestbedError(f"psql failed: {_last_line(result.stderr)}")
+        return result.stdout.strip()
+
+    def ensure_database(self, name: str, owner: str, password: str, fresh: bool = False) -> None:
+        """Create a login role and its database once; ``fresh`` first drops a database left half-built."""
+        if fresh:
+            self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = {quote_literal(owner)}"):
+            self.psql(f'CREATE ROLE "{owner}" LOGIN PASSWORD {quote_literal(password)}')
+        if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(name)}"):
+            self.psql(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"

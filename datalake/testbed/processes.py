@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -28,14 +29,36 @@ class Launch:
 
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
-    user: str | None = None  # run as this Unix user (we are root); None keeps the current user
+    user: str | None = None  # run as this Unix user and its own group (we are root); None: stay who we are
     cwd: Path | None = None
+
+    def identity(self) -> dict:
+        """``subprocess`` arguments that drop to ``user`` entirely: its uid, its primary gid, no root groups."""
+        if self.user is None:
+            return {}
+        entry = pwd.getpwnam(self.user)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Start time in clock ticks since boot (/proc/PID/stat field 22): immune to wall-clock steps."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "(comm)", which may contain spaces
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
 @dataclass(frozen=True)
 class PidRecord:
     pid: int
-    started: float  # psutil create_time, guards against PID reuse
+    ticks: int  # when the process started, so a PID reused after it died is never taken for ours
+    boot: str  # and in which boot: ticks restart at every boot
     argv: list[str]
 
     def save(self, path: Path) -> None:
@@ -52,18 +75,14 @@ class PidRecord:
             return None
 
     def alive(self) -> bool:
-        try:
-            proc = psutil.Process(self.pid)
-            return abs(proc.create_time() - self.started) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return self.boot == _boot_id() and _start_ticks(self.pid) == self.ticks
 
 
 def spawn(launch: Launch, log: Path) -> PidRecord:
-    """Start ``launch`` detached from our session, output appended to ``log``."""
+    """Start ``launch`` detached from our session, output appended to ``log`` (private: servers log secrets)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **launch.env}
-    with open(log, "ab") as out:
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         try:
             proc = subprocess.Popen(
                 launch.argv,
@@ -72,22 +91,21 @@ def spawn(launch: Launch, log: Path) -> PidRecord:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=launch.cwd,
-                user=launch.user,
                 start_new_session=True,
+                **launch.identity(),
             )
         except OSError as err:
             raise TestbedError(f"cannot start {launch.argv[0]}: {err.strerror}") from err
-    return PidRecord(pid=proc.pid, started=psutil.Process(proc.pid).create_time(), argv=launch.argv)
+    ticks = _start_ticks(proc.pid)
+    return PidRecord(pid=proc.pid, ticks=ticks if ticks is not None else -1, boot=_boot_id(), argv=launch.argv)
 
 
 def stop(record: PidRecord, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-    """Signal our process and wait for it; SIGKILL it (and its group) if it does not go in time."""
+    """Signal our process and wait for it; SIGKILL its process group if it does not go in time."""
     if not record.alive():
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(record.pid, sig)
-    except ProcessLookupError:
-        return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not record.alive():
@@ -95,6 +113,19 @@ def stop(record: PidRecord, sig: int = signal.SIGTERM, timeout: float = 15.0) ->
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(record.pid, signal.SIGKILL)
+    while record.alive() and time.monotonic() < deadline + 5:
+        time.sleep(0.05)
+
+
+def port_owner(port: int) -> str:
+    """Who listens on ``port``, for the error message ("" when the system will not say)."""
+    try:
+        for conn in psutil.net_connections("tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                return f" (pid {conn.pid}, {psutil.Process(conn.pid).name()})"
+    except psutil.Error:
+        pass
+    return ""
 
 
 def port_in_use(port: int, host: str = "0.0.0.0") -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import urllib.request
@@ -13,7 +14,7 @@ from datalake.errors import TestbedError
 from datalake.testbed import configs
 from datalake.testbed.component import Component
 from datalake.testbed.postgres import Postgres
-from datalake.testbed.processes import Launch
+from datalake.testbed.processes import Launch, log_tail
 from datalake.testbed.settings import HOST
 
 # Runs inside the server venv: schema + base VO + root account, as Rucio's reset_database.py does,
@@ -65,12 +66,14 @@ class RucioServer(Component):
         )  # fmt: skip
         marker = self.home / "schema.done"
         if not marker.exists():
-            Postgres(self.ctx).ensure_database("rucio", owner="rucio", password=self.ctx.secrets["rucio_db"])
-            result = subprocess.run([str(self.python), "-c", BUILD_SCHEMA], env={**self.env(), "PATH": "/usr/bin:/bin"},
-                                    capture_output=True, text=True, cwd=self.home)  # fmt: skip
+            # no marker: a fresh lake, or a schema build that died half-way; either way start from an empty database
+            Postgres(self.ctx).ensure_database("rucio", "rucio", self.ctx.secrets["rucio_db"], fresh=True)
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            with os.fdopen(os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as log:
+                result = subprocess.run([str(self.python), "-c", BUILD_SCHEMA], stdout=log, stderr=subprocess.STDOUT,
+                                        env={**self.env(), "PATH": "/usr/bin:/bin"}, cwd=self.home)  # fmt: skip
             if result.returncode != 0:
-                last = (result.stderr.strip().splitlines() or ["?"])[-1]
-                raise TestbedError(f"building the Rucio schema failed: {last}")
+                raise TestbedError(f"building the Rucio schema failed: {log_tail(self.log, 1)}")
             marker.write_text("ok\n")
 
     def launch(self) -> Launch:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from datalake.testbed import configs
 from datalake.testbed.component import Component, Context, give_to, is_root
 from datalake.testbed.processes import Launch, tcp_open
+from datalake.testbed.settings import HOST
 
 XRD_USER = "xrootd"  # created by the Debian package; xrootd refuses to run as root
 
@@ -39,18 +41,21 @@ class XRootD(Component):
         give_to(XRD_USER, self.home, self.data, self.data / "rucio", self.home / "admin")
 
     def version(self) -> str | None:
-        """Ask the server over the XRootD protocol (not just TCP): its version, or None."""
+        """Ask the server over the XRootD protocol (not just TCP): its version, or None.
+
+        Through ``xrdfs`` in a child process, so XrdCl's short probe timeouts never leak into this process's
+        own XRootD client settings (XrdCl reads them once, from the environment).
+        """
         port = self.ports()[0]
         if not tcp_open(port):  # a dead port would keep XrdCl retrying
             return None
-        for key, value in {"XRD_CONNECTIONRETRY": "1", "XRD_CONNECTIONWINDOW": "2", "XRD_REQUESTTIMEOUT": "3"}.items():
-            os.environ.setdefault(key, value)  # XrdCl reads these at import
-        from XRootD import client
-
-        status, reply = client.FileSystem(f"root://127.0.0.1:{port}").query(
-            client.flags.QueryCode.CONFIG, "version", timeout=2
-        )
-        return reply.decode().strip() if status.ok and reply else None
+        env = {**os.environ, "XRD_CONNECTIONRETRY": "1", "XRD_CONNECTIONWINDOW": "2", "XRD_REQUESTTIMEOUT": "3"}
+        try:
+            result = subprocess.run(["xrdfs", f"root://{HOST}:{port}", "query", "config", "version"],
+                                    env=env, capture_output=True, text=True, timeout=5)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return result.stdout.strip() or None if result.returncode == 0 else None
 
     def ready(self) -> bool:
         return self.version() is not None
@@ -59,7 +64,6 @@ class XRootD(Component):
         return f"xrootd {self.version() or '?'}, RSE {self.rse}"
 
     def launch(self) -> Launch:
+        # started as the xrootd user outright (not `-R`, which keeps root as the saved uid)
         argv = ["xrootd", "-c", str(self.config), "-n", self.name]
-        if is_root():
-            argv += ["-R", XRD_USER]
-        return Launch(argv=argv, cwd=self.home)
+        return Launch(argv=argv, cwd=self.home, user=XRD_USER if is_root() else None)
