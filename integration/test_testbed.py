@@ -46,6 +46,7 @@ def test_second_up_reports_running_and_starts_nothing(lake_env):
 def test_stock_rucio_cli_sees_the_lake(lake_env):
     assert "account    : datamanager" in rucio("whoami", env=lake_env).stdout
     assert rucio("rse", "list", env=lake_env).stdout.split() == ["XRD1", "XRD2", "XRD3"]
+    assert rucio("list-rses", env=lake_env).stdout.split() == ["XRD1", "XRD2", "XRD3"]  # the pre-41 spelling
     attributes = rucio("rse", "attribute", "list", "XRD3", env=lake_env).stdout
     for key in ("site", "country", "tier", "access: public"):
         assert key in attributes
