@@ -26,6 +26,8 @@ def test_compose_runs_every_native_component_through_the_same_launcher():
     assert "datalake testbed bootstrap" in " ".join(services["client"]["command"])
     assert all(s["network_mode"] == "host" for s in services.values())  # same 127.0.0.1 configs as natively
     assert [name for name, s in services.items() if "build" in s] == ["postgres"]  # the image is built once
+    for comp in Testbed(TestbedSettings(rses=3)).components():  # compose starts what a component needs first
+        assert set(comp.needs) <= set(services[comp.name].get("depends_on", []))
     assert {s["image"] for s in services.values()} == {"datalake-testbed"}
 
 

@@ -75,3 +75,11 @@ def test_a_missing_template_value_is_an_error_not_a_blank():
 def test_private_files_are_created_0600(tmp_path):
     path = configs.write(tmp_path / "secret.cfg", "password = x", private=True)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_components_start_after_what_they_need():
+    from datalake.testbed import Testbed
+
+    names = [c.name for c in Testbed(TestbedSettings(rses=2)).components()]
+    for position, comp in enumerate(Testbed(TestbedSettings(rses=2)).components()):
+        assert all(names.index(needed) < position for needed in comp.needs)

@@ -54,6 +54,7 @@ class Component(ABC):
     """A server process of the testbed, started in dependency order."""
 
     name: str
+    needs: tuple[str, ...] = ()  # components that must answer before this one prepares or starts
     stop_signal: int = signal.SIGTERM
 
     def __init__(self, ctx: Context) -> None:

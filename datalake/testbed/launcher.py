@@ -224,12 +224,10 @@ class Testbed:
     # -- one component in the foreground (docker) -----------------------------------------------------------
     def run(self, name: str, say: Say = print) -> int:
         """Run one component in the foreground, after the ones it relies on answer (used by docker/)."""
-        comps = self.components()
         comp = self.component(name)
-        for before in comps[: comps.index(comp)]:
-            if isinstance(before, Postgres | RucioServer):
-                say(f"{name}: waiting for {before.name}")
-                wait_until(before.ready, 300, before.name)
+        for needed in map(self.component, comp.needs):
+            say(f"{name}: waiting for {needed.name}")
+            wait_until(needed.ready, 300, needed.name)
         comp.prepare()
         launch = comp.launch()
         proc = subprocess.Popen(launch.argv, env={**os.environ, **launch.env}, cwd=launch.cwd, **launch.identity())

@@ -29,6 +29,7 @@ create_root_account()
 
 class RucioServer(Component):
     name = "rucio"
+    needs = ("postgres",)
     stop_signal = signal.SIGQUIT  # gunicorn's quickest clean shutdown
 
     def ports(self) -> list[int]:
