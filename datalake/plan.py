@@ -1,0 +1,184 @@
+"""Desired state vs what Rucio holds -> the list of actions that makes Rucio match. Pure.
+
+Safe order: freeze (close) what gets published, add rules before removing any (a dataset never has fewer copies
+than the policy asks for in between), publish, then remove the rules the policy no longer wants. Rules are
+managed only if their comment carries the policy mark; anyone else's rules are left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from datalake.errors import PolicyError
+from datalake.policy.evaluate import DesiredRule, DesiredState, parse_rule_comment
+from datalake.policy.metadata import POLICY_KEY
+
+Kind = Literal[
+    "set-meta", "close", "add-rule", "update-rule", "remove-rule", "add-opendata", "update-opendata", "opendata-state"
+]
+
+
+@dataclass(frozen=True)
+class CurrentRule:
+    id: str
+    account: str
+    rse_expression: str
+    copies: int
+    grouping: str
+    activity: str
+    locked: bool
+    expires_at: datetime | None
+    comment: str | None
+    state: str
+
+
+@dataclass(frozen=True)
+class CurrentState:
+    """What the catalog says about one dataset."""
+
+    did: str
+    is_open: bool
+    meta: dict[str, Any]
+    rules: tuple[CurrentRule, ...] = ()
+    opendata_state: str | None = None  # None: no open-data record
+    opendata_doi: str | None = None
+    opendata_meta: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Kind
+    did: str
+    summary: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.kind:<16} {self.did}  {self.summary}"
+
+
+def check_placement(desired: DesiredState, placement: dict[str, dict[str, str]]) -> list[str]:
+    """Problems with where the desired rules would put replicas; ``placement`` maps each rule's RSE
+    expression to the RSEs it matches and their ``access`` attribute."""
+    problems = []
+    for rule in desired.rules:
+        rses = placement.get(rule.rse_expression, {})
+        if not rses:
+            problems.append(f"rule {rule.id}: RSE expression {rule.rse_expression!r} matches no RSE")
+            continue
+        wrong = sorted(rse for rse, access in rses.items() if access not in desired.allowed_access)
+        if wrong:
+            problems.append(
+                f"rule {rule.id}: {rule.rse_expression!r} includes {', '.join(wrong)}, not allowed for a "
+                f"{desired.tier} dataset (access must be {' or '.join(sorted(desired.allowed_access))})"
+            )
+        if len(rses) < rule.copies:
+            problems.append(f"rule {rule.id}: {rule.copies} copies but {rule.rse_expression!r} has {len(rses)} RSEs")
+    return problems
+
+
+def plan(desired: DesiredState, current: CurrentState, placement: dict[str, dict[str, str]]) -> list[Action]:
+    problems = check_placement(desired, placement)
+    if problems:
+        raise PolicyError(f"{desired.did} under {desired.policy}: " + "; ".join(problems))
+    did = desired.did
+    actions: list[Action] = []
+    meta = {POLICY_KEY: desired.policy, "datalake_tier": str(desired.tier), "datalake_readers": list(desired.readers)}
+    changed = {k: v for k, v in meta.items() if current.meta.get(k) != v}
+    if changed:
+        shown = ", ".join(f"{k}={v}" for k, v in changed.items())
+        actions.append(Action("set-meta", did, shown, {"meta": changed}))
+    if desired.closed and current.is_open:
+        actions.append(Action("close", did, "close the dataset (published data is frozen)"))
+
+    rule_adds, rule_updates, removals, early_removals = _rules(desired, current)
+    actions += early_removals + rule_adds + rule_updates
+    actions += _opendata(desired, current)
+    actions += removals
+    return actions
+
+
+def _rule_args(rule: DesiredRule) -> dict[str, Any]:
+    return {
+        "copies": rule.copies,
+        "rse_expression": rule.rse_expression,
+        "lifetime": rule.lifetime,
+        "grouping": rule.grouping,
+        "activity": rule.activity,
+        "locked": rule.locked,
+        "comment": rule.comment,
+    }
+
+
+def _describe(rule: DesiredRule) -> str:
+    life = f", lifetime {rule.lifetime}s" if rule.lifetime else ""
+    lock = ", locked" if rule.locked else ""
+    return f"{rule.id}: {rule.copies} x {rule.rse_expression} ({rule.grouping}, {rule.activity}{life}{lock})"
+
+
+def _remove(current: CurrentRule, why: str, did: str) -> Action:
+    return Action("remove-rule", did, f"{current.id} {current.rse_expression} ({why})",
+                  {"rule_id": current.id, "unlock": current.locked})  # fmt: skip
+
+
+def _rules(desired: DesiredState, current: CurrentState) -> tuple[list[Action], ...]:
+    did = desired.did
+    managed = {c.comment: c for c in current.rules if parse_rule_comment(c.comment)}
+    adds: list[Action] = []
+    updates: list[Action] = []
+    removals: list[Action] = []
+    early: list[Action] = []  # replacements on the same expression: Rucio refuses a duplicate rule
+    for rule in desired.rules:
+        have = managed.pop(rule.comment, None)
+        if have is not None and (have.copies, have.rse_expression, have.grouping) != (
+            rule.copies, rule.rse_expression, rule.grouping
+        ):  # fmt: skip
+            target = early if have.rse_expression == rule.rse_expression else removals
+            target.append(_remove(have, f"replaced by {rule.copies} x {rule.rse_expression}", did))
+            have = None
+        if have is None:
+            adds.append(Action("add-rule", did, _describe(rule), _rule_args(rule)))
+            continue
+        change: dict[str, Any] = {}
+        if have.locked != rule.locked:
+            change["locked"] = rule.locked
+        if have.activity != rule.activity:
+            change["activity"] = rule.activity
+        if (have.expires_at is None) != (rule.lifetime is None):
+            change["lifetime"] = rule.lifetime  # not re-extended on every run: only permanent <-> expiring
+        if change:
+            shown = ", ".join(f"{k}={v}" for k, v in change.items())
+            args = {"rule_id": have.id, "options": change}
+            updates.append(Action("update-rule", did, f"{rule.id} ({have.id}): {shown}", args))
+    removals += [_remove(c, "no longer wanted by the policy", did) for c in managed.values()]
+    return adds, updates, removals, early
+
+
+def _opendata(desired: DesiredState, current: CurrentState) -> list[Action]:
+    did, want, have = desired.did, desired.opendata, current.opendata_state
+    if want is None:
+        if have == "public":
+            why = "public -> suspended (the policy no longer publishes)"
+            return [Action("opendata-state", did, why, {"state": "suspended"})]
+        return []
+    target = want.state
+    if target in ("draft", "suspended") and have in ("public", "suspended"):
+        target = "suspended"  # published data cannot go back to draft: withdraw it instead
+    if have is None and target == "suspended":
+        return []  # never published: nothing to withdraw
+    actions: list[Action] = []
+    if have is None:
+        actions.append(Action("add-opendata", did, "open-data record (draft)"))
+    update: dict[str, Any] = {}
+    if want.meta != (current.opendata_meta or {}):
+        update["meta"] = want.meta
+    if want.doi and want.doi != current.opendata_doi:
+        update["doi"] = want.doi
+    if update:
+        shown = ", ".join(f"doi={v}" if k == "doi" else f"{len(v)} metadata fields" for k, v in update.items())
+        actions.append(Action("update-opendata", did, shown, update))
+    state = have or "draft"
+    if target != state and not (state == "draft" and target == "suspended"):
+        actions.append(Action("opendata-state", did, f"{state} -> {target}", {"state": target}))
+    return actions

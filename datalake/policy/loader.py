@@ -1,0 +1,154 @@
+"""Reading policy files: YAML -> SharingPolicy, every problem reported with its file, line and field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from datalake.errors import PolicyError
+from datalake.policy.model import SharingPolicy
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f" {self.field}:" if self.field else ""
+        return f"{self.file}:{self.line}:{where} {self.message}"
+
+
+def parse(text: str, source: str = "<policy>") -> tuple[SharingPolicy | None, list[Problem]]:
+    """A policy from YAML text, or every problem found in it."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.SafeLoader(text).get_single_data()
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        return None, [Problem(source, line, "", f"not valid YAML ({getattr(err, 'problem', None) or err})")]
+    if node is None:
+        return None, [Problem(source, 1, "", "empty file")]
+    problems = list(_duplicate_keys(node, source))
+    if not isinstance(data, dict):
+        return None, [Problem(source, node.start_mark.line + 1, "", "a policy is a mapping of fields")]
+    try:
+        policy = SharingPolicy.model_validate(data)
+    except ValidationError as err:
+        for error in err.errors():
+            line, path = _locate(node, error["loc"])
+            problems.append(Problem(source, line, path, _message(error)))
+        return None, problems
+    return (None if problems else policy), problems
+
+
+def load(path: str | Path) -> SharingPolicy:
+    """One policy file; a PolicyError lists every problem in it."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PolicyError(f"{file}: cannot read policy ({getattr(err, 'strerror', None) or err})") from None
+    policy, problems = parse(text, str(file))
+    if problems or policy is None:
+        raise PolicyError("; ".join(str(p) for p in problems))
+    return policy
+
+
+def check(paths: Iterable[str | Path]) -> tuple[dict[str, SharingPolicy], list[Problem]]:
+    """Validate files (directories: their *.yaml/*.yml); policy names must be unique across them."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        files += sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
+    policies: dict[str, SharingPolicy] = {}
+    where: dict[str, Path] = {}
+    problems: list[Problem] = []
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            problems.append(Problem(str(file), 0, "", f"cannot read ({getattr(err, 'strerror', None) or err})"))
+            continue
+        policy, found = parse(text, str(file))
+        problems += found
+        if policy is None:
+            continue
+        if policy.name in policies:
+            also = f"policy {policy.name!r} is also defined in {where[policy.name]}"
+            problems.append(Problem(str(file), 1, "name", also))
+            continue
+        policies[policy.name] = policy
+        where[policy.name] = file
+    return policies, problems
+
+
+def find(directory: str | Path, name: str) -> SharingPolicy:
+    """The policy called ``name`` in ``directory`` (what ``apply`` uses to govern a DID that records it)."""
+    policies, problems = check([directory])
+    if name in policies:
+        return policies[name]
+    bad = [p for p in problems if Path(p.file).stem == name]
+    if bad:
+        raise PolicyError("; ".join(str(p) for p in bad))
+    raise PolicyError(f"no policy named {name!r} in {directory}")
+
+
+def _message(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    if error["type"] == "missing":
+        return "required field is missing"
+    message = error["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def _locate(node: yaml.Node, loc: tuple[Any, ...]) -> tuple[int, str]:
+    """The line of the deepest YAML node on pydantic's error path, and the path as a user writes it."""
+    shown: list[str] = []
+    line = node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            pair = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+            if pair is not None:
+                key, node = pair
+                line = key.start_mark.line + 1
+                shown.append(part)
+                continue
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+            shown.append(f"[{part}]")
+            continue
+        if isinstance(part, str) and _is_union_tag(part):
+            continue  # pydantic names the union member it tried; it is not a key in the file
+        shown.append(str(part))
+        break  # missing or unknown: point at the enclosing mapping
+    return line, ".".join(shown).replace(".[", "[")
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in {"immediate", "embargo", "after", "staged", "never"} or part.startswith(("function-", "json-"))
+
+
+def _duplicate_keys(node: yaml.Node, source: str, path: str = "") -> Iterable[Problem]:
+    """PyYAML keeps the last of two equal keys silently; in a reviewed policy that hides a mistake."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = str(getattr(key, "value", ""))
+            if name in seen:
+                yield Problem(source, key.start_mark.line + 1, f"{path}{name}", "duplicate key")
+            seen.add(name)
+            yield from _duplicate_keys(value, source, f"{path}{name}.")
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, source, f"{path.rstrip('.')}[{i}].")
