@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from datalake import dids
 from datalake.catalog import Catalog, ClientConfig
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from datalake.govern import Outcome
+    from datalake.register import Plan, Progress, Result
+
+DEFAULT_POLICIES = "policies"
 
 
 class Lake:
@@ -16,9 +26,16 @@ class Lake:
     >>> lake = Lake("~/analyst/rucio.cfg")  # or an explicit client config
     """
 
-    def __init__(self, config: str | os.PathLike | None = None, *, timeout: int = 60) -> None:
+    def __init__(
+        self,
+        config: str | os.PathLike | None = None,
+        *,
+        timeout: int = 60,
+        policies: str | os.PathLike | None = None,
+    ) -> None:
         self.config = ClientConfig.from_file(config)
         self.timeout = timeout
+        self.policies = Path(policies or os.environ.get("DATALAKE_POLICIES") or DEFAULT_POLICIES)
 
     def __repr__(self) -> str:
         return f"Lake(account={self.account!r}, rucio={self.config.rucio_host!r})"
@@ -38,3 +55,43 @@ class Lake:
     def rses(self, expression: str = "*") -> list[dict[str, Any]]:
         """Storage elements matching a Rucio RSE expression, with their attributes."""
         return self.catalog.rses(expression)
+
+    def status(self, did: str) -> dict[str, Any]:
+        """Files, size, replicas per RSE, rules and their state, policy and open-data state of a dataset."""
+        from datalake.status import status
+
+        return status(self.catalog, dids.parse(did))
+
+    def plan(self, did: str, *, now: datetime | None = None) -> Outcome:
+        """What ``apply`` would change to make ``did`` match its recorded sharing policy."""
+        from datalake.govern import govern
+
+        return govern(self.catalog, dids.parse(did), self.policies, now=now, dry_run=True)
+
+    def apply(self, did: str | None = None, *, now: datetime | None = None, dry_run: bool = False) -> list[Outcome]:
+        """Make one dataset (or, with ``did=None``, every governed dataset) match its sharing policy."""
+        from datalake.govern import govern
+
+        targets = [dids.parse(did)] if did else self.catalog.governed()
+        return [govern(self.catalog, t, self.policies, now=now, dry_run=dry_run) for t in targets]
+
+    def prepare_registration(
+        self, paths: list[str], dataset: str, policy: str | os.PathLike, rse: str, meta: dict[str, Any],
+        *, now: datetime | None = None,
+    ) -> Plan:  # fmt: skip
+        """Check a registration completely and work out what is left to do; changes nothing."""
+        from datalake.policy import load
+        from datalake.register import prepare
+
+        return prepare(self.catalog, [str(p) for p in paths], dids.parse(dataset), load(policy), rse, meta, now=now)
+
+    def register(
+        self, paths: list[str], dataset: str, policy: str | os.PathLike, rse: str, meta: dict[str, Any],
+        *, now: datetime | None = None, progress: Progress | None = None, parallel: int = 16,
+    ) -> Result:  # fmt: skip
+        """Upload/register files into ``dataset`` under ``policy`` and apply it; re-running finishes a crashed
+        run and adds nothing twice."""
+        from datalake.register import run
+
+        plan = self.prepare_registration(paths, dataset, policy, rse, meta, now=now)
+        return run(self.catalog, plan, self.policies, progress=progress, parallel=parallel, now=now)

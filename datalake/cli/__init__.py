@@ -9,7 +9,7 @@ import typer
 from pydantic import ValidationError
 
 from datalake import __version__
-from datalake.cli import testbed
+from datalake.cli import policy, register, testbed
 from datalake.cli.output import err_console
 from datalake.errors import DatalakeError
 
@@ -21,6 +21,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(testbed.app, name="testbed")
+app.add_typer(policy.app, name="policy")
+app.command()(register.register)
+app.command()(register.status)
 
 
 def _version(value: bool) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from datalake.policy.metadata import DATACITE, POLICY_KEY, RESERVED, STATE_KEY
+from datalake.policy.metadata import DATACITE, RESERVED
 from datalake.policy.model import ALLOWED_ACCESS, OPEN_DATA_RULE, SharingPolicy, Tier
 from datalake.policy.release import ReleaseDecision, decide
 
@@ -95,7 +95,7 @@ def evaluate(
     if od.publish and policy.releases:
         state = {Tier.PUBLIC: "public", Tier.SUSPENDED: "suspended"}.get(tier, "draft")
         opendata = DesiredOpenData(state=state, doi=mint_doi(policy, did, meta), meta=record(policy, meta))
-        if tier is Tier.PUBLIC:
+        if tier is Tier.PUBLIC and all(r.rse_expression != od.rse_expression for r in rules):
             rules.append(
                 DesiredRule(
                     id=OPEN_DATA_RULE,
@@ -125,6 +125,6 @@ def evaluate(
 def record(policy: SharingPolicy, meta: dict[str, Any]) -> dict[str, Any]:
     """The open-data record: DataCite fields first, then the experiment's own keys, licence and data level."""
     out = {k: meta[k] for k in DATACITE if k in meta}
-    out |= {k: v for k, v in meta.items() if k not in out and k not in RESERVED and k not in (POLICY_KEY, STATE_KEY)}
+    out |= {k: v for k, v in meta.items() if k not in out and k not in RESERVED and not k.startswith("datalake_")}
     out |= {"licence": policy.open_data.licence, "data_level": policy.data_level}
     return out

@@ -248,6 +248,10 @@ class SharingPolicy(Model):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"rule ids must be unique: {', '.join(dupes)}")
+        placed = [(r.rse_expression, r.copies) for r in self.rules]
+        same = sorted({f"{c} x {e}" for e, c in placed if placed.count((e, c)) > 1})
+        if same:
+            raise ValueError(f"two rules with the same copies and RSE expression (Rucio refuses that): {same[0]}")
         if OPEN_DATA_RULE in ids:
             raise ValueError(f"rule id {OPEN_DATA_RULE!r} is reserved for the open-data replica")
         declared = {**self.metadata.optional, **self.metadata.required}

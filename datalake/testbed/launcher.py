@@ -156,8 +156,9 @@ class Testbed:
 
     def write_client_configs(self) -> None:
         for account in ACCOUNTS:
+            token = self.settings.state / "client" / "tokens" / account / "auth_token"
             text = configs.render("rucio-client.cfg", url=self.settings.rucio_url, account=account,
-                                  password=self.ctx.secrets[account])  # fmt: skip
+                                  password=self.ctx.secrets[account], token_file=token)  # fmt: skip
             configs.write(self.client_config(account), text, private=True)
 
     def bootstrap(self) -> None:

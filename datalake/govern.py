@@ -1,0 +1,119 @@
+"""Make Rucio match the sharing policy of a dataset: read what the catalog holds, evaluate the policy, plan, and
+carry the plan out. Re-running changes nothing once the lake matches, so cron can run it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from datalake.catalog import Catalog
+from datalake.dids import DID
+from datalake.errors import PolicyError
+from datalake.plan import Action, CurrentRule, CurrentState, plan
+from datalake.policy import DesiredState, SharingPolicy, evaluate, find
+from datalake.policy.metadata import POLICY_KEY
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    did: DID
+    desired: DesiredState
+    actions: list[Action]
+    applied: bool
+
+
+def current_state(catalog: Catalog, did: DID) -> tuple[dict[str, Any], CurrentState]:
+    record = catalog.get_did(did)
+    if record is None:
+        raise PolicyError(f"{did}: no such DID in Rucio")
+    meta = catalog.metadata(did)
+    rules = tuple(
+        CurrentRule(
+            id=r["id"], account=str(r["account"]), rse_expression=r["rse_expression"], copies=int(r["copies"]),
+            grouping=str(r["grouping"]), activity=str(r.get("activity") or ""), locked=bool(r["locked"]),
+            expires_at=r.get("expires_at"), comment=r.get("comments"), state=str(r["state"]),
+        )
+        for r in catalog.rules(did)
+    )  # fmt: skip
+    od = catalog.opendata(did)
+    state = CurrentState(
+        did=str(did),
+        is_open=bool(record.get("open", False)),
+        meta=meta,
+        rules=rules,
+        opendata_state=str(od["state"]).lower() if od else None,
+        opendata_doi=od.get("doi") if od else None,
+        opendata_meta=od.get("meta") if od else None,
+    )
+    return record, state
+
+
+def policy_of(meta: dict[str, Any], did: DID, policies: Path) -> SharingPolicy:
+    name = meta.get(POLICY_KEY)
+    if not name:
+        raise PolicyError(f"{did} records no sharing policy (register it with --policy)")
+    return find(policies, str(name))
+
+
+def desired_state(
+    catalog: Catalog, did: DID, policy: SharingPolicy, now: datetime
+) -> tuple[DesiredState, CurrentState, dict[str, dict[str, str]]]:
+    record, current = current_state(catalog, did)
+    created = record.get("created_at")
+    registered = created if isinstance(created, datetime) else None
+    desired = evaluate(policy, str(did), current.meta, now, registered)
+    placement = {r.rse_expression: catalog.placement(r.rse_expression) for r in desired.rules}
+    return desired, current, placement
+
+
+def govern(
+    catalog: Catalog,
+    did: DID,
+    policies: Path,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    policy: SharingPolicy | None = None,
+    say: Callable[[Action], None] | None = None,
+) -> Outcome:
+    """Plan (and unless ``dry_run``, carry out) what makes ``did`` match its policy."""
+    now = now or utcnow()
+    if policy is None:
+        policy = policy_of(catalog.metadata(did), did, policies)
+    desired, current, placement = desired_state(catalog, did, policy, now)
+    actions = plan(desired, current, placement)
+    if not dry_run:
+        for action in actions:
+            perform(catalog, did, action)
+            if say:
+                say(action)
+    return Outcome(did, desired, actions, not dry_run)
+
+
+def perform(catalog: Catalog, did: DID, action: Action) -> None:
+    args = action.args
+    if action.kind == "set-meta":
+        catalog.set_metadata(did, args["meta"])
+    elif action.kind == "close":
+        catalog.close(did)
+    elif action.kind == "add-rule":
+        catalog.add_rule(did, **args)
+    elif action.kind == "update-rule":
+        catalog.update_rule(args["rule_id"], args["options"])
+    elif action.kind == "remove-rule":
+        catalog.remove_rule(args["rule_id"], unlock=args["unlock"])
+    elif action.kind == "add-opendata":
+        catalog.add_opendata(did)
+    elif action.kind == "update-opendata":
+        catalog.update_opendata(did, **args)
+    elif action.kind == "opendata-state":
+        catalog.update_opendata(did, state=args["state"])
+    else:  # pragma: no cover - plan only produces the kinds above
+        raise AssertionError(action.kind)
