@@ -3,13 +3,17 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install lint
+.PHONY: demo test install lint bench
 
 demo: install
 	bash scripts/tour.sh
 
 test: install lint
 	$(BIN)/pytest -ra
+
+bench: install  # needs a running testbed: make demo (or datalake testbed up) first
+	$(BIN)/datalake testbed up
+	eval "$$($(BIN)/datalake testbed env)" && $(BIN)/python bench/register.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ same command, which skips whatever is already done.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -250,9 +251,11 @@ class Result:
     registered: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     governed: Outcome | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
 
     def summary(self) -> dict[str, Any]:
         out = self.plan.summary() | {"uploaded": self.uploaded, "registered": self.registered}
+        out["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
         if self.governed is not None:
             out["tier"] = str(self.governed.desired.tier)
             out["release"] = self.governed.desired.release.why
@@ -274,6 +277,7 @@ def run(
     """Carry out a prepared plan. Safe to interrupt at any point: the same call finishes it."""
     progress = progress or Progress()
     result = Result(plan)
+    clock = time.perf_counter()
     dataset = plan.dataset
     meta = {**plan.meta, POLICY_KEY: plan.policy.name}
     work = bool(plan.register)
@@ -299,6 +303,7 @@ def run(
             result.failed = storage.copy_many(jobs, parallel=parallel, progress=lambda f, b: progress.advance(0, b))
             result.uploaded = len(jobs) - len(result.failed)
             crash_point("register:uploaded")
+        result.seconds["upload"] = time.perf_counter() - clock
         failed_names = {t.rsplit("/", 1)[-1] for t in result.failed}
         ready = [s for s in plan.register if s.name not in failed_names]
         batches = [ready[i : i + batch] for i in range(0, len(ready), batch)]
@@ -324,6 +329,9 @@ def run(
         raise StorageError(f"{len(result.failed)} of {len(plan.upload)} uploads failed (first: {first[0]}: "
                            f"{first[1]}); the rest is registered. Re-run the same command to finish.")  # fmt: skip
     catalog.set_metadata(dataset, {STATE_KEY: "complete"})
+    result.seconds["register"] = time.perf_counter() - clock - result.seconds["upload"]
     crash_point("register:complete")
+    start = time.perf_counter()
     result.governed = govern(catalog, dataset, policies, now=now, policy=plan.policy, say=say)
+    result.seconds["policy"] = time.perf_counter() - start
     return result

@@ -22,7 +22,7 @@ os.environ.setdefault("RES_OPTIONS", "timeout:1 attempts:1")  # XrdCl reverse-DN
 os.environ.setdefault("XRD_CONNECTIONRETRY", "2")
 os.environ.setdefault("XRD_REQUESTTIMEOUT", "120")
 
-IN_FLIGHT = 256  # requests outstanding per bulk call
+IN_FLIGHT = 64  # requests outstanding per bulk call (the servers compute at most 64 checksums at once)
 BLOCK = 4 << 20
 
 

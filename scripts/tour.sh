@@ -34,6 +34,25 @@ rucio download --dir "$work/download" "darkmatter:$name"
 cmp "$work/$name" "$work/download/darkmatter/$name"
 echo "byte-identical: $(sha256sum < "$work/$name" | cut -c1-16)..."
 
+step "datalake policy check policies/"
+"$DATALAKE" policy check policies/
+
+dataset="collider:tour_$(date +%Y%m%dT%H%M%S)_$RANDOM"
+mkdir -p "$work/run2025"
+for i in $(seq -w 1 20); do head -c 262144 /dev/urandom > "$work/run2025/events_$i.root"; done
+step "datalake register: 20 files as $dataset under policies/lhc-collaboration.yaml"
+"$DATALAKE" register "$work/run2025" --dataset "$dataset" --policy policies/lhc-collaboration.yaml --rse XRD1 \
+    --meta "creators=Tour Collaboration; Doe, Jane" --meta "title=Tour dataset" --meta publisher=CERN \
+    --meta publication_year=2026 --meta resource_type=Dataset --meta experiment=TOUR --meta run_period=Run2025 \
+    --meta run_end=2025-12-31 --meta collision_energy_tev=13.6 --meta event_count=20000
+step "datalake status $dataset"
+"$DATALAKE" status "$dataset"
+step "rucio sees the same: rule list, metadata"
+rucio rule list --did "$dataset"
+rucio did metadata list "$dataset" --plugin JSON
+step "datalake policy plan $dataset --now 2036-01-01   (what-if: ten years after the run, it is open data)"
+"$DATALAKE" policy plan "$dataset" --now 2036-01-01
+
 if [ -z "${TOUR_SKIP_UP:-}" ]; then
     step "datalake testbed status"
     "$DATALAKE" testbed status

@@ -65,7 +65,7 @@ def _show(outcomes, as_json: bool, verb: str) -> None:
     for o in outcomes:
         d = o.desired
         opendata = f", open data {d.opendata.state}" if d.opendata else ""
-        console.print(f"{o.did}  policy {d.policy}: {d.tier} ({d.release.why}){opendata}", markup=False)
+        console.print(f"{o.did}  policy {d.policy}: {d.tier} ({d.release.why}){opendata}", markup=False, soft_wrap=True)
         if not o.actions:
             console.print("  up to date", markup=False)
         for action in o.actions:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,10 @@ def _meta(pairs: list[str], meta_file: Path | None, policy_file: Path) -> dict[s
 
 
 def register(
-    paths: list[str] = typer.Argument(..., help="Local files/directories to upload, or root:// URLs on the RSE"),
+    paths: list[str] = typer.Argument(None, help="Local files/directories to upload, or root:// URLs on the RSE"),
+    files_from: Path | None = typer.Option(
+        None, "--files-from", help="Read more PATHs/URLs, one per line ('-': stdin)."
+    ),
     dataset: str = typer.Option(..., "--dataset", "-d", help="SCOPE:NAME of the dataset"),
     policy: Path = typer.Option(..., "--policy", "-p", help="Sharing policy file"),
     rse: str = typer.Option(..., "--rse", help="RSE the files are uploaded to (or already on)"),
@@ -80,6 +84,9 @@ def register(
     from datalake import Lake
     from datalake.register import run
 
+    paths = [*(paths or []), *_listed(files_from)]
+    if not paths:
+        raise ConfigError("no files given (PATH... or --files-from)")
     lake = Lake(policies=policies)
     plan = lake.prepare_registration(paths, dataset, policy, rse, _meta(meta, meta_file, policy), now=now)
     if dry_run:
@@ -89,6 +96,16 @@ def register(
     result = run(lake.catalog, plan, lake.policies, progress=RichProgress(), parallel=parallel, now=now)
     summary = result.summary()
     console.print_json(json.dumps(summary)) if as_json else _print_summary(summary)
+
+
+def _listed(source: Path | None) -> list[str]:
+    if source is None:
+        return []
+    try:
+        text = sys.stdin.read() if str(source) == "-" else source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--files-from {source}: {getattr(err, 'strerror', None) or err}") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

@@ -1,0 +1,168 @@
+"""Registration benchmark on the running testbed (``eval "$(datalake testbed env)"`` first, or ``make bench``).
+
+A. 100 local files of 1 MiB into a dataset: ``datalake register`` vs the stock ``rucio upload`` + ``rucio did
+   add`` + ``rucio did content add`` of the same-sized files, side by side, medians of ``--repeat`` runs.
+B. 10,000 files already on an RSE registered in place: files/s, against the anchor of the Rucio client
+   registering one replica per call (measured on a sample in the same run).
+Peak memory (max RSS) of each command is reported. Prints a table and a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+POLICY = ROOT / "policies" / "darkmatter-closed.yaml"
+META = ["creators=Bench, B.", "title=Benchmark", "publisher=datalake", "publication_year=2026",
+        "resource_type=Dataset", "experiment=XENONnT", "science_run=SR1", "run_end=2025-06-30",
+        "detector_config=bench"]  # fmt: skip
+SCOPE = "darkmatter"
+
+
+LAST_OUTPUT: list[str] = [""]
+
+
+def timed(argv: list[str], **kw) -> tuple[float, int]:
+    """Wall seconds and peak RSS (MiB) of one command; its stdout is kept in LAST_OUTPUT."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, **kw)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        LAST_OUTPUT[0] = out.read()
+        if code != 0:
+            raise SystemExit(f"{' '.join(argv[:3])} ... failed ({code}): {err.read()[-2000:]}")
+    return elapsed, usage.ru_maxrss // 1024
+
+
+def make_files(directory: Path, count: int, size: int) -> list[Path]:
+    directory.mkdir(parents=True)
+    paths = []
+    for i in range(count):
+        path = directory / f"{directory.name}_{i:05d}.dat"
+        path.write_bytes(os.urandom(size))
+        paths.append(path)
+    return paths
+
+
+def register_argv(dataset: str, rse: str, *paths: str) -> list[str]:
+    argv = [str(BIN / "datalake"), "register", *paths, "--dataset", f"{SCOPE}:{dataset}", "--policy", str(POLICY),
+            "--rse", rse, "--policies", str(POLICY.parent)]  # fmt: skip
+    for pair in META:
+        argv += ["--meta", pair]
+    return argv
+
+
+def upload_local(work: Path, files: int, size: int, repeat: int) -> dict:
+    stock, ours, stock_mem, ours_mem = [], [], [], []
+    for run in range(repeat):
+        tag = uuid.uuid4().hex[:8]
+        a = make_files(work / f"stock{run}{tag}", files, size)
+        seconds, mem = timed([str(BIN / "rucio"), "upload", "--rse", "XRD1", "--scope", SCOPE, *map(str, a)])
+        dataset = f"{SCOPE}:stock{tag}"
+        s2, _ = timed([str(BIN / "rucio"), "did", "add", "--type", "dataset", dataset])
+        s3, _ = timed(
+            [str(BIN / "rucio"), "did", "content", "add", "--to-did", dataset, *(f"{SCOPE}:{p.name}" for p in a)]
+        )
+        stock.append(seconds + s2 + s3)
+        stock_mem.append(mem)
+        b = make_files(work / f"ours{run}{tag}", files, size)
+        seconds, mem = timed(register_argv(f"ours{tag}", "XRD1", str(b[0].parent)))
+        ours.append(seconds)
+        ours_mem.append(mem)
+        print(f"  run {run + 1}: rucio upload+attach {stock[-1]:.1f} s, datalake register {ours[-1]:.2f} s",
+              file=sys.stderr)  # fmt: skip
+    return {
+        "files": files, "bytes_each": size, "runs": repeat,
+        "rucio_upload_attach_s": statistics.median(stock), "datalake_register_s": statistics.median(ours),
+        "speedup": statistics.median(stock) / statistics.median(ours),
+        "rucio_upload_max_rss_mib": max(stock_mem), "datalake_max_rss_mib": max(ours_mem),
+    }  # fmt: skip
+
+
+def register_in_place(work: Path, files: int, size: int, anchor_files: int) -> dict:
+    """Put files at the RSE's deterministic paths (as a DAQ would), then register them where they are."""
+    from rucio.rse import rsemanager
+
+    from datalake import Lake, storage
+
+    lake = Lake()
+    info = lake.catalog.rse_info("XRD2")
+    tag = uuid.uuid4().hex[:8]
+    local = make_files(work / f"inplace{tag}", files + anchor_files, size)
+    lfns = [{"scope": SCOPE, "name": p.name} for p in local]
+    pfns = rsemanager.lfns2pfns(info, lfns, operation="write", scheme="root")
+    jobs = [storage.CopyJob(str(p), pfns[f"{SCOPE}:{p.name}"], size, storage.adler32_file(p)) for p in local]
+    start = time.perf_counter()
+    failed = storage.copy_many(jobs, parallel=32)
+    placed = time.perf_counter() - start
+    if failed:
+        raise SystemExit(f"placing files failed: {next(iter(failed.items()))}")
+    listing = work / f"urls{tag}.txt"
+    listing.write_text("\n".join(pfns[f"{SCOPE}:{p.name}"] for p in local[:files]) + "\n")
+    seconds, mem = timed([*register_argv(f"inplace{tag}", "XRD2"), "--files-from", str(listing), "--json"])
+    phases = json.loads(LAST_OUTPUT[0])["seconds"]
+
+    # Anchor: the Rucio client, one add_replica call per file (what per-file scripts and `rucio upload` do).
+    client = lake.catalog.client
+    start = time.perf_counter()
+    for p in local[files:]:
+        checksum = f"{zlib.adler32(p.read_bytes()) & 0xFFFFFFFF:08x}"
+        client.add_replica("XRD2", SCOPE, p.name, size, checksum)
+    anchor = time.perf_counter() - start
+    return {
+        "files": files, "bytes_each": size, "placing_files_s": placed,
+        "datalake_register_s": seconds, "datalake_files_per_s": files / seconds, "datalake_max_rss_mib": mem,
+        "phases_s": phases, "registration_files_per_s": files / (seconds - phases["policy"]),
+        "anchor_files": anchor_files, "anchor_add_replica_files_per_s": anchor_files / anchor,
+        "speedup_vs_anchor": (files / seconds) / (anchor_files / anchor),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=100)
+    parser.add_argument("--size", type=int, default=1 << 20)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--in-place-files", type=int, default=10_000)
+    parser.add_argument("--in-place-size", type=int, default=1024)
+    parser.add_argument("--anchor-files", type=int, default=200)
+    parser.add_argument("--skip-in-place", action="store_true")
+    args = parser.parse_args()
+    if not os.environ.get("RUCIO_CONFIG"):
+        raise SystemExit('bench: RUCIO_CONFIG is not set; run: eval "$(.venv/bin/datalake testbed env)"')
+    with tempfile.TemporaryDirectory(prefix="datalake-bench-") as tmp:
+        work = Path(tmp)
+        print(f"A. {args.files} local files x {args.size} B, {args.repeat} runs each", file=sys.stderr)
+        a = upload_local(work, args.files, args.size, args.repeat)
+        print(f"  median: rucio {a['rucio_upload_attach_s']:.1f} s, datalake {a['datalake_register_s']:.2f} s "
+              f"-> {a['speedup']:.0f}x less wall time (goal >= 20x); max RSS rucio {a['rucio_upload_max_rss_mib']} "
+              f"MiB, datalake {a['datalake_max_rss_mib']} MiB")  # fmt: skip
+        result = {"upload": a}
+        if not args.skip_in_place:
+            print(f"B. {args.in_place_files} files already on XRD2, registered in place", file=sys.stderr)
+            b = register_in_place(work, args.in_place_files, args.in_place_size, args.anchor_files)
+            print(f"  datalake {b['datalake_files_per_s']:.0f} files/s end to end ({b['datalake_register_s']:.1f} s), "
+                  f"{b['registration_files_per_s']:.0f} files/s without applying the policy (goal >= 500 files/s); "
+                  f"phases {b['phases_s']}; max RSS {b['datalake_max_rss_mib']} MiB; anchor add_replica per file "
+                  f"{b['anchor_add_replica_files_per_s']:.0f} files/s -> {b['speedup_vs_anchor']:.0f}x")  # fmt: skip
+            result["in_place"] = b
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
