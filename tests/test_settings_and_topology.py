@@ -60,11 +60,14 @@ def test_server_and_client_configs_render_and_stay_apart():
     assert server["database"]["default"].startswith("postgresql+psycopg://rucio:pw@127.0.0.1:1/")
     assert server["policy"]["package"] == "datalake_policy"
     client = configparser.ConfigParser(interpolation=None)
-    client.read_string(configs.render("rucio-client.cfg", url="http://h:1", account="analyst", password="p"))
+    client.read_string(
+        configs.render("rucio-client.cfg", url="http://h:1", account="analyst", password="p", token_file="/t/token")
+    )
     # a [database] section would switch rucio-clients into server mode
     assert not client.has_section("database") and client["client"]["account"] == "analyst"
+    assert client["client"]["auth_token_file_path"] == "/t/a"  # a token cache per testbed and account
     xrd = configs.render("xrootd.cfg", rse="XRD1", port=1094, data="/d", admin="/a")
-    assert "xrootd.chksum max 4 adler32 md5" in xrd and "pgm /usr/bin/xrdcp --server" in xrd
+    assert "xrootd.chksum max 64 adler32 md5" in xrd and "pgm /usr/bin/xrdcp --server" in xrd
 
 
 def test_a_missing_template_value_is_an_error_not_a_blank():
