@@ -65,7 +65,7 @@ def test_server_and_client_configs_render_and_stay_apart():
     )
     # a [database] section would switch rucio-clients into server mode
     assert not client.has_section("database") and client["client"]["account"] == "analyst"
-    assert client["client"]["auth_token_file_path"] == "/t/a"  # a token cache per testbed and account
+    assert client["client"]["auth_token_file_path"] == "/t/token"  # a token cache per testbed and account
     xrd = configs.render("xrootd.cfg", rse="XRD1", port=1094, data="/d", admin="/a")
     assert "xrootd.chksum max 64 adler32 md5" in xrd and "pgm /usr/bin/xrdcp --server" in xrd
 
