@@ -8,6 +8,7 @@ process because each is built from explicit values rather than Rucio's process-w
 from __future__ import annotations
 
 import configparser
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ class ClientConfig:
     creds: dict[str, str] = field(repr=False)  # never in a repr, a log line or an error
     ca_cert: str | None
     path: Path | None = None
+    token_file: str | None = None  # the config's auth_token_file_path, if it names one
 
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None, *, env_account: bool = True) -> ClientConfig:
@@ -71,7 +73,16 @@ class ClientConfig:
             creds=creds,
             ca_cert=client.get("ca_cert"),
             path=file,
+            token_file=client.get("auth_token_file_path"),
         )
+
+    def token_cache(self) -> Path:
+        """Where this config's token is cached. Rucio keys its cache by account only and reads the path from the
+        process-wide config, so two lakes (two servers, or two accounts) in one process would share a token."""
+        if self.token_file:
+            return Path(self.token_file).expanduser()
+        key = hashlib.sha256(f"{self.rucio_host}|{self.auth_host}|{self.account}".encode()).hexdigest()[:16]
+        return Path.home() / ".cache" / "datalake" / "tokens" / key / "auth_token"
 
 
 @contextmanager
@@ -89,6 +100,17 @@ def translated(action: str) -> Iterator[None]:
         raise CatalogError(f"{action}: cannot reach the Rucio server") from err
     except rex.RucioException as err:
         raise CatalogError(f"{action}: {_first_line(err)}") from err
+
+
+def _client_class(token_file: str) -> Any:
+    """Rucio's Client, with the token cache of one config rather than the process-wide one."""
+    from rucio.client import Client
+
+    def _get_auth_tokens(self: Any) -> tuple[str, str, str, str]:
+        folder = os.path.dirname(token_file)
+        return token_file, f"{folder}/{self.TOKEN_EXP_PREFIX}for_account_{self.account}", token_file, folder
+
+    return type("DatalakeRucioClient", (Client,), {"_get_auth_tokens": _get_auth_tokens})
 
 
 def _first_line(err: Exception) -> str:
@@ -109,11 +131,11 @@ class Catalog:
     @property
     def client(self) -> Any:
         if self._client is None:
-            from rucio.client import Client
-
             c = self.config
+            token = c.token_cache()
+            token.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with translated(f"connecting to {c.rucio_host} as {c.account}"):
-                self._client = Client(
+                self._client = _client_class(str(token))(
                     rucio_host=c.rucio_host, auth_host=c.auth_host, account=c.account, auth_type=c.auth_type,
                     creds=c.creds, ca_cert=c.ca_cert, timeout=self.timeout, user_agent="datalake", logger=_QUIET,
                 )  # fmt: skip

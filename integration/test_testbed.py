@@ -226,3 +226,12 @@ def test_down_keeps_data_and_up_brings_it_back(lake_env, unique, tmp_path):
     assert (
         hashlib.sha256((out / "collider" / src.name).read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
     )
+
+
+def test_two_accounts_in_one_process_keep_their_own_tokens(lake_env, analyst_env, monkeypatch):
+    # Rucio reads its token path from the process-wide config and keys it by account only; each Lake keeps its own.
+    monkeypatch.setenv("RUCIO_CONFIG", lake_env["RUCIO_CONFIG"])
+    manager, analyst = Lake(lake_env["RUCIO_CONFIG"]), Lake(analyst_env["RUCIO_CONFIG"])
+    assert manager.whoami()["account"] == "datamanager"
+    assert analyst.whoami()["account"] == "analyst"
+    assert manager.whoami()["account"] == "datamanager"
