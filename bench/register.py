@@ -142,17 +142,20 @@ def main() -> None:
     parser.add_argument("--in-place-size", type=int, default=1024)
     parser.add_argument("--anchor-files", type=int, default=200)
     parser.add_argument("--skip-in-place", action="store_true")
+    parser.add_argument("--skip-upload", action="store_true")
     args = parser.parse_args()
     if not os.environ.get("RUCIO_CONFIG"):
         raise SystemExit('bench: RUCIO_CONFIG is not set; run: eval "$(.venv/bin/datalake testbed env)"')
     with tempfile.TemporaryDirectory(prefix="datalake-bench-") as tmp:
         work = Path(tmp)
-        print(f"A. {args.files} local files x {args.size} B, {args.repeat} runs each", file=sys.stderr)
-        a = upload_local(work, args.files, args.size, args.repeat)
-        print(f"  median: rucio {a['rucio_upload_attach_s']:.1f} s, datalake {a['datalake_register_s']:.2f} s "
-              f"-> {a['speedup']:.0f}x less wall time (goal >= 20x); max RSS rucio {a['rucio_upload_max_rss_mib']} "
-              f"MiB, datalake {a['datalake_max_rss_mib']} MiB")  # fmt: skip
-        result = {"upload": a}
+        result = {}
+        if not args.skip_upload:
+            print(f"A. {args.files} local files x {args.size} B, {args.repeat} runs each", file=sys.stderr)
+            a = upload_local(work, args.files, args.size, args.repeat)
+            print(f"  median: rucio {a['rucio_upload_attach_s']:.1f} s, datalake {a['datalake_register_s']:.2f} s "
+                  f"-> {a['speedup']:.0f}x less wall time (goal >= 20x); max RSS rucio "
+                  f"{a['rucio_upload_max_rss_mib']} MiB, datalake {a['datalake_max_rss_mib']} MiB")  # fmt: skip
+            result["upload"] = a
         if not args.skip_in_place:
             print(f"B. {args.in_place_files} files already on XRD2, registered in place", file=sys.stderr)
             b = register_in_place(work, args.in_place_files, args.in_place_size, args.anchor_files)

@@ -88,6 +88,7 @@ class ClientConfig:
 @contextmanager
 def translated(action: str) -> Iterator[None]:
     """Turn Rucio's exceptions into ours, one line each, naming what we were doing."""
+    import requests
     from rucio.common import exception as rex
 
     try:
@@ -100,6 +101,10 @@ def translated(action: str) -> Iterator[None]:
         raise CatalogError(f"{action}: cannot reach the Rucio server") from err
     except rex.RucioException as err:
         raise CatalogError(f"{action}: {_first_line(err)}") from err
+    except requests.Timeout as err:
+        raise CatalogError(f"{action}: no answer from the Rucio server in time ({err.__class__.__name__})") from err
+    except requests.ConnectionError as err:
+        raise CatalogError(f"{action}: cannot reach the Rucio server") from err
 
 
 def _client_class(token_file: str) -> Any:
@@ -122,7 +127,7 @@ class Catalog:
     """What datalake asks of Rucio: DIDs, metadata, replicas, rules, open data, RSEs. Bulk calls wherever Rucio
     has them, because per-file round trips are what makes the stock tools slow."""
 
-    def __init__(self, config: ClientConfig, timeout: int = 60) -> None:
+    def __init__(self, config: ClientConfig, timeout: int = 600) -> None:
         self.config = config
         self.timeout = timeout
         self._client: Any = None

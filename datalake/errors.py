@@ -27,7 +27,7 @@ class ConfigError(DatalakeError):
 
 
 class PolicyError(DatalakeError):
-    pass
+    exit_code = 2  # bad input: a policy file, metadata or a registration that does not validate
 
 
 class CatalogError(DatalakeError):

@@ -30,7 +30,7 @@ class Lake:
         self,
         config: str | os.PathLike | None = None,
         *,
-        timeout: int = 60,
+        timeout: int = 600,
         policies: str | os.PathLike | None = None,
     ) -> None:
         self.config = ClientConfig.from_file(config)

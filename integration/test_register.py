@@ -253,6 +253,6 @@ def test_policy_check_reports_file_line_and_field(lake_env, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((POLICIES / "darkmatter-closed.yaml").read_text().replace("copies: 2", "copies: two"))
     result = datalake("policy", "check", str(bad), str(POLICIES), check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"{bad}:" in result.stderr and "rules[0].copies" in result.stderr
     assert result.stdout.count("ok  ") == 4

@@ -81,7 +81,7 @@ class RucioServer(Component):
         gunicorn = self.settings.server_venv / "bin" / "gunicorn"
         return Launch(
             argv=[str(gunicorn), "-b", f"{HOST}:{self.settings.rest_port}", "-w", "2", "--threads", "4",
-                  "--no-control-socket", "--timeout", "120", "rucio.web.rest.flaskapi.v1.main:application"],
+                  "--no-control-socket", "--timeout", "600", "rucio.web.rest.flaskapi.v1.main:application"],
             env=self.env(),
             cwd=self.home,
         )  # fmt: skip
