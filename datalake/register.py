@@ -24,6 +24,7 @@ from datalake.dids import DID, name_problem
 from datalake.errors import PolicyError, StorageError
 from datalake.faults import crash_point
 from datalake.govern import Outcome, govern, utcnow
+from datalake.plan import check_placement
 from datalake.policy import SharingPolicy, evaluate
 from datalake.policy.metadata import POLICY_KEY, STATE_KEY
 from datalake.policy.metadata import validate as validate_meta
@@ -134,6 +135,9 @@ def prepare(
                 allowed = " or ".join(sorted(desired.allowed_access))
                 problems.append(f"RSE {rse} has access={access or '(none)'}: a {desired.tier} dataset may only be "
                                 f"on RSEs with access={allowed}")  # fmt: skip
+            # The rules the policy will create must be placeable too, or the dataset would end up ungoverned.
+            rules = {r.rse_expression: catalog.placement(r.rse_expression) for r in desired.rules}
+            problems += check_placement(desired, rules)
         rse_info = catalog.rse_info(rse)
     if dataset.scope not in catalog.scopes():
         problems.append(f"scope {dataset.scope!r} does not exist")

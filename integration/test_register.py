@@ -256,3 +256,16 @@ def test_policy_check_reports_file_line_and_field(lake_env, tmp_path):
     assert result.returncode == 2
     assert f"{bad}:" in result.stderr and "rules[0].copies" in result.stderr
     assert result.stdout.count("ok  ") == 4
+
+
+def test_a_policy_whose_rules_cannot_be_placed_registers_nothing(lake_env, unique, tmp_path):
+    leaky = tmp_path / "leaky.yaml"
+    text = (POLICIES / "darkmatter-closed.yaml").read_text()
+    leaky.write_text(text.replace("rse_expression: access=collaboration", "rse_expression: XRD1|XRD3"))
+    make_files(tmp_path / unique, 2)
+    meta = [a for pair in DATACITE + META["darkmatter-closed"] for a in ("--meta", pair)]
+    args = ["register", str(tmp_path / unique), "--dataset", f"darkmatter:{unique}", "--policy", str(leaky),
+            "--rse", "XRD1", *meta]  # fmt: skip
+    line = one_line_error(datalake(*args, env=lake_env, check=False))
+    assert "includes XRD3, not allowed for a restricted dataset" in line
+    assert_nothing_registered(lake_env, f"darkmatter:{unique}")
