@@ -235,11 +235,14 @@ class Catalog:
         with translated(f"updating rule {rule_id}"):
             self.client.update_replication_rule(rule_id, options)
 
-    def remove_rule(self, rule_id: str, unlock: bool) -> None:
+    def remove_rule(self, rule_id: str, unlock: bool, comment: str = "datalake:removed") -> None:
+        """Delete a rule, then unmark it: Rucio only soft-deletes (the rule lingers about an hour, until its
+        cleaner runs), and a re-run must not see it as still managed. Each step is safe to repeat."""
         with translated(f"removing rule {rule_id}"):
             if unlock:
                 self.client.update_replication_rule(rule_id, {"locked": False})
             self.client.delete_replication_rule(rule_id)
+            self.client.update_replication_rule(rule_id, {"comment": comment})
 
     # -- open data ------------------------------------------------------------------------------------------
 

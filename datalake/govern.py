@@ -14,7 +14,7 @@ from datalake.dids import DID
 from datalake.errors import PolicyError
 from datalake.plan import Action, CurrentRule, CurrentState, plan
 from datalake.policy import DesiredState, SharingPolicy, evaluate, find
-from datalake.policy.metadata import POLICY_KEY
+from datalake.policy.metadata import POLICY_KEY, STATE_KEY
 
 
 def utcnow() -> datetime:
@@ -85,8 +85,11 @@ def govern(
 ) -> Outcome:
     """Plan (and unless ``dry_run``, carry out) what makes ``did`` match its policy."""
     now = now or utcnow()
+    meta = catalog.metadata(did)
+    if meta.get(STATE_KEY) == "registering":  # publishing half a dataset would freeze it half-registered
+        raise PolicyError(f"{did}: registration incomplete; re-run the same `datalake register` to finish it")
     if policy is None:
-        policy = policy_of(catalog.metadata(did), did, policies)
+        policy = policy_of(meta, did, policies)
     desired, current, placement = desired_state(catalog, did, policy, now)
     actions = plan(desired, current, placement)
     if not dry_run:

@@ -124,17 +124,25 @@ def _remove(current: CurrentRule, why: str, did: str) -> Action:
 
 def _rules(desired: DesiredState, current: CurrentState) -> tuple[list[Action], ...]:
     did = desired.did
-    managed = {c.comment: c for c in current.rules if parse_rule_comment(c.comment)}
+    managed: dict[str | None, CurrentRule] = {}
     adds: list[Action] = []
     updates: list[Action] = []
     removals: list[Action] = []
+    for c in current.rules:  # two rules with one mark (a run killed mid-replacement): keep one, remove the other
+        if parse_rule_comment(c.comment):
+            if c.comment in managed:
+                removals.append(_remove(c, "duplicate of a managed rule", did))
+            else:
+                managed[c.comment] = c
     early: list[Action] = []  # replacements on the same expression: Rucio refuses a duplicate rule
     for rule in desired.rules:
         have = managed.pop(rule.comment, None)
         if have is not None and (have.copies, have.rse_expression, have.grouping) != (
             rule.copies, rule.rse_expression, rule.grouping
         ):  # fmt: skip
-            target = early if have.rse_expression == rule.rse_expression else removals
+            # Rucio refuses two rules with the same expression AND copies: only then remove first.
+            same = (have.rse_expression, have.copies) == (rule.rse_expression, rule.copies)
+            target = early if same else removals
             target.append(_remove(have, f"replaced by {rule.copies} x {rule.rse_expression}", did))
             have = None
         if have is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from datalake import storage
-from datalake.catalog import Catalog
+from datalake.catalog import Catalog, translated
 from datalake.dids import DID, name_problem
 from datalake.errors import PolicyError, StorageError
 from datalake.faults import crash_point
@@ -42,6 +42,7 @@ class Source:
     checksum: str
     local: Path | None = None
     url: str | None = None
+    checksum_key: str = "adler32"  # how Rucio names the checksum (files on storage: the policy's algorithm)
 
 
 @dataclass
@@ -143,7 +144,7 @@ def prepare(
         problems.append(f"scope {dataset.scope!r} does not exist")
 
     # The files: local ones are read for their checksums, remote ones asked of the server.
-    local = _local_files([Path(p) for p in paths if "://" not in p], problems)
+    local = _local_files([Path(p).resolve() for p in paths if "://" not in p], problems)  # XRootD needs absolute
     urls = [p for p in paths if "://" in p]
     sources: list[Source] = []
     sums = storage.adler32_files(local, checksum_threads) if local and not problems else []
@@ -157,7 +158,8 @@ def prepare(
         if not problems:
             found, errors = storage.stat_many(urls, policy.checksum)
             problems += [f"{u}: {why}" for u, why in errors.items()]
-            sources += [Source(u.rsplit("/", 1)[-1], s.size, s.checksum, url=u) for u, s in found.items()]
+            sources += [Source(u.rsplit("/", 1)[-1], s.size, s.checksum, url=u, checksum_key=policy.checksum)
+                        for u, s in found.items()]  # fmt: skip
     names: dict[str, Source] = {}
     for source in sources:
         where = source.local or source.url
@@ -205,7 +207,15 @@ def _work_out(catalog: Catalog, plan: Plan, rse_info: dict[str, Any], problems: 
         recorded = catalog.metadata(dataset).get(POLICY_KEY)
         if recorded and recorded != plan.policy.name:
             problems.append(f"{dataset} is governed by policy {recorded!r}, not {plan.policy.name!r}")
-        attached = {f["name"] for f in catalog.files(dataset)}
+        attached_files = {f["name"]: f for f in catalog.files(dataset)}
+        attached = set(attached_files)
+        for source in plan.sources:
+            have = attached_files.get(source.name)
+            if have and source.checksum_key == "adler32" and (_size(have), str(have.get("adler32"))) != (
+                source.size, source.checksum
+            ):  # fmt: skip
+                problems.append(f"{dataset.scope}:{source.name} is already in {dataset} with a different size or "
+                                "checksum")  # fmt: skip
         if not record.get("open", True) and any(s.name not in attached for s in plan.sources):
             problems.append(f"{dataset} is closed (published data is frozen): it cannot take new files")
     todo = [s for s in plan.sources if s.name not in attached]
@@ -217,7 +227,7 @@ def _work_out(catalog: Catalog, plan: Plan, rse_info: dict[str, Any], problems: 
     known = catalog.existing(uploads) if uploads else {}
     for did, have in known.items():
         source = next(s for s in todo if s.name == did.name)
-        if int(have.get("bytes") or -1) != source.size or str(have.get("adler32")) != source.checksum:
+        if _size(have) != source.size or str(have.get("adler32")) != source.checksum:
             problems.append(f"{did} is already registered with a different size or checksum "
                             f"({have.get('bytes')} bytes, adler32 {have.get('adler32')})")  # fmt: skip
     on_rse = catalog.replicas_on(list(known), plan.rse) if known else set()
@@ -235,6 +245,11 @@ def _work_out(catalog: Catalog, plan: Plan, rse_info: dict[str, Any], problems: 
             plan.upload.append(source)
 
 
+def _size(record: dict[str, Any]) -> int:
+    value = record.get("bytes")
+    return -1 if value is None else int(value)
+
+
 def _norm(url: str) -> str:
     endpoint, path = storage.split_url(url)
     return f"{endpoint}/{path}"
@@ -245,7 +260,9 @@ def _pfns(rse_info: dict[str, Any], scope: str, names: list[str]) -> dict[str, s
     from rucio.rse import rsemanager
 
     lfns = [{"scope": scope, "name": n} for n in names]
-    return {k: _norm(v) for k, v in rsemanager.lfns2pfns(rse_info, lfns, operation="write", scheme="root").items()}
+    with translated(f"computing paths on {rse_info.get('rse')}"):
+        pfns = rsemanager.lfns2pfns(rse_info, lfns, operation="write", scheme="root")
+    return {k: _norm(v) for k, v in pfns.items()}
 
 
 @dataclass
@@ -314,7 +331,9 @@ def run(
         deterministic = catalog.rse_info(plan.rse).get("deterministic", True)
 
         def register(chunk: list[Source]) -> int:
-            files = [{"scope": dataset.scope, "name": s.name, "bytes": s.size, "adler32": s.checksum} for s in chunk]
+            files = [
+                {"scope": dataset.scope, "name": s.name, "bytes": s.size, s.checksum_key: s.checksum} for s in chunk
+            ]
             if not deterministic:
                 for f, s in zip(files, chunk, strict=True):
                     if s.url:

@@ -95,7 +95,7 @@ def test_each_example_policy_registers_a_dataset(lake_env, unique, tmp_path, pol
     assert status["replicas"]["XRD1"]["files"] == 5
     if policy == "fermi-observatory":
         assert status["opendata"]["state"] == "public" and not status["open"]
-        assert status["opendata"]["doi"] == f"10.5072/{did.replace(':', '.')}".lower()
+        assert status["opendata"]["doi"] == f"10.5072/{did.replace(':', '/')}"
     elif policy == "darkmatter-closed":
         assert status["opendata"] is None
     else:
@@ -269,3 +269,18 @@ def test_a_policy_whose_rules_cannot_be_placed_registers_nothing(lake_env, uniqu
     line = one_line_error(datalake(*args, env=lake_env, check=False))
     assert "includes XRD3, not allowed for a restricted dataset" in line
     assert_nothing_registered(lake_env, f"darkmatter:{unique}")
+
+
+def test_release_ten_years_after_the_run_replaces_the_cache_rule_by_open_data(lake_env, unique, tmp_path):
+    make_files(tmp_path / unique, 2)
+    did = f"collider:{unique}"
+    register(lake_env, tmp_path / unique, policy="lhc-collaboration", dataset=did)
+    before = {r["policy_rule"] for r in rules_of(lake_env, did)}
+    assert before == {"custodial", "analysis-cache"}
+    apply = ["policy", "apply", did, "--policies", str(POLICIES), "--json", "--now", "2036-01-02"]
+    kinds = [a["kind"] for a in json.loads(datalake(*apply, env=lake_env).stdout)[0]["actions"]]
+    assert kinds.index("add-rule") < kinds.index("remove-rule")  # never fewer copies in between
+    status = json.loads(datalake("status", did, "--json", env=lake_env).stdout)
+    live = {r["policy_rule"] for r in status["rules"] if r["expires_at"] is None}
+    assert live == {"custodial", "open-data"} and status["opendata"]["state"] == "public"
+    assert json.loads(datalake(*apply, env=lake_env).stdout)[0]["actions"] == []

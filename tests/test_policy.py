@@ -164,7 +164,7 @@ def test_lhc_staged_release_follows_the_run_end():
         late = evaluate(policy, did, meta, datetime(2023, 1, 1))
         assert late.tier is Tier.PUBLIC and late.opendata.state == "public" and late.closed
         assert {r.id for r in late.rules} == {"custodial", "open-data"}
-        assert late.opendata.doi == f"10.5072/{did.replace(':', '.')}"
+        assert late.opendata.doi == f"10.5072/{did.replace(':', '/')}"
 
 
 def test_hold_overrides_the_clock():
@@ -243,11 +243,11 @@ def test_changed_rule_is_replaced_and_foreign_rules_are_left_alone():
     state = evaluate(policy, "collider:ds", meta, datetime(2016, 1, 1))
     have = current_from(state, opendata="draft", doi=state.opendata.doi, od_meta=state.opendata.meta)
     foreign = CurrentRule("x", "analyst", "XRD1", 1, "NONE", "User Subscriptions", False, None, "mine", "OK")
-    changed = have.rules[0].__class__(**{**have.rules[0].__dict__, "copies": 1, "locked": False})
+    changed = have.rules[0].__class__(**{**have.rules[0].__dict__, "grouping": "ALL", "locked": False})
     have = CurrentState(have.did, True, have.meta, (changed, have.rules[1], foreign), "draft", have.opendata_doi,
                         have.opendata_meta)  # fmt: skip
     actions = plan(state, have, EVERYWHERE)
-    assert [a.kind for a in actions] == ["remove-rule", "add-rule"]  # same expression: remove first
+    assert [a.kind for a in actions] == ["remove-rule", "add-rule"]  # same expression and copies: remove first
     assert all(a.args.get("rule_id") != "x" for a in actions)
 
 
@@ -288,3 +288,54 @@ def test_mutating_one_rule_field_is_either_valid_or_located(key, value):
         assert any(p.field.startswith(f"rules[0].{key}") for p in problems), problems
     else:
         assert policy.rules[0].id == "raw-custodial"
+
+
+def test_hold_on_public_data_withdraws_it():
+    policy = load(POLICIES / "fermi-observatory.yaml")
+    data = policy.model_dump()
+    data["release"]["hold"] = {"reason": "calibration problem found"}
+    held = type(policy).model_validate(data)
+    observed = {"observation_start": "2026-11-12T00:00:00", "observation_end": "2026-11-19T00:00:00"}
+    meta = validate(held, {**DATACITE, "experiment": "Fermi-LAT", "mission_week": 900, **observed})
+    state = evaluate(held, "gammaray:w900", meta, datetime(2026, 12, 1))
+    assert state.tier is Tier.SUSPENDED and state.opendata.state == "suspended"
+    assert all(r.id != "public-mirror" for r in state.rules)
+
+
+def test_staged_release_takes_the_earliest_stage_that_includes_the_dataset():
+    text = BASE.replace("release:\n  mode: never", "release:\n  mode: staged\n  key: run_end\n  stages:\n"
+                        "    - {fraction: 0.5, delay: 8y}\n    - {fraction: 1.0, delay: 2y}")  # fmt: skip
+    text = text.replace("tier: restricted", "tier: collaboration").replace("open_data:\n  publish: false\n", "")
+    policy, problems = parse(text)
+    assert problems == []
+    meta = validate(policy, {**DATACITE, "experiment": "X", "science_run": "SR1", "run_end": "2020-01-01",
+                             "detector_config": "c", "data_level": 4})  # fmt: skip
+    for i in range(20):
+        assert evaluate(policy, f"darkmatter:d{i}", meta, datetime(2022, 1, 2)).tier is Tier.PUBLIC
+
+
+def test_impossible_dates_and_bad_dois_are_problems_not_crashes():
+    found = problems_of(BASE.replace("release:\n  mode: never", "release:\n  mode: embargo\n  until: 2027-02-30"))
+    assert any("not valid YAML" in p or "until" in p for p in found)
+    with pytest.raises(PolicyError, match="is not a DOI"):
+        validate(lhc(), {**LHC_META, "doi": "doi:10.1/x"})
+
+
+def test_a_rule_left_twice_by_a_killed_run_is_reduced_to_one():
+    policy, meta = lhc(), validate(lhc(), LHC_META)
+    state = evaluate(policy, "collider:ds", meta, datetime(2016, 1, 1))
+    have = current_from(state, opendata="draft", doi=state.opendata.doi, od_meta=state.opendata.meta)
+    twin = have.rules[0].__class__(**{**have.rules[0].__dict__, "id": "twin"})
+    have = CurrentState(have.did, True, have.meta, (*have.rules, twin), "draft", have.opendata_doi, have.opendata_meta)
+    actions = plan(state, have, EVERYWHERE)
+    assert [(a.kind, a.args["rule_id"]) for a in actions] == [("remove-rule", "twin")]
+
+
+def test_more_copies_on_the_same_expression_are_added_before_the_old_rule_goes():
+    policy, meta = lhc(), validate(lhc(), LHC_META)
+    state = evaluate(policy, "collider:ds", meta, datetime(2016, 1, 1))
+    have = current_from(state, opendata="draft", doi=state.opendata.doi, od_meta=state.opendata.meta)
+    fewer = have.rules[0].__class__(**{**have.rules[0].__dict__, "copies": 1})
+    have = CurrentState(have.did, True, have.meta, (fewer, have.rules[1]), "draft", have.opendata_doi,
+                        have.opendata_meta)  # fmt: skip
+    assert [a.kind for a in plan(state, have, EVERYWHERE)] == ["add-rule", "remove-rule"]

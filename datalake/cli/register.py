@@ -51,7 +51,7 @@ def _meta(pairs: list[str], meta_file: Path | None, policy_file: Path) -> dict[s
     if meta_file is not None:
         try:
             loaded = yaml.safe_load(meta_file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
+        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
             raise ConfigError(f"--meta-file {meta_file}: {getattr(err, 'strerror', None) or err}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"--meta-file {meta_file}: expected a mapping of KEY: VALUE")

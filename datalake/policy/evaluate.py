@@ -58,8 +58,8 @@ def parse_rule_comment(comment: str | None) -> tuple[str, str] | None:
 
 
 def effective_tier(policy: SharingPolicy, decision: ReleaseDecision) -> Tier:
-    if policy.access.tier is Tier.SUSPENDED:
-        return Tier.SUSPENDED
+    if policy.access.tier is Tier.SUSPENDED or (policy.access.tier is Tier.PUBLIC and decision.held):
+        return Tier.SUSPENDED  # a hold on public data withdraws it
     return Tier.PUBLIC if decision.released else policy.access.tier
 
 
@@ -67,7 +67,7 @@ def mint_doi(policy: SharingPolicy, did: str, meta: dict[str, Any]) -> str | Non
     if meta.get("doi"):
         return str(meta["doi"])
     if policy.open_data.doi_prefix:
-        return f"{policy.open_data.doi_prefix}/{did.replace(':', '.')}".lower()
+        return f"{policy.open_data.doi_prefix}/{did.replace(':', '/')}"  # one DOI per DID
     return None
 
 

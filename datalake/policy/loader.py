@@ -31,7 +31,7 @@ def parse(text: str, source: str = "<policy>") -> tuple[SharingPolicy | None, li
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.SafeLoader(text).get_single_data()
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError) as err:  # PyYAML raises ValueError for dates such as 2027-02-30
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark else 1
         return None, [Problem(source, line, "", f"not valid YAML ({getattr(err, 'problem', None) or err})")]

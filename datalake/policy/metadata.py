@@ -6,6 +6,7 @@ policy and normalised to JSON-safe values (dates as ISO strings) for Rucio's DID
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ DATACITE: dict[str, MetaType] = {
     "resource_type": "str",
 }
 # Keys datalake itself writes on a governed DID; a policy may not redefine them.
+DOI = r"10\.\d{4,9}/[-._;()/:A-Za-z0-9]+"  # Rucio 41's open-data DOI check
 POLICY_KEY = "datalake_policy"
 STATE_KEY = "datalake_state"
 RESERVED = frozenset({POLICY_KEY, STATE_KEY, "data_level", "doi", "licence", "checksum_algorithm"})
@@ -95,6 +97,10 @@ def validate(policy: SharingPolicy, meta: dict[str, Any]) -> dict[str, Any]:
         problems.append(f"resource_type: {values['resource_type']!r} is not a DataCite resourceTypeGeneral")
     if not values["creators"]:
         problems.append("creators: at least one creator")
+    if "doi" in values and not re.fullmatch(DOI, values["doi"]):
+        problems.append(
+            f"doi: {values['doi']!r} is not a DOI (10.<prefix>/<suffix>, as Rucio's open-data catalog takes)"
+        )
     level = values.setdefault("data_level", policy.data_level)
     if level != policy.data_level:
         problems.append(f"data_level: {level} but policy {policy.name} governs level {policy.data_level} data")
@@ -118,7 +124,10 @@ def release_point(value: Any) -> datetime | None:
     """A stored date/datetime metadata value (ISO string or object) as a naive UTC datetime."""
     if value is None:
         return None
-    parsed = TypeAdapter(datetime | date).validate_python(value)
+    try:
+        parsed = TypeAdapter(datetime | date).validate_python(value)
+    except ValidationError:
+        raise PolicyError(f"metadata value {value!r} is not a date") from None
     if isinstance(parsed, datetime):
         return parsed if parsed.tzinfo is None else parsed.astimezone(UTC).replace(tzinfo=None)
     return datetime(parsed.year, parsed.month, parsed.day)

@@ -20,6 +20,7 @@ class ReleaseDecision:
     released: bool
     date: datetime | None  # when the clock releases it (None: never, or not yet known)
     why: str  # one line for `policy plan` and `status`
+    held: bool = False
 
 
 def stage_position(did: str) -> float:
@@ -41,12 +42,13 @@ def release_date(policy: SharingPolicy, did: str, meta: dict[str, Any], register
     if isinstance(rel, Staged):
         start = release_point(meta.get(rel.key)) if rel.key else None
         position = stage_position(did)
-        for stage in rel.stages:  # fractions increase: the first stage that includes this DID decides
-            if position < stage.fraction:
-                if stage.on is not None:
-                    return datetime(stage.on.year, stage.on.month, stage.on.day)
-                return stage.delay.after(start) if (start and stage.delay) else None
-        return None
+        dates = [  # every stage that includes this DID; the earliest releases it
+            datetime(s.on.year, s.on.month, s.on.day) if s.on is not None else (s.delay.after(start) if start else None)
+            for s in rel.stages
+            if position < s.fraction and (s.on is not None or s.delay is not None)
+        ]
+        known = [d for d in dates if d is not None]
+        return min(known) if known else None
     assert isinstance(rel, Never)
     return None
 
@@ -58,7 +60,7 @@ def decide(
     hold = policy.release.hold
     if hold is not None and (hold.until is None or now < datetime(hold.until.year, hold.until.month, hold.until.day)):
         until = f" until {hold.until}" if hold.until else ""
-        return ReleaseDecision(False, when, f"held{until}: {hold.reason}")
+        return ReleaseDecision(False, when, f"held{until}: {hold.reason}", held=True)
     if policy.release.mode == "never":
         return ReleaseDecision(False, None, "never released (closed data)")
     if when is None:
