@@ -56,6 +56,7 @@ class Plan:
     register: list[Source] = field(default_factory=list)  # replica + attach
     done: int = 0  # already attached
     dataset_exists: bool = False
+    rse_info: dict[str, Any] = field(default_factory=dict)  # protocols and lfn2pfn settings, fetched once
 
     @property
     def bytes_to_upload(self) -> int:
@@ -174,7 +175,7 @@ def prepare(
     if problems:
         raise PolicyError(_listing(problems))
 
-    plan = Plan(dataset, policy, rse, meta, sources)
+    plan = Plan(dataset, policy, rse, meta, sources, rse_info=rse_info)
     _work_out(catalog, plan, rse_info, problems)
     if problems:
         raise PolicyError(_listing(problems))
@@ -225,8 +226,9 @@ def _work_out(catalog: Catalog, plan: Plan, rse_info: dict[str, Any], problems: 
     # attaches an existing replica without duplicating it.
     uploads = [DID(dataset.scope, s.name) for s in todo if s.local is not None]
     known = catalog.existing(uploads) if uploads else {}
+    by_name = {s.name: s for s in todo}
     for did, have in known.items():
-        source = next(s for s in todo if s.name == did.name)
+        source = by_name[did.name]
         if _size(have) != source.size or str(have.get("adler32")) != source.checksum:
             problems.append(f"{did} is already registered with a different size or checksum "
                             f"({have.get('bytes')} bytes, adler32 {have.get('adler32')})")  # fmt: skip
@@ -315,7 +317,7 @@ def run(
     progress.start(len(plan.register), plan.bytes_to_upload)
     try:
         if plan.upload:
-            info = catalog.rse_info(plan.rse)
+            info = plan.rse_info
             pfns = _pfns(info, dataset.scope, [s.name for s in plan.upload])
             jobs = [
                 storage.CopyJob(str(s.local), pfns[f"{dataset.scope}:{s.name}"], s.size, s.checksum)
@@ -328,7 +330,7 @@ def run(
         failed_names = {t.rsplit("/", 1)[-1] for t in result.failed}
         ready = [s for s in plan.register if s.name not in failed_names]
         batches = [ready[i : i + batch] for i in range(0, len(ready), batch)]
-        deterministic = catalog.rse_info(plan.rse).get("deterministic", True)
+        deterministic = plan.rse_info.get("deterministic", True)
 
         def register(chunk: list[Source]) -> int:
             files = [
