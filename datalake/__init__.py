@@ -1,7 +1,5 @@
 """datalake: a federated data-lake client and transfer orchestrator for Rucio/XRootD data lakes."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 from datalake.errors import (
     CatalogError,
     ConfigError,
@@ -14,10 +12,18 @@ from datalake.errors import (
 )
 from datalake.lake import Lake
 
-try:
-    __version__ = version("datalake")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0+unknown"
+
+def __getattr__(name: str) -> str:
+    """``__version__`` on demand: importlib.metadata costs more start-up time than the rest of the CLI."""
+    if name != "__version__":
+        raise AttributeError(f"module 'datalake' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("datalake")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "0+unknown"
+
 
 __all__ = [
     "CatalogError",

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datalake.didmeta import POLICY_KEY
 from datalake.dids import DID
 from datalake.errors import CatalogError, ConfigError, NotAllowed
-from datalake.policy.metadata import POLICY_KEY
 
 _QUIET = logging.getLogger("datalake.rucio")
 _QUIET.addHandler(logging.NullHandler())
@@ -192,6 +192,73 @@ class Catalog:
         """Files attached to a dataset (one call): scope, name, bytes, adler32."""
         with translated(f"listing files of {did}"):
             return list(self.client.list_files(did.scope, did.name))
+
+    def iter_files(self, did: DID) -> Iterator[dict[str, Any]]:
+        """Files of a dataset or container (recursively), streamed line by line as the server sends them, so a
+        100,000-file dataset is never held in memory. (``list_files`` of rucio-clients reads the whole answer
+        first; this is the same request with ``stream=True``.)"""
+        from urllib.parse import quote_plus
+
+        from rucio.common.constants import HTTPMethod
+        from rucio.common.utils import build_url, parse_response
+
+        client = self.client
+        url = build_url(client.list_hosts[0], path=f"dids/{quote_plus(did.scope)}/{quote_plus(did.name)}/files")
+        with translated(f"listing files of {did}"):
+            response = client._send_request(url, method=HTTPMethod.GET, stream=True)
+            if response.status_code != 200:
+                exc, msg = client._get_exception(headers=response.headers, status_code=response.status_code,
+                                                 data=response.content)  # fmt: skip
+                raise exc(msg)
+            with response:
+                for line in response.iter_lines(chunk_size=1 << 16):
+                    if line:
+                        yield parse_response(line)
+
+    def replicas(self, files: list[DID], rse_expression: str | None = None) -> Iterator[dict[str, Any]]:
+        """Readable root:// replicas of ``files`` (one request; RSEs disabled for reading left out)."""
+        with translated(f"listing replicas of {len(files)} files"):
+            yield from self.client.list_replicas(
+                [f.as_dict() for f in files], schemes=["root"], rse_expression=rse_expression,
+                ignore_availability=False, sort="random",
+            )  # fmt: skip
+
+    def declare_bad(self, urls: list[str], reason: str) -> str:
+        """Tell Rucio these replicas are bad so the lake heals: ``bad`` where the account may declare it (the
+        replica is then recovered from another copy), else ``suspicious`` (anyone may; Rucio's replica
+        recoverer acts once several readers agree). Returns which was declared."""
+        from rucio.common.exception import AccessDenied
+
+        with translated(f"declaring {len(urls)} replicas bad"):
+            try:
+                self.client.declare_bad_file_replicas(urls, reason)
+                return "bad"
+            except AccessDenied:
+                pass
+            self.client.declare_suspicious_file_replicas(urls, reason)
+            return "suspicious"
+
+    def children(self, did: DID) -> list[tuple[DID, str]]:
+        """Datasets and containers directly inside a container, with their type."""
+        with translated(f"listing the content of {did}"):
+            found = [(DID(c["scope"], c["name"]), str(c.get("type", "")).upper())
+                     for c in self.client.list_content(did.scope, did.name)]  # fmt: skip
+        return [(d, kind) for d, kind in found if kind in ("DATASET", "CONTAINER")]
+
+    def parents(self, did: DID) -> list[DID]:
+        with translated(f"listing the datasets holding {did}"):
+            return [DID(p["scope"], p["name"]) for p in self.client.list_parent_dids(did.scope, did.name)]
+
+    def account_attributes(self, account: str) -> list[dict[str, Any]]:
+        with translated(f"reading attributes of account {account}"):
+            return [a for page in self.client.list_account_attributes(account) for a in page]
+
+    def distance(self, source: str, destination: str) -> int | None:
+        """Rucio's distance between two RSEs (lower is nearer), None when it has none."""
+        with translated(f"reading the distance {source} -> {destination}"):
+            found = self.client.get_distance(source, destination)
+        values = [d.get("distance") for d in found or [] if d.get("distance") is not None]
+        return int(values[0]) if values else None
 
     def existing(self, files: list[DID], batch: int = 1000) -> dict[DID, dict[str, Any]]:
         """Which of ``files`` Rucio already knows (bytes, adler32), in bulk."""

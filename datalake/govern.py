@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from datalake.catalog import Catalog
+from datalake.didmeta import POLICY_KEY, STATE_KEY
 from datalake.dids import DID
 from datalake.errors import PolicyError
 from datalake.plan import Action, CurrentRule, CurrentState, plan
 from datalake.policy import DesiredState, SharingPolicy, evaluate, find
-from datalake.policy.metadata import POLICY_KEY, STATE_KEY
 
 
 def utcnow() -> datetime:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from datalake.govern import Outcome
+    from datalake.pull import Summary
     from datalake.register import Plan, Progress, Result
 
 DEFAULT_POLICIES = "policies"
@@ -95,3 +96,17 @@ class Lake:
 
         plan = self.prepare_registration(paths, dataset, policy, rse, meta, now=now)
         return run(self.catalog, plan, self.policies, progress=progress, parallel=parallel, now=now)
+
+    def pull(
+        self, did: str | list[str], to: str | os.PathLike, *, rse_expression: str | None = None,
+        prefer: list[str] | tuple[str, ...] = (), site: str | None = None, parallel: int = 16,
+        progress: Any = None, keep_files: bool = True,
+    ) -> Summary:  # fmt: skip
+        """Copy the files of one or more DIDs to ``to/scope/name``: in parallel, verified, resumable, failing over
+        between replicas and reporting bad ones to Rucio. Returns the summary (``summary.ok``, ``.files``,
+        ``.failed``, ``.bad_replicas``); raises ``NotAllowed`` when the sharing policy excludes this account."""
+        from datalake.pull import pull
+
+        targets = [dids.parse(d) for d in ([did] if isinstance(did, str) else did)]
+        return pull(self.catalog, targets, to, rse_expression=rse_expression, prefer=prefer, site=site,
+                    parallel=parallel, progress=progress, keep_files=keep_files)  # fmt: skip

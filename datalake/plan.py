@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from datalake.didmeta import POLICY_KEY, READERS_KEY, TIER_KEY
 from datalake.errors import PolicyError
 from datalake.policy.evaluate import DesiredRule, DesiredState, parse_rule_comment
-from datalake.policy.metadata import POLICY_KEY
 
 Kind = Literal[
     "set-meta", "close", "add-rule", "update-rule", "remove-rule", "add-opendata", "update-opendata", "opendata-state"
@@ -84,7 +84,7 @@ def plan(desired: DesiredState, current: CurrentState, placement: dict[str, dict
         raise PolicyError(f"{desired.did} under {desired.policy}: " + "; ".join(problems))
     did = desired.did
     actions: list[Action] = []
-    meta = {POLICY_KEY: desired.policy, "datalake_tier": str(desired.tier), "datalake_readers": list(desired.readers)}
+    meta = {POLICY_KEY: desired.policy, TIER_KEY: str(desired.tier), READERS_KEY: list(desired.readers)}
     changed = {k: v for k, v in meta.items() if current.meta.get(k) != v}
     if changed:
         shown = ", ".join(f"{k}={v}" for k, v in changed.items())

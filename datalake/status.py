@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from datalake.catalog import Catalog
+from datalake.didmeta import POLICY_KEY, STATE_KEY, TIER_KEY
 from datalake.dids import DID
 from datalake.errors import CatalogError
 from datalake.policy.evaluate import parse_rule_comment
-from datalake.policy.metadata import POLICY_KEY, STATE_KEY
 
 
 def status(catalog: Catalog, did: DID) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def status(catalog: Catalog, did: DID) -> dict[str, Any]:
         "bytes": int(record.get("bytes") or 0),
         "policy": meta.get(POLICY_KEY),
         "registration": meta.get(STATE_KEY),
-        "tier": meta.get("datalake_tier"),
+        "tier": meta.get(TIER_KEY),
         "replicas": replicas,
         "rules": rules,
         "opendata": {"state": str(od["state"]).lower(), "doi": od.get("doi")} if od else None,

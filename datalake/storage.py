@@ -7,6 +7,7 @@ benchmarks and tests can read them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import zlib
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from datalake import faults
 from datalake.errors import StorageError
 
 os.environ.setdefault("RES_OPTIONS", "timeout:1 attempts:1")  # XrdCl reverse-DNS stalls (see testbed facts)
 os.environ.setdefault("XRD_CONNECTIONRETRY", "2")
+os.environ.setdefault("XRD_CONNECTIONWINDOW", "10")  # a dead server costs seconds, not XrdCl's default minutes
 os.environ.setdefault("XRD_REQUESTTIMEOUT", "120")
 
 IN_FLIGHT = 64  # requests outstanding per bulk call (the servers compute at most 64 checksums at once)
@@ -30,12 +33,14 @@ BLOCK = 4 << 20
 class Counters:
     requests: int = 0
     bytes_written: int = 0
+    bytes_read: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, requests: int = 0, written: int = 0) -> None:
+    def add(self, requests: int = 0, written: int = 0, read: int = 0) -> None:
         with self._lock:
             self.requests += requests
             self.bytes_written += written
+            self.bytes_read += read
 
 
 COUNTERS = Counters()
@@ -208,6 +213,87 @@ def copy_many(jobs: list[CopyJob], parallel: int = 16, progress: ProgressCallbac
             failures[job.target] = _reason(outcome) if outcome is not None else "not run"
     COUNTERS.add(requests=len(jobs), written=sum(j.size for j in jobs if j.target not in failures))
     return failures
+
+
+class FetchError(StorageError):
+    """A copy from one replica failed; ``kind`` says what the caller should do next:
+
+    ``missing``/``corrupt``: that replica is bad (try another, tell Rucio); ``unreachable``/``denied``: the
+    server or the network failed (try another, avoid that RSE); ``local``: our own disk failed (no other replica
+    helps); ``cancelled``: we were asked to stop (the partial copy stays for a resume)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+_NOT_FOUND, _NOT_AUTHORIZED = 3011, 3010  # XRootD kXR_NotFound, kXR_NotAuthorized
+
+
+def _failed(status, what: str) -> FetchError:
+    kind = {_NOT_FOUND: "missing", _NOT_AUTHORIZED: "denied"}.get(getattr(status, "errno", 0), "unreachable")
+    return FetchError(kind, f"{what}: {_reason(status)}")
+
+
+def fetch(
+    url: str, part: Path, size: int, algorithm: str, checksum: str, *, progress: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None, timeout: int = 60, chunk: int = 8 << 20,
+) -> int:  # fmt: skip
+    """Stream ``url`` into the partial file ``part``, continuing a previous partial copy, and verify ``size`` and
+    the checksum on the fly (one pass, no re-read). Returns the bytes the partial copy already had.
+
+    Writes are strictly in order, so a partial file is always a clean prefix of the source: a copy killed at any
+    point resumes from the partial file's length."""
+    from XRootD import client
+    from XRootD.client.flags import OpenFlags
+
+    from datalake.localfiles import digest, hashed
+
+    offset, state = 0, digest(algorithm)
+    with contextlib.suppress(FileNotFoundError):
+        have = part.stat().st_size
+        if 0 < have <= size:
+            offset, state = have, hashed(part, algorithm)
+    resumed = offset
+    handle = client.File()
+    status, _ = handle.open(url, OpenFlags.READ, timeout=timeout)
+    if not status.ok:
+        raise _failed(status, "open")
+    try:
+        status, info = handle.stat(timeout=timeout)
+        if not status.ok:
+            raise _failed(status, "stat")
+        if info.size != size:
+            raise FetchError("corrupt", f"size {info.size} on storage, {size} in the catalog")
+        try:
+            part.parent.mkdir(parents=True, exist_ok=True)
+            out = open(part, "ab" if offset else "wb")  # noqa: SIM115 (closed below, errors classified)
+        except OSError as err:
+            raise FetchError("local", f"cannot write {part}: {err.strerror}") from err
+        with out:
+            while offset < size:
+                if cancel is not None and cancel.is_set():
+                    raise FetchError("cancelled", "interrupted")
+                status, data = handle.read(offset, min(chunk, size - offset), timeout=timeout)
+                if not status.ok:
+                    raise _failed(status, f"read at {offset}")
+                if not data:
+                    raise FetchError("corrupt", f"source ended at {offset} of {size} bytes")
+                try:
+                    out.write(data)
+                except OSError as err:
+                    raise FetchError("local", f"cannot write {part}: {err.strerror}") from err
+                state.update(data)
+                offset += len(data)
+                if progress:
+                    progress(len(data))
+                faults.crash_point("pull:chunk")
+    finally:
+        handle.close(timeout=timeout)
+    if (got := state.hexdigest()) != checksum:
+        raise FetchError("corrupt", f"{algorithm} {got}, catalog says {checksum}")
+    COUNTERS.add(requests=2 + -(-(size - resumed) // chunk), read=size - resumed)
+    return resumed
 
 
 def _reason(status) -> str:

@@ -6,10 +6,9 @@ import os
 import sys
 
 import typer
-from pydantic import ValidationError
 
-from datalake import __version__
-from datalake.cli import policy, register, testbed
+import datalake
+from datalake.cli import policy, pull, register, testbed
 from datalake.cli.output import err_console
 from datalake.errors import DatalakeError
 
@@ -24,11 +23,12 @@ app.add_typer(testbed.app, name="testbed")
 app.add_typer(policy.app, name="policy")
 app.command()(register.register)
 app.command()(register.status)
+app.command()(pull.pull)
 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"datalake {__version__}")
+        typer.echo(f"datalake {datalake.__version__}")
         raise typer.Exit()
 
 
@@ -44,6 +44,16 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _validation_error() -> type[Exception]:
+    """pydantic's ValidationError if pydantic is loaded (importing it only to catch it would slow every start)."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic.ValidationError if pydantic else _Never
+
+
+class _Never(Exception):
+    pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: typer reports usage errors (exit 2) and Ctrl-C ("Aborted!", exit 1) itself; our
     errors become one line, not a traceback."""
@@ -51,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="datalake")
     except DatalakeError as err:
         fail(str(err), err.exit_code)
-    except ValidationError as err:
+    except _validation_error() as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "value"
         fail(f"invalid {where}: {first['msg']}", 2)

@@ -10,37 +10,12 @@ from typing import Any
 
 import typer
 import yaml
-from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from datalake.cli.output import console, err_console
+from datalake.cli.output import console
 from datalake.cli.policy import now_option, policies_option
+from datalake.cli.progress import FilesAndBytes
 from datalake.errors import ConfigError
-
-
-class RichProgress:
-    """Files registered and bytes uploaded, on stderr; silent when stderr is not a terminal."""
-
-    def __init__(self) -> None:
-        self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), DownloadColumn(),
-            TimeElapsedColumn(), console=err_console, disable=not err_console.is_terminal, transient=False,
-        )  # fmt: skip
-        self.files = self.bytes = None
-
-    def start(self, files: int, size: int) -> None:
-        self.bar.start()
-        self.bytes = self.bar.add_task("upload  ", total=size or 1, completed=0 if size else 1)
-        self.files = self.bar.add_task("register", total=files or 1, completed=0 if files else 1)
-
-    def advance(self, files: int, size: int) -> None:
-        if size:
-            self.bar.advance(self.bytes, size)
-        if files:
-            self.bar.advance(self.files, files)
-
-    def stop(self) -> None:
-        self.bar.stop()
 
 
 def _meta(pairs: list[str], meta_file: Path | None, policy_file: Path) -> dict[str, Any]:
@@ -93,7 +68,9 @@ def register(
         summary = plan.summary() | {"dry_run": True}
         console.print_json(json.dumps(summary)) if as_json else _print_summary(summary)
         return
-    result = run(lake.catalog, plan, lake.policies, progress=RichProgress(), parallel=parallel, now=now)
+    result = run(
+        lake.catalog, plan, lake.policies, progress=FilesAndBytes("upload  ", "register"), parallel=parallel, now=now
+    )
     summary = result.summary()
     console.print_json(json.dumps(summary)) if as_json else _print_summary(summary)
 

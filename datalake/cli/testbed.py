@@ -6,16 +6,17 @@ import json
 import shlex
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
 from datalake.cli.output import console, err_console
 from datalake.errors import ConfigError, TestbedError
-from datalake.testbed import Testbed, TestbedSettings, install
-from datalake.testbed.launcher import ACCOUNTS, DEFAULT_ACCOUNT
-from datalake.testbed.processes import wait_until
+from datalake.testbed import ACCOUNTS, DEFAULT_ACCOUNT
+
+if TYPE_CHECKING:
+    from datalake.testbed import Testbed
 
 app = typer.Typer(help="The local testbed: PostgreSQL, Rucio and XRootD RSEs on 127.0.0.1.", no_args_is_help=True)
 
@@ -28,6 +29,10 @@ def _options(
     rses: int = typer.Option(None, help="Number of XRootD RSEs [env DATALAKE_TESTBED_RSES; default 3]"),
 ) -> None:
     """The local testbed: PostgreSQL, a Rucio server and XRootD RSEs as native processes on 127.0.0.1."""
+    from pydantic import ValidationError
+
+    from datalake.testbed import Testbed, TestbedSettings
+
     flags = {"dir": dir, "port_base": port_base, "rses": rses}
     try:
         ctx.obj = Testbed(TestbedSettings(**{k: v for k, v in flags.items() if v is not None}))
@@ -109,6 +114,8 @@ def env(
 def install_cmd(ctx: typer.Context) -> None:
     """Install what the testbed needs: Debian packages (as root) and the Rucio server's venv."""
     tb: Testbed = ctx.obj
+    from datalake.testbed import install
+
     install.ensure_all(tb.settings, say=_say)
     _say(f"installed; Rucio server venv: {tb.settings.server_venv}")
 
@@ -123,6 +130,8 @@ def run(ctx: typer.Context, component: str) -> None:
 @app.command("bootstrap")
 def bootstrap_cmd(ctx: typer.Context, wait: float = typer.Option(300, help="Seconds to wait for servers.")) -> None:
     """Create RSEs, accounts, scopes and client configs on a running testbed (the docker client uses this)."""
+    from datalake.testbed.processes import wait_until
+
     tb: Testbed = ctx.obj
     for comp in tb.components():
         wait_until(comp.ready, wait, comp.name)

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
+from datalake.didmeta import POLICY_KEY, STATE_KEY
 from datalake.errors import PolicyError
 from datalake.policy.model import MetaType, SharingPolicy
 
@@ -32,8 +33,6 @@ DATACITE: dict[str, MetaType] = {
 }
 # Keys datalake itself writes on a governed DID; a policy may not redefine them.
 DOI = r"10\.\d{4,9}/[-._;()/:A-Za-z0-9]+"  # Rucio 41's open-data DOI check
-POLICY_KEY = "datalake_policy"
-STATE_KEY = "datalake_state"
 RESERVED = frozenset({POLICY_KEY, STATE_KEY, "data_level", "doi", "licence", "checksum_algorithm"})
 OPTIONAL_BUILTIN: dict[str, MetaType] = {"doi": "str", "data_level": "int"}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from datalake.catalog import Catalog, ClientConfig
 from datalake.errors import TestbedError
-from datalake.testbed import bootstrap, configs, install, topology
+from datalake.testbed import ACCOUNTS, DEFAULT_ACCOUNT, bootstrap, configs, install, topology
 from datalake.testbed.component import Component, Context, is_root
 from datalake.testbed.locking import exclusive
 from datalake.testbed.postgres import PG_USER, Postgres
@@ -26,8 +26,6 @@ from datalake.testbed.settings import TestbedSettings
 from datalake.testbed.xrootd import XRootD
 
 Say = Callable[[str], None]
-ACCOUNTS = ("datamanager", "analyst", "root")
-DEFAULT_ACCOUNT = "datamanager"
 MARKER = ".datalake-testbed"  # marks a state directory as ours: `down --wipe` deletes nothing else
 
 

@@ -60,6 +60,10 @@ class Topology:
     accounts: list[AccountSpec]
 
 
+# the data manager may register (``data-manager``, read by datalake_policy) and belongs to every collaboration
+DATA_MANAGER = {"data-manager": "True", **{f"group.{scope}": "True" for scope in EXPERIMENT_SCOPES}}
+
+
 def site_of(index: int) -> tuple[str, str, int]:
     return SITES[index - 1] if index <= len(SITES) else (f"SITE{index}", "XX", 2)
 
@@ -80,10 +84,9 @@ def build(settings: TestbedSettings) -> Topology:
         rses.append(RseSpec(name=f"XRD{i}", port=settings.xrootd_port(i), attributes=attributes))
     distances = {(a.name, b.name): distance(a.attributes, b.attributes) for a in rses for b in rses if a.name != b.name}
     accounts = [
-        AccountSpec(
-            "datamanager", (*EXPERIMENT_SCOPES, "user.datamanager"), "dm@testbed.local", {"data-manager": "True"}
-        ),
-        AccountSpec("analyst", ("user.analyst",), "analyst@testbed.local"),
+        AccountSpec("datamanager", (*EXPERIMENT_SCOPES, "user.datamanager"), "dm@testbed.local", DATA_MANAGER),
+        # a collider analyst: member of that collaboration (group), nothing else
+        AccountSpec("analyst", ("user.analyst",), "analyst@testbed.local", {"group.collider": "True"}),
     ]
     return Topology(rses=rses, distances=distances, accounts=accounts)
 

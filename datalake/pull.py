@@ -1,0 +1,400 @@
+"""``datalake pull``: DIDs -> files (streamed) -> replicas (listed in batches) -> ranked -> copied in parallel,
+verified, resumed, failed over; bad replicas reported to Rucio so the lake heals.
+
+Memory stays flat whatever the dataset's size: files are streamed from Rucio, replicas are listed
+``LIST_BATCH`` files at a time, and at most ``2 x parallel`` files are queued. Only failures and bad replicas
+are kept unless the caller asks for every file's record (the Python API does).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from datalake.access import Reader, needs_reader, refusal
+from datalake.catalog import Catalog
+from datalake.dids import DID
+from datalake.errors import CatalogError, ConfigError, NotAllowed
+from datalake.localfiles import ALGORITHMS, is_verified, normal, remember, target
+from datalake.ranking import Context, Replica, RseFacts, rank
+from datalake.storage import FetchError, fetch
+
+LIST_BATCH = 200  # files per list_replicas call: small enough never to time out, big enough to amortise
+FIRST_BATCH = 16  # ... except the first, so copying starts while the rest is being listed
+PARALLEL = 16  # files copied at once (measured: 16 saturates loopback XRootD for 1 MiB files on 2 cores)
+BAD_KINDS = ("missing", "corrupt")  # failures that mean the replica itself is bad (reported to Rucio)
+
+
+class Progress(Protocol):
+    def start(self, files: int, size: int) -> None: ...
+    def advance(self, files: int, size: int) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A replica that was tried and failed."""
+
+    rse: str
+    kind: str  # missing | corrupt | unreachable | denied
+    reason: str
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """What happened to one file."""
+
+    did: str
+    path: str
+    state: str  # copied | present | failed
+    bytes: int
+    rse: str | None = None  # the replica the copy came from
+    resumed_from: int = 0  # bytes a partial copy already had
+    attempts: tuple[Attempt, ...] = ()  # replicas that failed before the one used (or all of them)
+    reason: str | None = None  # why the file could not be pulled
+
+
+@dataclass(frozen=True)
+class BadReplica:
+    did: str
+    rse: str
+    url: str
+    kind: str
+    reason: str
+
+
+@dataclass
+class Summary:
+    to: str
+    files_total: int = 0
+    bytes_copied: int = 0
+    states: Counter = field(default_factory=Counter)
+    sources: Counter = field(default_factory=Counter)  # RSE -> files copied from it
+    failed: list[Pulled] = field(default_factory=list)
+    bad_replicas: list[BadReplica] = field(default_factory=list)
+    declared: str | None = None  # how the bad replicas were reported: "bad" or "suspicious"
+    declare_error: str | None = None
+    seconds: float = 0.0
+    files: list[Pulled] | None = None  # every file, when asked for
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def add(self, pulled: Pulled) -> None:
+        self.files_total += 1
+        self.states[pulled.state] += 1
+        if pulled.state == "copied":
+            self.bytes_copied += pulled.bytes - pulled.resumed_from
+            self.sources[pulled.rse] += 1
+        elif pulled.state == "failed":
+            self.failed.append(pulled)
+        if self.files is not None:
+            self.files.append(pulled)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "to": self.to,
+            "files": self.files_total,
+            "copied": self.states["copied"],
+            "present": self.states["present"],
+            "failed": self.states["failed"],
+            "bytes_copied": self.bytes_copied,
+            "seconds": round(self.seconds, 3),
+            "sources": dict(self.sources),
+            "bad_replicas": [asdict(b) for b in self.bad_replicas],
+            "declared_to_rucio": self.declared,
+            "declare_error": self.declare_error,
+            "failures": [asdict(p) for p in self.failed],
+        }
+        if self.files is not None:
+            out["file_list"] = [asdict(p) for p in self.files]
+        return out
+
+
+@dataclass(frozen=True)
+class _File:
+    scope: str
+    name: str
+    size: int
+    algorithm: str
+    checksum: str
+
+    @property
+    def did(self) -> str:
+        return f"{self.scope}:{self.name}"
+
+
+def client_site(explicit: str | None = None) -> str | None:
+    """The client's site: ``--site``, ``$DATALAKE_SITE``, or ``$SITE_NAME`` (what Rucio's clients read)."""
+    return explicit or os.environ.get("DATALAKE_SITE") or os.environ.get("SITE_NAME") or None
+
+
+class Puller:
+    """One pull: its ranking context, its counters and the bad replicas it found (shared by the worker threads)."""
+
+    def __init__(
+        self, catalog: Catalog, to: Path, *, rse_expression: str | None, prefer: tuple[str, ...], site: str | None,
+        parallel: int, progress: Progress | None, keep_files: bool,
+    ) -> None:  # fmt: skip
+        self.catalog = catalog
+        self.to = to
+        self.rse_expression = rse_expression
+        self.parallel = parallel
+        self.progress = progress
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+        self.summary = Summary(to=str(to), files=[] if keep_files else None)
+        self.failures: Counter = Counter()  # RSE -> unreachable/denied failures, read by the ranking
+        self.errors: list[BaseException] = []
+        self.busy: set[Path] = set()  # final paths being written (a file listed twice is written once)
+        self.site = site
+        self.site_rses: list[str] = []
+        self.facts: dict[str, RseFacts] = {}
+        self.distance: dict[str, int] = {}
+        self.prefer = prefer
+
+    # -- deciding -------------------------------------------------------------------------------------------
+
+    def learn(self, rses: Iterable[str]) -> None:
+        """Fetch what the ranking needs about RSEs not seen before (attributes, distance from the client)."""
+        for rse in rses:
+            if rse in self.facts:
+                continue
+            attrs = self.catalog.rse_attributes(rse)
+            tier = attrs.get("tier")
+            self.facts[rse] = RseFacts(site=attrs.get("site"), tier=int(tier) if str(tier).isdigit() else None)
+            if self.site:
+                if rse in self.site_rses:
+                    self.distance[rse] = 0
+                else:
+                    found = [d for s in self.site_rses if (d := self.catalog.distance(rse, s)) is not None]
+                    if found:
+                        self.distance[rse] = min(found)
+
+    def ranked(self, name: str, replicas: list[Replica]) -> list[Replica]:
+        with self.lock:
+            failures = dict(self.failures)
+        ctx = Context(site=self.site, prefer=self.prefer, rses=self.facts, distance=self.distance, failures=failures)
+        return rank(name, replicas, ctx)
+
+    # -- doing ----------------------------------------------------------------------------------------------
+
+    def one(self, f: _File, replicas: list[Replica]) -> Pulled:
+        where = target(self.to, f.scope, f.name)
+        if where is None:
+            return Pulled(f.did, "", "failed", f.size, reason="its name would leave the destination directory")
+        with self.lock:
+            if where.final in self.busy:  # the same file reached twice (e.g. in two datasets of a container)
+                return Pulled(f.did, str(where.final), "present", f.size)
+            self.busy.add(where.final)
+        try:
+            return self._pull(f, where, replicas)
+        finally:
+            with self.lock:
+                self.busy.discard(where.final)
+
+    def _pull(self, f: _File, where: Any, replicas: list[Replica]) -> Pulled:
+        path = str(where.final)
+        try:
+            if is_verified(where.final, f.size, f.algorithm, f.checksum):
+                self._advance(1, f.size)
+                return Pulled(f.did, path, "present", f.size)
+        except OSError as err:
+            return Pulled(f.did, path, "failed", f.size, reason=f"cannot read {path}: {err.strerror}")
+        if not replicas:
+            where_from = f" matching {self.rse_expression!r}" if self.rse_expression else ""
+            return Pulled(f.did, path, "failed", f.size, reason=f"no readable replica{where_from}")
+        attempts: list[Attempt] = []
+        for replica in self.ranked(f.name, replicas):
+            fresh_retry = where.part.exists()  # a mismatch after resuming may be the old prefix's fault
+            while True:
+                try:
+                    resumed = fetch(replica.url, where.part, f.size, f.algorithm, f.checksum,
+                                    progress=lambda n: self._advance(0, n), cancel=self.cancel)  # fmt: skip
+                except FetchError as err:
+                    if err.kind == "corrupt" and fresh_retry:
+                        where.part.unlink(missing_ok=True)
+                        fresh_retry = False
+                        continue
+                    if err.kind == "cancelled":
+                        raise
+                    if err.kind == "local":
+                        return Pulled(f.did, path, "failed", f.size, attempts=tuple(attempts), reason=str(err))
+                    self._failed(f, replica, err, where.part)
+                    attempts.append(Attempt(replica.rse, err.kind, str(err)))
+                    break
+                try:
+                    remember(where.part, f.algorithm, f.checksum)
+                    os.replace(where.part, where.final)
+                except OSError as err:
+                    return Pulled(f.did, path, "failed", f.size, attempts=tuple(attempts),
+                                  reason=f"cannot write {path}: {err.strerror}")  # fmt: skip
+                self._advance(1, resumed)
+                return Pulled(f.did, path, "copied", f.size, replica.rse, resumed, tuple(attempts))
+        tried = "; ".join(f"{a.rse}: {a.reason}" for a in attempts)
+        return Pulled(f.did, path, "failed", f.size, attempts=tuple(attempts), reason=f"every replica failed ({tried})")
+
+    def _failed(self, f: _File, replica: Replica, err: FetchError, part: Path) -> None:
+        with self.lock:
+            if err.kind in BAD_KINDS:
+                self.summary.bad_replicas.append(BadReplica(f.did, replica.rse, replica.url, err.kind, str(err)))
+            else:
+                self.failures[replica.rse] += 1
+        if err.kind == "corrupt":
+            part.unlink(missing_ok=True)  # the next replica starts clean
+
+    def _advance(self, files: int, size: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(files, size)
+
+    def collect(self, future: Future) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        with self.lock:
+            if error is None:
+                self.summary.add(future.result())
+            elif not (isinstance(error, FetchError) and error.kind == "cancelled"):
+                self.errors.append(error)  # a bug: raised once the pull has stopped
+
+    def declare(self) -> None:
+        bad = self.summary.bad_replicas
+        if not bad:
+            return
+        by_reason: dict[str, list[str]] = {}
+        for b in bad:
+            by_reason.setdefault(f"datalake pull: {b.kind} replica", []).append(b.url)
+        try:
+            for reason, urls in by_reason.items():
+                self.summary.declared = self.catalog.declare_bad(urls, reason)
+        except CatalogError as err:
+            self.summary.declare_error = str(err)
+
+
+class _Reader:
+    """The account's groups and rights, read from Rucio only when a governed, non-public DID needs them."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.value: Reader | None = None
+
+    def __call__(self) -> Reader:
+        if self.value is None:
+            account = self.catalog.config.account
+            self.value = Reader.from_attributes(account, self.catalog.account_attributes(account))
+        return self.value
+
+
+def _refusal(did: DID, meta: dict[str, Any], reader: _Reader) -> str | None:
+    if not needs_reader(meta):
+        return None
+    return refusal(str(did), meta, reader())
+
+
+def check(catalog: Catalog, did: DID, reader: _Reader) -> dict[str, Any]:
+    """The DID's record, after checking ``reader`` may read everything it holds (one clear line if not). A file
+    is readable when any dataset holding it is."""
+    record = catalog.get_did(did)
+    if record is None:
+        raise CatalogError(f"{did}: no such DID in Rucio")
+    kind = str(record.get("type", "")).upper()
+    if kind == "FILE":
+        reasons = [_refusal(p, catalog.metadata(p), reader) for p in catalog.parents(did)]
+        if reasons and all(reasons):
+            raise NotAllowed(f"not allowed: {reasons[0]}")
+        return record
+    pending = [(did, kind)]
+    while pending:
+        current, current_kind = pending.pop()
+        if reason := _refusal(current, catalog.metadata(current), reader):
+            raise NotAllowed(f"not allowed: {reason}")
+        if current_kind == "CONTAINER":
+            pending.extend(catalog.children(current))
+    return record
+
+
+def _files(catalog: Catalog, did: DID, record: dict[str, Any]) -> Iterator[_File]:
+    entries = [record] if str(record.get("type", "")).upper() == "FILE" else catalog.iter_files(did)
+    for e in entries:
+        algorithm = next((a for a in ALGORITHMS if e.get(a)), None)
+        if algorithm is None:
+            raise CatalogError(f"{e['scope']}:{e['name']}: the catalog records no adler32 or md5 to verify it by")
+        yield _File(str(e["scope"]), e["name"], int(e["bytes"]), algorithm, normal(algorithm, str(e[algorithm])))
+
+
+def _batches(items: Iterator[_File], first: int, size: int) -> Iterator[list[_File]]:
+    batch: list[_File] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == first:
+            yield batch
+            batch, first = [], size
+    if batch:
+        yield batch
+
+
+def pull(
+    catalog: Catalog, targets: list[DID], to: str | os.PathLike, *, rse_expression: str | None = None,
+    prefer: Iterable[str] = (), site: str | None = None, parallel: int = PARALLEL, progress: Progress | None = None,
+    keep_files: bool = True, declare: bool = True,
+) -> Summary:  # fmt: skip
+    """Copy every file of ``targets`` into ``to/scope/name``; see the module docstring."""
+    if parallel < 1:
+        raise ConfigError("parallel must be at least 1")
+    started = time.perf_counter()
+    root = Path(to).expanduser()
+    reader = _Reader(catalog)
+    records = [(did, check(catalog, did, reader)) for did in targets]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create {root}: {err.strerror}") from None
+    puller = Puller(catalog, root, rse_expression=rse_expression, prefer=tuple(prefer), site=client_site(site),
+                    parallel=parallel, progress=progress, keep_files=keep_files)  # fmt: skip
+    if puller.site:
+        puller.site_rses = [r["rse"] for r in catalog.rses("*") if r.get("site") == puller.site]
+    if progress is not None:
+        files = sum(int(r.get("length") or 1) for _, r in records)
+        progress.start(files, sum(int(r.get("bytes") or 0) for _, r in records))
+    slots = threading.Semaphore(2 * parallel)
+    pool = ThreadPoolExecutor(parallel, thread_name_prefix="pull")
+
+    def finished(future: Future) -> None:
+        puller.collect(future)
+        slots.release()
+
+    try:
+        for did, record in records:
+            for batch in _batches(_files(catalog, did, record), FIRST_BATCH, LIST_BATCH):
+                found: dict[tuple[str, str], list[Replica]] = {}
+                for rep in catalog.replicas([DID(f.scope, f.name) for f in batch], rse_expression):
+                    found[(str(rep["scope"]), rep["name"])] = [
+                        Replica(info["rse"], pfn) for pfn, info in (rep.get("pfns") or {}).items()
+                        if info.get("type", "DISK") == "DISK"
+                    ]  # fmt: skip
+                puller.learn({r.rse for reps in found.values() for r in reps})
+                for f in batch:
+                    slots.acquire()
+                    pool.submit(puller.one, f, found.get((f.scope, f.name), [])).add_done_callback(finished)
+        pool.shutdown(wait=True)
+    except BaseException:
+        puller.cancel.set()  # workers stop at their next chunk; partial copies stay for a resume
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        if progress is not None:
+            progress.stop()
+    if puller.errors:
+        raise puller.errors[0]
+    if declare:
+        puller.declare()
+    puller.summary.seconds = time.perf_counter() - started
+    return puller.summary

@@ -1,0 +1,55 @@
+"""Test data shared by the integration tests: files, metadata per example policy, registering with the CLI."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+from conftest import ROOT, datalake
+
+POLICIES = ROOT / "policies"
+DATACITE = [
+    "creators=Doe, Jane; Roe, Richard",
+    "title=Test dataset",
+    "publisher=CERN",
+    "publication_year=2026",
+    "resource_type=Dataset",
+]
+META = {
+    "lhc-collaboration": ["experiment=CMS", "run_period=Run2012B", "run_end=2025-12-31",
+                          "collision_energy_tev=8", "event_count=1000"],
+    "fermi-observatory": ["experiment=Fermi-LAT", "mission_week=901", "observation_start=2026-11-12T00:00:00",
+                          "observation_end=2026-11-19T00:00:00"],
+    "darkmatter-closed": ["experiment=XENONnT", "science_run=SR1", "run_end=2025-06-30",
+                          "detector_config=tpc-nominal"],
+    "derived-results": ["experiment=CMS", "analysis=HIG-25-001"],
+}  # fmt: skip
+SCOPE = {
+    "lhc-collaboration": "collider",
+    "fermi-observatory": "gammaray",
+    "darkmatter-closed": "darkmatter",
+    "derived-results": "collider",
+}
+
+
+def make_files(directory: Path, count: int, size: int = 4096) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(count):
+        path = directory / f"{directory.name}_{i:03d}.root"
+        path.write_bytes(os.urandom(size))
+        files.append(path)
+    return files
+
+
+def adler(path: Path) -> str:
+    return f"{zlib.adler32(path.read_bytes()) & 0xFFFFFFFF:08x}"
+
+
+def register(env, *paths, policy: str, dataset: str, rse: str = "XRD1", extra=(), check=True, more_env=None):
+    args = ["register", *map(str, paths), "--dataset", dataset, "--policy", str(POLICIES / f"{policy}.yaml"),
+            "--rse", rse, "--policies", str(POLICIES), "--json"]  # fmt: skip
+    for pair in DATACITE + META[policy]:
+        args += ["--meta", pair]
+    return datalake(*args, *extra, env={**env, **(more_env or {})}, check=check)

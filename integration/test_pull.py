@@ -1,0 +1,185 @@
+"""``datalake pull`` on the real testbed: byte-identical copies, re-runs, a killed pull resumed, fail-over from a
+deleted or corrupted replica (reported to Rucio), and a pull the sharing policy refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import STATE, datalake
+from lakedata import make_files, register
+
+from datalake import Lake, NotAllowed
+from datalake.storage import split_url
+
+
+def pull(env, *args, check=True, more_env=None):
+    return datalake("pull", *map(str, args), "--json", env={**env, **(more_env or {})}, check=check)
+
+
+def summary_of(result) -> dict:
+    return json.loads(result.stdout)
+
+
+def lhc_dataset(
+    env, tmp_path: Path, name: str, count: int, size: int = 4096, policy: str = "lhc-collaboration"
+) -> tuple[str, list[Path]]:
+    files = make_files(tmp_path / name, count, size)
+    register(env, *files, policy=policy, dataset=f"collider:{name}")
+    return f"collider:{name}", files
+
+
+def one_copy_dataset(env, tmp_path: Path, name: str, count: int, size: int = 4096) -> tuple[str, list[Path]]:
+    """A dataset whose policy asks for one copy only, so a second replica added by hand is AVAILABLE at once
+    (under the LHC policy the custodial rule already holds a COPYING replica on XRD2, for the conveyor)."""
+    return lhc_dataset(env, tmp_path, name, count, size, policy="derived-results")
+
+
+def assert_identical(sources: list[Path], to: Path, scope: str = "collider") -> None:
+    for src in sources:
+        assert (to / scope / src.name).read_bytes() == src.read_bytes(), src.name
+
+
+def replicate(env, did: str, rse: str) -> dict[str, str]:
+    """Put a second replica of every file on ``rse`` (copy, then register it) as a data manager would without a
+    conveyor; returns {file name: URL on the first RSE}."""
+    from XRootD import client as xrd
+
+    lake = Lake(env["RUCIO_CONFIG"])
+    rucio = lake.catalog.client
+    scope, name = did.split(":")
+    files = list(rucio.list_files(scope, name))
+    first = {r["name"]: next(iter(r["pfns"])) for r in rucio.list_replicas([{"scope": scope, "name": name}])}
+    targets = rucio.lfns2pfns(rse, [f"{f['scope']}:{f['name']}" for f in files], operation="write", scheme="root")
+    process = xrd.CopyProcess()
+    for f in files:
+        process.add_job(first[f["name"]], targets[f"{f['scope']}:{f['name']}"], force=True, mkdir=True)
+    process.prepare()
+    _status, results = process.run()
+    assert all(r["status"].ok for r in results), results
+    rucio.add_replicas(rse, [{k: f[k] for k in ("scope", "name", "bytes", "adler32")} for f in files])
+    return first
+
+
+def on_disk(url: str, rse: str) -> Path:
+    """Where an RSE's xrootd keeps the file behind ``url`` (its oss.localroot)."""
+    return STATE / rse.lower() / "data" / split_url(url)[1].lstrip("/")
+
+
+def test_a_dataset_is_pulled_byte_identical_and_a_rerun_copies_nothing(lake_env, unique, tmp_path):
+    did, files = lhc_dataset(lake_env, tmp_path, unique, 12, size=300_000)
+    out = tmp_path / "out"
+    first = summary_of(pull(lake_env, did, "--to", out))
+    assert (first["files"], first["copied"], first["failed"]) == (12, 12, 0)
+    assert first["sources"] == {"XRD1": 12} and first["bytes_copied"] == 12 * 300_000
+    assert_identical(files, out)
+    assert not list(out.rglob(".*.part"))
+    again = summary_of(pull(lake_env, did, "--to", out))
+    assert (again["copied"], again["present"], again["bytes_copied"]) == (0, 12, 0)
+
+
+def test_the_python_api_returns_paths_sources_and_bytes(lake_env, unique, tmp_path):
+    did, files = lhc_dataset(lake_env, tmp_path, unique, 3)
+    summary = Lake(lake_env["RUCIO_CONFIG"]).pull(did, to=tmp_path / "out")
+    assert summary.ok and summary.bytes_copied == 3 * 4096
+    assert sorted(Path(p.path).name for p in summary.files) == sorted(f.name for f in files)
+    assert {p.rse for p in summary.files} == {"XRD1"} and all(p.state == "copied" for p in summary.files)
+
+
+def test_a_pull_killed_half_way_resumes_and_never_shows_an_unverified_file(lake_env, unique, tmp_path):
+    did, files = lhc_dataset(lake_env, tmp_path, unique, 3, size=40 << 20)  # 5 chunks of 8 MiB each
+    out = tmp_path / "out"
+    killed = pull(lake_env, did, "--to", out, check=False, more_env={"DATALAKE_CRASH_AT": "pull:chunk@7"})
+    assert killed.returncode == -9
+    partial = list(out.rglob(".*.part"))
+    assert partial, "the kill should leave partial copies"
+    for src in files:  # whatever carries a final name is complete and right
+        final = out / "collider" / src.name
+        assert not final.exists() or final.read_bytes() == src.read_bytes()
+    resumed = summary_of(pull(lake_env, did, "--to", out))
+    assert resumed["failed"] == 0 and resumed["copied"] + resumed["present"] == 3
+    assert any(f["resumed_from"] > 0 for f in resumed["file_list"])
+    assert resumed["bytes_copied"] < 3 * (40 << 20)
+    assert_identical(files, out)
+    assert not list(out.rglob(".*.part"))
+
+
+def test_a_replica_deleted_on_one_rse_is_read_from_another_and_reported(lake_env, unique, tmp_path):
+    did, files = one_copy_dataset(lake_env, tmp_path, unique, 4)
+    first = replicate(lake_env, did, "XRD2")
+    victim = files[1].name
+    on_disk(first[victim], "XRD1").unlink()
+    result = summary_of(pull(lake_env, did, "--to", tmp_path / "out", "--prefer", "XRD1"))
+    assert result["failed"] == 0 and result["sources"] == {"XRD1": 3, "XRD2": 1}
+    assert [(b["did"], b["rse"], b["kind"]) for b in result["bad_replicas"]] == [
+        (f"collider:{victim}", "XRD1", "missing")
+    ]
+    assert result["declared_to_rucio"] == "suspicious"
+    assert_identical(files, tmp_path / "out")
+    assert suspicious(lake_env, victim) == {"XRD1"}
+
+
+def test_a_corrupted_replica_is_detected_the_good_one_used_and_the_bad_one_declared(lake_env, unique, tmp_path):
+    did, files = one_copy_dataset(lake_env, tmp_path, unique, 3, size=100_000)
+    first = replicate(lake_env, did, "XRD2")
+    victim = files[0].name
+    path = on_disk(first[victim], "XRD1")
+    data = bytearray(path.read_bytes())
+    data[50_000] ^= 0xFF  # one flipped byte, same size
+    path.write_bytes(bytes(data))
+    result = summary_of(pull(lake_env, did, "--to", tmp_path / "out", "--prefer", "XRD1"))
+    assert result["failed"] == 0
+    [bad] = result["bad_replicas"]
+    assert (bad["did"], bad["rse"], bad["kind"]) == (f"collider:{victim}", "XRD1", "corrupt")
+    assert "adler32" in bad["reason"]
+    used = {Path(f["path"]).name: f["rse"] for f in result["file_list"]}
+    assert used[victim] == "XRD2"
+    assert_identical(files, tmp_path / "out")
+    assert suspicious(lake_env, victim) == {"XRD1"}
+
+
+def suspicious(env, name: str) -> set[str]:
+    rucio = Lake(env["RUCIO_CONFIG"]).catalog.client
+    return {r["rse"] for page in rucio.list_suspicious_replicas() for r in page if r["name"] == name}
+
+
+def test_rse_expression_limits_the_sources(lake_env, unique, tmp_path):
+    did, _files = one_copy_dataset(lake_env, tmp_path, unique, 3)
+    replicate(lake_env, did, "XRD2")
+    result = summary_of(pull(lake_env, did, "--to", tmp_path / "out", "--rse-expression", "XRD2"))
+    assert result["sources"] == {"XRD2": 3}
+    nowhere = pull(lake_env, did, "--to", tmp_path / "none", "--rse-expression", "XRD3", check=False)
+    assert nowhere.returncode == 1 and "no readable replica matching 'XRD3'" in nowhere.stdout
+
+
+def test_the_sharing_policy_refuses_an_analyst_outside_it(lake_env, analyst_env, unique, tmp_path):
+    files = make_files(tmp_path / unique, 2)
+    register(lake_env, *files, policy="darkmatter-closed", dataset=f"darkmatter:{unique}")
+    out = tmp_path / "out"
+    refused = datalake("pull", f"darkmatter:{unique}", "--to", str(out), env=analyst_env, check=False)
+    assert refused.returncode == 3
+    assert refused.stderr.strip().splitlines() == [
+        f"datalake: error: not allowed: analyst may not read darkmatter:{unique}: restricted data under policy "
+        "darkmatter-closed, readable by datamanager"
+    ]
+    assert not out.exists()
+    with pytest.raises(NotAllowed):
+        Lake(analyst_env["RUCIO_CONFIG"]).pull(f"darkmatter:{unique}", to=out)
+    # the collaboration's own analyst reads collaboration data
+    did, _lhc_files = lhc_dataset(lake_env, tmp_path, f"{unique}c", 2)
+    assert summary_of(pull(analyst_env, did, "--to", out))["copied"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        (["collider:does-not-exist"], 1, "collider:does-not-exist: no such DID in Rucio"),
+        (["not a did"], 2, "not a did"),
+        (["collider:x", "--parallel", "0"], 2, "--parallel"),
+    ],
+)
+def test_bad_input_is_one_line(lake_env, tmp_path, args, code, expected):
+    result = datalake("pull", *args, "--to", str(tmp_path / "o"), env=lake_env, check=False)
+    assert result.returncode == code and expected in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 6

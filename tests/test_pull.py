@@ -1,0 +1,277 @@
+"""The pure parts of pulling (ranking, access, local files) and the fail-over logic behind a fake catalog and a
+fake storage (the adapters they replace are exercised for real in integration/test_pull.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from datalake import pull as pull_module
+from datalake.access import Reader, refusal
+from datalake.catalog import ClientConfig
+from datalake.dids import DID
+from datalake.errors import CatalogError, NotAllowed
+from datalake.localfiles import XATTR, hashed, is_verified, remember, target
+from datalake.ranking import Context, Replica, RseFacts, rank
+from datalake.storage import FetchError
+
+# -- ranking -------------------------------------------------------------------------------------------------
+
+FACTS = {
+    "CERN-DISK": RseFacts(site="CERN", tier=0),
+    "DESY-DISK": RseFacts(site="DESY", tier=1),
+    "CNAF-DISK": RseFacts(site="INFN-CNAF", tier=1),
+    "T2-DISK": RseFacts(site="NIKHEF", tier=2),
+}
+ALL = [Replica(rse, f"root://{rse.lower()}//f") for rse in FACTS]
+
+
+def names(replicas: list[Replica]) -> list[str]:
+    return [r.rse for r in replicas]
+
+
+def test_same_site_first_then_distance_then_tier():
+    ctx = Context(site="DESY", rses=FACTS, distance={"DESY-DISK": 0, "T2-DISK": 1, "CERN-DISK": 3, "CNAF-DISK": 3})
+    assert names(rank("f", ALL, ctx)) == ["DESY-DISK", "T2-DISK", "CERN-DISK", "CNAF-DISK"]
+
+
+def test_without_a_site_the_better_provisioned_tier_comes_first():
+    order = names(rank("f", ALL, Context(rses=FACTS)))
+    assert order[0] == "CERN-DISK" and order[-1] == "T2-DISK"
+
+
+def test_prefer_wins_in_its_order_and_failed_rses_sink():
+    ctx = Context(site="DESY", prefer=("T2-DISK", "CNAF-DISK"), rses=FACTS)
+    assert names(rank("f", ALL, ctx))[:3] == ["T2-DISK", "CNAF-DISK", "DESY-DISK"]
+    failed = Context(site="DESY", prefer=("T2-DISK",), rses=FACTS, failures={"T2-DISK": 1})
+    assert names(rank("f", ALL, failed))[-1] == "T2-DISK"
+
+
+def test_equal_replicas_are_spread_over_files_but_stable_per_file():
+    twins = [Replica("A", "root://a//f"), Replica("B", "root://b//f")]
+    firsts = {rank(f"file{i}", twins, Context())[0].rse for i in range(50)}
+    assert firsts == {"A", "B"}
+    assert rank("file7", twins, Context()) == rank("file7", list(reversed(twins)), Context())
+
+
+@given(st.lists(st.sampled_from(sorted(FACTS)), unique=True), st.sampled_from([None, "CERN", "DESY", "NOWHERE"]))
+def test_ranking_is_a_permutation(rses, site):
+    replicas = [Replica(r, f"root://{r}//x") for r in rses]
+    assert sorted(names(rank("x", replicas, Context(site=site, rses=FACTS)))) == sorted(rses)
+
+
+# -- access --------------------------------------------------------------------------------------------------
+
+GOVERNED = {"datalake_policy": "darkmatter-closed", "datalake_tier": "restricted", "datalake_readers": ["dm"]}
+
+
+def test_readers_groups_admins_and_public_data():
+    assert refusal("s:d", GOVERNED, Reader("dm")) is None
+    line = refusal("s:d", GOVERNED, Reader("analyst"))
+    assert line and "analyst may not read s:d" in line and "darkmatter-closed" in line and "\n" not in line
+    collab = {**GOVERNED, "datalake_tier": "collaboration", "datalake_readers": ["group:xenon"]}
+    assert refusal("s:d", collab, Reader("analyst", groups=frozenset({"xenon"}))) is None
+    assert refusal("s:d", collab, Reader("analyst", groups=frozenset({"lz"}))) is not None
+    assert refusal("s:d", GOVERNED, Reader("boss", admin=True)) is None
+    assert refusal("s:d", {**GOVERNED, "datalake_tier": "public"}, Reader("anyone")) is None
+    assert refusal("s:d", {}, Reader("anyone")) is None  # not governed by datalake: storage decides
+
+
+def test_reader_from_rucio_account_attributes():
+    attrs = [{"key": "group.xenon", "value": "True"}, {"key": "group.lz", "value": "False"}, {"key": "x", "value": 1}]
+    reader = Reader.from_attributes("analyst", attrs)
+    assert reader.groups == frozenset({"xenon"}) and not reader.admin
+    assert Reader.from_attributes("ops", [{"key": "admin", "value": True}]).admin
+
+
+# -- local files ---------------------------------------------------------------------------------------------
+
+
+def test_targets_stay_inside_the_destination(tmp_path):
+    t = target(tmp_path, "user.jdoe", "run1/file.root")
+    assert t is not None and t.final == (tmp_path / "user.jdoe" / "run1" / "file.root").resolve()
+    assert t.part.name == ".file.root.part" and t.part.parent == t.final.parent
+    assert target(tmp_path, "scope", "../../etc/passwd") is None
+    assert target(tmp_path, "..", "x") is None
+
+
+def test_verified_files_are_recognised_and_changes_noticed(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 1000)
+    good = f"{zlib.adler32(b'x' * 1000) & 0xFFFFFFFF:08x}"
+    assert is_verified(tmp_path / "missing", 1000, "adler32", good) is None
+    assert is_verified(path, 999, "adler32", good) is False
+    assert is_verified(path, 1000, "adler32", "00000001") is False
+    assert is_verified(path, 1000, "adler32", good) is True
+    path.write_bytes(b"y" * 1000)  # same size, new content: the cached checksum must not be trusted
+    assert is_verified(path, 1000, "adler32", good) is False
+
+
+def test_the_checksum_cache_skips_rereading(tmp_path, monkeypatch):
+    import datalake.localfiles as localfiles
+
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(4096))
+    checksum = hashed(path, "adler32").hexdigest()
+    remember(path, "adler32", checksum)
+    assert os.getxattr(path, XATTR).startswith(f"adler32:{checksum}:4096:".encode())
+    reads = []
+    monkeypatch.setattr(localfiles, "hashed", lambda p, a: reads.append(p) or hashed(p, a))
+    assert is_verified(path, 4096, "adler32", checksum) is True and reads == []
+    os.utime(path, ns=(1, 1))  # touched: the cache no longer vouches for it, the file is read again
+    assert is_verified(path, 4096, "adler32", checksum) is True and reads == [path]
+
+
+# -- fail-over, resume and reporting, behind fakes ------------------------------------------------------------
+
+
+class FakeCatalog:
+    """The few Catalog calls pull makes, answered from dicts."""
+
+    def __init__(self, files: dict[str, bytes], replicas: dict[str, list[str]], meta: dict | None = None) -> None:
+        self.config = ClientConfig("http://x", "http://x", "analyst", "userpass", {}, None)
+        self.data = files
+        self.where = replicas
+        self.meta = meta or {}
+        self.declared: list[tuple[list[str], str]] = []
+
+    def get_did(self, did: DID) -> dict[str, Any] | None:
+        if did.name == "ds":
+            return {"type": "DATASET", "length": len(self.data), "bytes": sum(map(len, self.data.values()))}
+        return None
+
+    def metadata(self, did: DID) -> dict[str, Any]:
+        return self.meta
+
+    def account_attributes(self, account: str) -> list[dict]:
+        return []
+
+    def iter_files(self, did: DID):
+        for name, data in self.data.items():
+            yield {"scope": "s", "name": name, "bytes": len(data), "adler32": f"{zlib.adler32(data):08x}"}
+
+    def replicas(self, files: list[DID], rse_expression: str | None = None):
+        for f in files:
+            pfns = {f"root://{rse}//{f.name}": {"rse": rse, "type": "DISK"} for rse in self.where[f.name]}
+            yield {"scope": f.scope, "name": f.name, "pfns": pfns}
+
+    def rse_attributes(self, rse: str) -> dict[str, Any]:
+        return {"site": rse, "tier": 1}
+
+    def declare_bad(self, urls: list[str], reason: str) -> str:
+        self.declared.append((urls, reason))
+        return "suspicious"
+
+
+class FakeStorage:
+    """``fetch`` over a dict {url: bytes}; missing URLs are 'missing', RSEs in ``down`` are unreachable."""
+
+    def __init__(self, content: dict[str, bytes], down: set[str] = frozenset()) -> None:
+        self.content = content
+        self.down = down
+        self.calls: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, url, part: Path, size, algorithm, checksum, *, progress=None, cancel=None) -> int:
+        with self.lock:
+            self.calls.append(url)
+        rse = url.split("//")[1]
+        if rse in self.down:
+            raise FetchError("unreachable", "connection refused")
+        if url not in self.content:
+            raise FetchError("missing", "no such file")
+        data = self.content[url]
+        have = part.stat().st_size if part.exists() else 0
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with open(part, "ab") as out:
+            out.write(data[have:])
+        if hashed(part, algorithm).hexdigest() != checksum:
+            raise FetchError("corrupt", "adler32 mismatch")
+        return have
+
+
+def run(monkeypatch, tmp_path, catalog, storage, **kw):
+    monkeypatch.setattr(pull_module, "fetch", storage)
+    return pull_module.pull(catalog, [DID("s", "ds")], tmp_path / "out", parallel=4, **kw)
+
+
+def test_every_file_pulled_and_a_rerun_copies_nothing(monkeypatch, tmp_path):
+    files = {f"f{i}": os.urandom(100 + i) for i in range(30)}
+    storage = FakeStorage({f"root://A//{n}": d for n, d in files.items()})
+    catalog = FakeCatalog(files, {n: ["A"] for n in files})
+    summary = run(monkeypatch, tmp_path, catalog, storage)
+    assert summary.ok and summary.states["copied"] == 30 and summary.sources == {"A": 30}
+    for name, data in files.items():
+        assert (tmp_path / "out" / "s" / name).read_bytes() == data
+    assert {Path(p.path).name for p in summary.files} == set(files)
+    storage.calls.clear()
+    again = run(monkeypatch, tmp_path, catalog, storage)
+    assert again.states["present"] == 30 and again.bytes_copied == 0 and storage.calls == []
+
+
+def test_missing_and_corrupt_replicas_fail_over_and_are_reported(monkeypatch, tmp_path):
+    files = {"good": b"a" * 50, "gone": b"b" * 60, "rotten": b"c" * 70}
+    content = {f"root://B//{n}": d for n, d in files.items()}
+    content["root://A//good"] = files["good"]
+    content["root://A//rotten"] = b"X" * 70  # same size, wrong bytes
+    catalog = FakeCatalog(files, {n: ["A", "B"] for n in files})
+    summary = run(monkeypatch, tmp_path, catalog, FakeStorage(content), prefer=["A"])
+    assert summary.ok and summary.sources == {"A": 1, "B": 2}
+    bad = {(b.did, b.rse, b.kind) for b in summary.bad_replicas}
+    assert bad == {("s:gone", "A", "missing"), ("s:rotten", "A", "corrupt")}
+    declared = sorted(url for urls, _ in catalog.declared for url in urls)
+    assert declared == ["root://A//gone", "root://A//rotten"] and summary.declared == "suspicious"
+    assert (tmp_path / "out" / "s" / "rotten").read_bytes() == files["rotten"]
+
+
+def test_an_unreachable_rse_is_avoided_and_not_blamed(monkeypatch, tmp_path):
+    files = {f"f{i}": bytes([i]) * 10 for i in range(20)}
+    content = {f"root://{r}//{n}": d for n, d in files.items() for r in "AB"}
+    storage = FakeStorage(content, down={"A"})
+    summary = run(monkeypatch, tmp_path, FakeCatalog(files, {n: ["A", "B"] for n in files}), storage, prefer=["A"])
+    assert summary.ok and summary.sources == {"B": 20} and not summary.bad_replicas
+    assert sum(1 for c in storage.calls if "//A//" in c.replace("root:", "")) < 20  # A sank after failing
+
+
+def test_files_with_no_good_replica_are_listed_and_the_rest_pulled(monkeypatch, tmp_path):
+    files = {"ok": b"1" * 10, "lost": b"2" * 10}
+    catalog = FakeCatalog(files, {"ok": ["A"], "lost": ["A"]})
+    summary = run(monkeypatch, tmp_path, catalog, FakeStorage({"root://A//ok": files["ok"]}))
+    assert not summary.ok and [p.did for p in summary.failed] == ["s:lost"]
+    assert "every replica failed" in summary.failed[0].reason and summary.states["copied"] == 1
+    assert not (tmp_path / "out" / "s" / "lost").exists()
+
+
+def test_a_partial_copy_resumes_and_a_bad_prefix_is_redone_not_blamed(monkeypatch, tmp_path):
+    data = os.urandom(1000)
+    catalog = FakeCatalog({"big": data}, {"big": ["A"]})
+    part = tmp_path / "out" / "s" / ".big.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[:400])
+    summary = run(monkeypatch, tmp_path, catalog, FakeStorage({"root://A//big": data}))
+    assert summary.files[0].resumed_from == 400 and summary.bytes_copied == 600 and not part.exists()
+    (tmp_path / "out" / "s" / "big").unlink()
+    part.write_bytes(b"\0" * 400)  # a prefix that does not belong to this file
+    summary = run(monkeypatch, tmp_path, catalog, FakeStorage({"root://A//big": data}))
+    assert summary.ok and not summary.bad_replicas and (tmp_path / "out" / "s" / "big").read_bytes() == data
+
+
+def test_a_reader_outside_the_policy_is_refused_before_anything_is_copied(monkeypatch, tmp_path):
+    catalog = FakeCatalog({"f": b"x"}, {"f": ["A"]}, meta=GOVERNED)
+    storage = FakeStorage({"root://A//f": b"x"})
+    with pytest.raises(NotAllowed, match="analyst may not read s:ds"):
+        run(monkeypatch, tmp_path, catalog, storage)
+    assert storage.calls == [] and not (tmp_path / "out").exists()
+
+
+def test_an_unknown_did_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(pull_module, "fetch", FakeStorage({}))
+    with pytest.raises(CatalogError, match="s:nope: no such DID"):
+        pull_module.pull(FakeCatalog({}, {}), [DID("s", "nope")], tmp_path)
