@@ -50,6 +50,13 @@ step "datalake status $dataset"
 step "rucio sees the same: rule list, metadata"
 rucio rule list --did "$dataset"
 rucio did metadata list "$dataset" --plugin JSON
+analyst_cfg="$(dirname "$RUCIO_CONFIG")/rucio-analyst.cfg"
+step "as the analyst: datalake pull $dataset   (parallel, adler32-verified, resumable)"
+RUCIO_CONFIG="$analyst_cfg" "$DATALAKE" pull "$dataset" --to "$work/pulled"
+for f in "$work"/run2025/*.root; do cmp "$f" "$work/pulled/${dataset%%:*}/$(basename "$f")"; done
+echo "all 20 files byte-identical to the originals"
+step "pulled again: nothing is copied twice"
+RUCIO_CONFIG="$analyst_cfg" "$DATALAKE" pull "$dataset" --to "$work/pulled"
 step "datalake policy plan $dataset --now 2036-01-01   (what-if: ten years after the run, it is open data)"
 "$DATALAKE" policy plan "$dataset" --now 2036-01-01
 

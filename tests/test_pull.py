@@ -275,3 +275,32 @@ def test_an_unknown_did_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(pull_module, "fetch", FakeStorage({}))
     with pytest.raises(CatalogError, match="s:nope: no such DID"):
         pull_module.pull(FakeCatalog({}, {}), [DID("s", "nope")], tmp_path)
+
+
+def test_ctrl_c_stops_the_copies_and_keeps_partial_files(monkeypatch, tmp_path):
+    import _thread
+    import time
+
+    files = {f"f{i}": b"z" * 10 for i in range(40)}
+    catalog = FakeCatalog(files, {n: ["A"] for n in files})
+    started = threading.Event()
+
+    def slow(url, part: Path, size, algorithm, checksum, *, progress=None, cancel=None) -> int:
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(b"z" * 5)  # half a file
+        if not started.is_set():
+            started.set()
+            _thread.interrupt_main()  # what Ctrl-C does
+        for _ in range(500):
+            if cancel.is_set():
+                raise FetchError("cancelled", "interrupted")
+            time.sleep(0.01)
+        raise AssertionError("the copy was not told to stop")
+
+    monkeypatch.setattr(pull_module, "fetch", slow)
+    begin = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        pull_module.pull(catalog, [DID("s", "ds")], tmp_path / "out", parallel=4)
+    assert time.monotonic() - begin < 3
+    assert not [t for t in threading.enumerate() if t.name.startswith("pull")]
+    assert list((tmp_path / "out" / "s").glob(".*.part")) and not list((tmp_path / "out" / "s").glob("f*"))

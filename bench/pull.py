@@ -1,0 +1,141 @@
+"""Pull benchmark on the running testbed (``eval "$(datalake testbed env)"`` first, or ``make bench``).
+
+A. 100 files x 1 MiB: ``datalake pull`` vs the stock ``rucio download`` of the same dataset (and the limit: a raw
+   XRootD ``CopyProcess``, parallel 16, end-to-end adler32, of the same replicas, listing excluded).
+B. 4 files x 256 MiB: throughput of ``datalake pull`` vs a raw parallel ``CopyProcess`` (parallel 4, end-to-end
+   adler32) of the same files.
+C. Peak memory (max RSS) of ``datalake pull`` over datasets of 1,000 and 10,000 files: it must not grow with
+   the number of files.
+Runs are interleaved and repeated (``--repeat``); medians are reported. Datasets are registered once (scope
+``darkmatter``, names ``bench-pull-*``) and reused by later runs. Prints a table and a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from register import BIN, SCOPE, make_files, register_argv, timed
+
+from datalake import Lake
+from datalake.dids import DID
+
+
+def dataset(lake: Lake, work: Path, count: int, size: int) -> str:
+    """``bench-pull-<count>x<size>`` on XRD1, registered unless an earlier run left it complete."""
+    name = f"bench-pull-{count}x{size}"
+    record = lake.catalog.get_did(DID(SCOPE, name))
+    if record is None or int(record.get("length") or 0) != count:
+        files = make_files(work / name, count, size)
+        print(f"registering {count} x {size} B as {SCOPE}:{name} ...", file=sys.stderr)
+        timed(register_argv(name, "XRD1", str(files[0].parent)))
+        shutil.rmtree(files[0].parent)
+    return f"{SCOPE}:{name}"
+
+
+def raw_copy(lake: Lake, did: str, to: Path, parallel: int) -> float:
+    """The limit: XRootD's own CopyProcess over the same replicas, end-to-end adler32; seconds (listing excluded)."""
+    from XRootD import client
+
+    scope, name = did.split(":")
+    replicas = list(lake.catalog.client.list_replicas([{"scope": scope, "name": name}], schemes=["root"]))
+    process = client.CopyProcess()
+    for r in replicas:
+        process.add_job(next(iter(r["pfns"])), str(to / r["name"]), force=True, mkdir=True,
+                        checksummode="end2end", checksumtype="adler32")  # fmt: skip
+    process.parallel(parallel)
+    process.prepare()
+    start = time.perf_counter()
+    _, results = process.run()
+    seconds = time.perf_counter() - start
+    if not all(r["status"].ok for r in results):
+        raise SystemExit(f"raw CopyProcess failed: {[str(r['status']) for r in results if not r['status'].ok][:3]}")
+    return seconds
+
+
+def pull_argv(did: str, to: Path) -> list[str]:
+    return [str(BIN / "datalake"), "pull", did, "--to", str(to)]
+
+
+def fresh(work: Path, label: str) -> Path:
+    path = work / label
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def many_small(lake: Lake, work: Path, did: str, repeat: int) -> dict:
+    stock, ours, raw, mem = [], [], [], []
+    for _ in range(repeat):
+        seconds, _ = timed([str(BIN / "rucio"), "download", did, "--dir", str(fresh(work, "stock")),
+                            "--ndownloader", "5"])  # fmt: skip
+        stock.append(seconds)
+        seconds, rss = timed(pull_argv(did, fresh(work, "ours")))
+        ours.append(seconds)
+        mem.append(rss)
+        raw.append(raw_copy(lake, did, fresh(work, "raw"), 16))
+    out = {"rucio_download_s": statistics.median(stock), "datalake_pull_s": statistics.median(ours),
+           "raw_copyprocess_s": statistics.median(raw), "datalake_rss_mib": max(mem)}  # fmt: skip
+    out["speedup_vs_rucio_download"] = out["rucio_download_s"] / out["datalake_pull_s"]
+    return out
+
+
+def few_large(lake: Lake, work: Path, did: str, size: int, count: int, repeat: int) -> dict:
+    ours, raw = [], []
+    for _ in range(repeat):
+        ours.append(timed(pull_argv(did, fresh(work, "ours")))[0])
+        shutil.rmtree(work / "ours")
+        raw.append(raw_copy(lake, did, fresh(work, "raw"), count))
+        shutil.rmtree(work / "raw")
+    total = size * count / 2**20
+    out = {
+        "datalake_pull_mib_s": total / statistics.median(ours),
+        "raw_copyprocess_mib_s": total / statistics.median(raw),
+    }
+    out["throughput_ratio"] = out["datalake_pull_mib_s"] / out["raw_copyprocess_mib_s"]
+    return out
+
+
+def memory(work: Path, dids: dict[int, str]) -> dict:
+    out = {}
+    for count, did in dids.items():
+        seconds, rss = timed(pull_argv(did, fresh(work, f"mem{count}")))
+        out[f"rss_mib_{count}_files"] = rss
+        out[f"seconds_{count}_files"] = seconds
+        shutil.rmtree(work / f"mem{count}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--large-mib", type=int, default=256)
+    parser.add_argument("--memory-files", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    lake = Lake()
+    with tempfile.TemporaryDirectory(prefix="bench-pull-") as tmp:
+        work = Path(tmp)
+        small = dataset(lake, work, 100, 1 << 20)
+        large = dataset(lake, work, 4, args.large_mib << 20)
+        counts = {} if args.skip_memory else {n: dataset(lake, work, n, 1024) for n in args.memory_files}
+        result = {
+            "A_100x1MiB": many_small(lake, work, small, args.repeat),
+            f"B_4x{args.large_mib}MiB": few_large(lake, work, large, args.large_mib << 20, 4, args.repeat),
+            "C_memory": memory(work, counts),
+        }
+    for part, figures in result.items():
+        print(part)
+        for key, value in figures.items():
+            print(f"  {key:32s} {value:10.3f}" if isinstance(value, float) else f"  {key:32s} {value:10d}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
