@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -101,6 +102,11 @@ def translated(action: str) -> Iterator[None]:
         raise CatalogError(f"{action}: cannot reach the Rucio server") from err
     except rex.RucioException as err:
         raise CatalogError(f"{action}: {_first_line(err)}") from err
+    except (
+        requests.exceptions.ChunkedEncodingError,
+        json.JSONDecodeError,
+    ) as err:  # a stream cut or garbled mid-answer
+        raise CatalogError(f"{action}: the Rucio server's answer was cut short or garbled") from err
     except requests.Timeout as err:
         raise CatalogError(f"{action}: no answer from the Rucio server in time ({err.__class__.__name__})") from err
     except requests.ConnectionError as err:
@@ -194,26 +200,10 @@ class Catalog:
             return list(self.client.list_files(did.scope, did.name))
 
     def iter_files(self, did: DID) -> Iterator[dict[str, Any]]:
-        """Files of a dataset or container (recursively), streamed line by line as the server sends them, so a
-        100,000-file dataset is never held in memory. (``list_files`` of rucio-clients reads the whole answer
-        first; this is the same request with ``stream=True``.)"""
-        from urllib.parse import quote_plus
-
-        from rucio.common.constants import HTTPMethod
-        from rucio.common.utils import build_url, parse_response
-
-        client = self.client
-        url = build_url(client.list_hosts[0], path=f"dids/{quote_plus(did.scope)}/{quote_plus(did.name)}/files")
+        """Files of a dataset or container (recursively), parsed line by line as the server streams them (GETs
+        of rucio-clients are streamed), so a 100,000-file dataset is never held in memory."""
         with translated(f"listing files of {did}"):
-            response = client._send_request(url, method=HTTPMethod.GET, stream=True)
-            if response.status_code != 200:
-                exc, msg = client._get_exception(headers=response.headers, status_code=response.status_code,
-                                                 data=response.content)  # fmt: skip
-                raise exc(msg)
-            with response:
-                for line in response.iter_lines(chunk_size=1 << 16):
-                    if line:
-                        yield parse_response(line)
+            yield from self.client.list_files(did.scope, did.name)
 
     def replicas(self, files: list[DID], rse_expression: str | None = None) -> Iterator[dict[str, Any]]:
         """Readable root:// replicas of ``files`` (one request; RSEs disabled for reading left out)."""
@@ -223,20 +213,13 @@ class Catalog:
                 ignore_availability=False, sort="random",
             )  # fmt: skip
 
-    def declare_bad(self, urls: list[str], reason: str) -> str:
-        """Tell Rucio these replicas are bad so the lake heals: ``bad`` where the account may declare it (the
-        replica is then recovered from another copy), else ``suspicious`` (anyone may; Rucio's replica
-        recoverer acts once several readers agree). Returns which was declared."""
-        from rucio.common.exception import AccessDenied
-
-        with translated(f"declaring {len(urls)} replicas bad"):
-            try:
-                self.client.declare_bad_file_replicas(urls, reason)
-                return "bad"
-            except AccessDenied:
-                pass
-            self.client.declare_suspicious_file_replicas(urls, reason)
-            return "suspicious"
+    def declare_suspicious(self, urls: list[str], reason: str) -> list[str]:
+        """Tell Rucio these replicas look bad (anyone may; Rucio's replica recoverer declares a replica bad once
+        several readers agree, and the lake then heals it from a good copy). Returns the URLs Rucio could not
+        take. A reader never declares replicas bad outright: one failed read is not proof enough to lose data."""
+        with translated(f"declaring {len(urls)} replicas suspicious"):
+            refused = self.client.declare_suspicious_file_replicas(urls, reason)
+        return [str(u) for u in refused or []] if isinstance(refused, list) else []
 
     def children(self, did: DID) -> list[tuple[DID, str]]:
         """Datasets and containers directly inside a container, with their type."""

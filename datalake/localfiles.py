@@ -49,13 +49,20 @@ class Target:
     part: Path
 
 
+MAX_NAME = 255  # bytes in one path component on Linux filesystems
+
+
 def target(root: Path, scope: str, name: str) -> Target | None:
-    """``root/scope/name`` (as ``rucio download`` lays files out), or None if the name would leave ``root``."""
-    final = (root / scope / name).resolve()
-    base = root.resolve()
-    if base not in final.parents or final.name in ("", ".", ".."):
+    """``root/scope/name`` (as ``rucio download`` lays files out; a leading ``/`` in the name is dropped), or
+    None when the scope or name has ``.``/``..`` components that could lead outside ``root/scope``."""
+    parts = [p for p in name.split("/") if p]
+    if not parts or "/" in scope or scope in ("", ".", "..") or any(p in (".", "..") for p in parts):
         return None
-    return Target(final=final, part=final.with_name(f".{final.name}.part"))
+    final = root.joinpath(scope, *parts)
+    part = f".{final.name}.part"
+    if len(part.encode()) > MAX_NAME:  # a long Rucio name: the hidden partial name must still fit
+        part = f".{hashlib.sha256(final.name.encode()).hexdigest()[:32]}.part"
+    return Target(final=final, part=final.with_name(part))
 
 
 def hashed(path: Path, algorithm: str) -> Adler32 | hashlib._Hash:

@@ -8,6 +8,8 @@ are kept unless the caller asks for every file's record (the Python API does).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import threading
 import time
@@ -22,7 +24,7 @@ from datalake.access import Reader, needs_reader, refusal
 from datalake.catalog import Catalog
 from datalake.dids import DID
 from datalake.errors import CatalogError, ConfigError, NotAllowed
-from datalake.localfiles import ALGORITHMS, is_verified, normal, remember, target
+from datalake.localfiles import ALGORITHMS, Target, is_verified, normal, remember, target
 from datalake.ranking import Context, Replica, RseFacts, rank
 from datalake.storage import FetchError, fetch
 
@@ -30,6 +32,7 @@ LIST_BATCH = 200  # files per list_replicas call: small enough never to time out
 FIRST_BATCH = 16  # ... except the first, so copying starts while the rest is being listed
 PARALLEL = 16  # files copied at once (measured: 16 saturates loopback XRootD for 1 MiB files on 2 cores)
 BAD_KINDS = ("missing", "corrupt")  # failures that mean the replica itself is bad (reported to Rucio)
+DEAD_AFTER = 3  # unreachable/refused failures after which an RSE is skipped for the rest of the pull
 
 
 class Progress(Protocol):
@@ -59,6 +62,7 @@ class Pulled:
     resumed_from: int = 0  # bytes a partial copy already had
     attempts: tuple[Attempt, ...] = ()  # replicas that failed before the one used (or all of them)
     reason: str | None = None  # why the file could not be pulled
+    replaced: bool = False  # a different file was at the final path (replaced once the copy was verified)
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,8 @@ class Summary:
             self.sources[pulled.rse] += 1
         elif pulled.state == "failed":
             self.failed.append(pulled)
+        if pulled.replaced:
+            self.states["replaced"] += 1
         if self.files is not None:
             self.files.append(pulled)
 
@@ -106,6 +112,7 @@ class Summary:
             "copied": self.states["copied"],
             "present": self.states["present"],
             "failed": self.states["failed"],
+            "replaced": self.states["replaced"],
             "bytes_copied": self.bytes_copied,
             "seconds": round(self.seconds, 3),
             "sources": dict(self.sources),
@@ -154,7 +161,7 @@ class Puller:
         self.summary = Summary(to=str(to), files=[] if keep_files else None)
         self.failures: Counter = Counter()  # RSE -> unreachable/denied failures, read by the ranking
         self.errors: list[BaseException] = []
-        self.busy: set[Path] = set()  # final paths being written (a file listed twice is written once)
+        self.busy: dict[Path, threading.Event] = {}  # final paths being written, set when done
         self.site = site
         self.site_rses: list[str] = []
         self.facts: dict[str, RseFacts] = {}
@@ -190,66 +197,95 @@ class Puller:
     def one(self, f: _File, replicas: list[Replica]) -> Pulled:
         where = target(self.to, f.scope, f.name)
         if where is None:
-            return Pulled(f.did, "", "failed", f.size, reason="its name would leave the destination directory")
-        with self.lock:
-            if where.final in self.busy:  # the same file reached twice (e.g. in two datasets of a container)
-                return Pulled(f.did, str(where.final), "present", f.size)
-            self.busy.add(where.final)
+            return Pulled(f.did, "", "failed", f.size, reason="its name has '.' or '..' parts: not written")
+        while True:  # the same file reached twice (e.g. in two datasets of a container): one copy, then a check
+            with self.lock:
+                other = self.busy.get(where.final)
+                if other is None:
+                    self.busy[where.final] = done = threading.Event()
+                    break
+            other.wait()
         try:
             return self._pull(f, where, replicas)
+        except OSError as err:  # our own disk: a name too long, a permission, a quota
+            return Pulled(f.did, str(where.final), "failed", f.size, reason=f"{err.strerror or err}: {err.filename}")
         finally:
             with self.lock:
-                self.busy.discard(where.final)
+                del self.busy[where.final]
+            done.set()
 
-    def _pull(self, f: _File, where: Any, replicas: list[Replica]) -> Pulled:
+    def _pull(self, f: _File, where: Target, replicas: list[Replica]) -> Pulled:
         path = str(where.final)
-        try:
-            if is_verified(where.final, f.size, f.algorithm, f.checksum):
-                self._advance(1, f.size)
-                return Pulled(f.did, path, "present", f.size)
-        except OSError as err:
-            return Pulled(f.did, path, "failed", f.size, reason=f"cannot read {path}: {err.strerror}")
+        verified = is_verified(where.final, f.size, f.algorithm, f.checksum)
+        if verified:
+            self._advance(1, f.size)
+            return Pulled(f.did, path, "present", f.size)
+        if not f.checksum:
+            return Pulled(f.did, path, "failed", f.size, reason="the catalog records no adler32 or md5 to verify by")
         if not replicas:
             where_from = f" matching {self.rse_expression!r}" if self.rse_expression else ""
             return Pulled(f.did, path, "failed", f.size, reason=f"no readable replica{where_from}")
-        attempts: list[Attempt] = []
+        where.final.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive(where.part) as mine:
+            if not mine:
+                return Pulled(f.did, path, "failed", f.size, reason="another datalake pull is writing this file")
+            outcome, attempts = self._copy(f, where, replicas)
+            if outcome is None and _size(where.part) == 0:
+                where.part.unlink()  # nothing was copied: leave no empty partial file behind
+        bad = [(r, a) for r, a in attempts if a.kind in BAD_KINDS]
+        corrupt = {a.reason for _, a in attempts if a.kind == "corrupt"}
+        if outcome is None and len(corrupt) == 1 and sum(a.kind == "corrupt" for _, a in attempts) > 1:
+            bad = [(r, a) for r, a in bad if a.kind != "corrupt"]  # every copy differs the same way: the catalog?
+        with self.lock:
+            self.summary.bad_replicas.extend(BadReplica(f.did, r.rse, r.url, a.kind, a.reason) for r, a in bad)
+        tried = tuple(a for _, a in attempts)
+        if outcome is None:
+            reasons = "; ".join(f"{a.rse}: {a.reason}" for a in tried)
+            return Pulled(f.did, path, "failed", f.size, attempts=tried, reason=f"every replica failed ({reasons})")
+        if isinstance(outcome, str):
+            return Pulled(f.did, path, "failed", f.size, attempts=tried, reason=outcome)
+        replica, resumed = outcome
+        self._advance(1, resumed)
+        return Pulled(f.did, path, "copied", f.size, replica.rse, resumed, tried, replaced=verified is False)
+
+    def _copy(self, f: _File, where: Target, replicas: list[Replica]) -> tuple[Any, list[tuple[Replica, Attempt]]]:
+        """Try the ranked replicas in turn: ((replica, bytes resumed) | a local failure | None, failed attempts)."""
+        attempts: list[tuple[Replica, Attempt]] = []
         for replica in self.ranked(f.name, replicas):
-            fresh_retry = where.part.exists()  # a mismatch after resuming may be the old prefix's fault
+            if self.cancel.is_set():
+                raise FetchError("cancelled", "interrupted")
+            with self.lock:
+                dead = self.failures[replica.rse] >= DEAD_AFTER
+            if dead:
+                attempts.append(
+                    (replica, Attempt(replica.rse, "unreachable", "skipped: failed repeatedly in this pull"))
+                )
+                continue
+            fresh_retry = _size(where.part) > 0  # a mismatch after resuming may be the old prefix's fault
             while True:
                 try:
                     resumed = fetch(replica.url, where.part, f.size, f.algorithm, f.checksum,
                                     progress=lambda n: self._advance(0, n), cancel=self.cancel)  # fmt: skip
                 except FetchError as err:
                     if err.kind == "corrupt" and fresh_retry:
-                        where.part.unlink(missing_ok=True)
+                        os.truncate(where.part, 0)  # truncated, not removed: our lock is on this file
                         fresh_retry = False
                         continue
                     if err.kind == "cancelled":
                         raise
                     if err.kind == "local":
-                        return Pulled(f.did, path, "failed", f.size, attempts=tuple(attempts), reason=str(err))
-                    self._failed(f, replica, err, where.part)
-                    attempts.append(Attempt(replica.rse, err.kind, str(err)))
+                        return str(err), attempts
+                    attempts.append((replica, Attempt(replica.rse, err.kind, str(err))))
+                    if err.kind == "corrupt":
+                        os.truncate(where.part, 0)  # the next replica starts clean
+                    elif err.kind not in BAD_KINDS:
+                        with self.lock:
+                            self.failures[replica.rse] += 1
                     break
-                try:
-                    remember(where.part, f.algorithm, f.checksum)
-                    os.replace(where.part, where.final)
-                except OSError as err:
-                    return Pulled(f.did, path, "failed", f.size, attempts=tuple(attempts),
-                                  reason=f"cannot write {path}: {err.strerror}")  # fmt: skip
-                self._advance(1, resumed)
-                return Pulled(f.did, path, "copied", f.size, replica.rse, resumed, tuple(attempts))
-        tried = "; ".join(f"{a.rse}: {a.reason}" for a in attempts)
-        return Pulled(f.did, path, "failed", f.size, attempts=tuple(attempts), reason=f"every replica failed ({tried})")
-
-    def _failed(self, f: _File, replica: Replica, err: FetchError, part: Path) -> None:
-        with self.lock:
-            if err.kind in BAD_KINDS:
-                self.summary.bad_replicas.append(BadReplica(f.did, replica.rse, replica.url, err.kind, str(err)))
-            else:
-                self.failures[replica.rse] += 1
-        if err.kind == "corrupt":
-            part.unlink(missing_ok=True)  # the next replica starts clean
+                remember(where.part, f.algorithm, f.checksum)
+                os.replace(where.part, where.final)
+                return (replica, resumed), attempts
+        return None, attempts
 
     def _advance(self, files: int, size: int) -> None:
         if self.progress is not None:
@@ -266,17 +302,44 @@ class Puller:
                 self.errors.append(error)  # a bug: raised once the pull has stopped
 
     def declare(self) -> None:
-        bad = self.summary.bad_replicas
-        if not bad:
-            return
-        by_reason: dict[str, list[str]] = {}
-        for b in bad:
-            by_reason.setdefault(f"datalake pull: {b.kind} replica", []).append(b.url)
+        """Report the bad replicas found (suspicious, one call per kind of problem)."""
+        by_kind: dict[str, list[str]] = {}
+        for b in self.summary.bad_replicas:
+            by_kind.setdefault(b.kind, []).append(b.url)
+        refused: list[str] = []
         try:
-            for reason, urls in by_reason.items():
-                self.summary.declared = self.catalog.declare_bad(urls, reason)
+            for kind, urls in by_kind.items():
+                refused += self.catalog.declare_suspicious(urls, f"datalake pull: {kind} replica")
         except CatalogError as err:
             self.summary.declare_error = str(err)
+            return
+        if refused:
+            self.summary.declare_error = f"Rucio did not take {len(refused)}: {', '.join(refused[:3])}"
+        elif by_kind:
+            self.summary.declared = "suspicious"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+@contextlib.contextmanager
+def _exclusive(part: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on a partial file (created if missing) while it is written and renamed, so two
+    pulls into the same directory never write one file together. Yields False if another process holds it."""
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 class _Reader:
@@ -324,10 +387,9 @@ def check(catalog: Catalog, did: DID, reader: _Reader) -> dict[str, Any]:
 def _files(catalog: Catalog, did: DID, record: dict[str, Any]) -> Iterator[_File]:
     entries = [record] if str(record.get("type", "")).upper() == "FILE" else catalog.iter_files(did)
     for e in entries:
-        algorithm = next((a for a in ALGORITHMS if e.get(a)), None)
-        if algorithm is None:
-            raise CatalogError(f"{e['scope']}:{e['name']}: the catalog records no adler32 or md5 to verify it by")
-        yield _File(str(e["scope"]), e["name"], int(e["bytes"]), algorithm, normal(algorithm, str(e[algorithm])))
+        algorithm = next((a for a in ALGORITHMS if e.get(a)), ALGORITHMS[0])
+        value = normal(algorithm, str(e[algorithm])) if e.get(algorithm) else ""  # no checksum: that file fails
+        yield _File(str(e["scope"]), e["name"], int(e["bytes"] or 0), algorithm, value)
 
 
 def _batches(items: Iterator[_File], first: int, size: int) -> Iterator[list[_File]]:

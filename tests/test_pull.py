@@ -98,8 +98,11 @@ def test_targets_stay_inside_the_destination(tmp_path):
     t = target(tmp_path, "user.jdoe", "run1/file.root")
     assert t is not None and t.final == (tmp_path / "user.jdoe" / "run1" / "file.root").resolve()
     assert t.part.name == ".file.root.part" and t.part.parent == t.final.parent
-    assert target(tmp_path, "scope", "../../etc/passwd") is None
-    assert target(tmp_path, "..", "x") is None
+    assert target(tmp_path, "user.jdoe", "/belle/run1/f") == target(tmp_path, "user.jdoe", "belle/run1/f")
+    for scope, name in [("scope", "../../etc/passwd"), ("s1", "a/../../s2/f"), ("..", "x"), ("s", "."), ("a/b", "f")]:
+        assert target(tmp_path, scope, name) is None, (scope, name)
+    long = target(tmp_path, "s", "x" * 250)
+    assert long is not None and len(long.part.name) <= 255 and long.part.name.startswith(".")
 
 
 def test_verified_files_are_recognised_and_changes_noticed(tmp_path):
@@ -165,9 +168,9 @@ class FakeCatalog:
     def rse_attributes(self, rse: str) -> dict[str, Any]:
         return {"site": rse, "tier": 1}
 
-    def declare_bad(self, urls: list[str], reason: str) -> str:
+    def declare_suspicious(self, urls: list[str], reason: str) -> list[str]:
         self.declared.append((urls, reason))
-        return "suspicious"
+        return []
 
 
 class FakeStorage:
@@ -304,3 +307,20 @@ def test_ctrl_c_stops_the_copies_and_keeps_partial_files(monkeypatch, tmp_path):
     assert time.monotonic() - begin < 3
     assert not [t for t in threading.enumerate() if t.name.startswith("pull")]
     assert list((tmp_path / "out" / "s").glob(".*.part")) and not list((tmp_path / "out" / "s").glob("f*"))
+
+
+def test_a_file_listed_twice_is_copied_once_and_a_catalog_checksum_error_blames_no_replica(monkeypatch, tmp_path):
+    files = {"twice": b"t" * 30, "odd": b"o" * 30}
+
+    class Twice(FakeCatalog):
+        def iter_files(self, did):
+            yield from super().iter_files(did)
+            yield from super().iter_files(did)
+
+    catalog = Twice(files, {"twice": ["A"], "odd": ["A", "B"]})
+    content = {"root://A//twice": files["twice"], "root://A//odd": b"p" * 30, "root://B//odd": b"p" * 30}
+    storage = FakeStorage(content)
+    summary = run(monkeypatch, tmp_path, catalog, storage)
+    assert storage.calls.count("root://A//twice") == 1
+    assert summary.states["copied"] == 1 and summary.states["present"] == 1 and summary.states["failed"] == 2
+    assert summary.bad_replicas == [] and catalog.declared == []  # both copies agree: the catalog is suspect

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from datalake.cli.output import console, err_console
@@ -49,17 +50,19 @@ def pull(
 def _print(s: Summary) -> None:
     rate = s.bytes_copied / s.seconds / 1e6 if s.seconds else 0.0
     table = Table(
-        "files", "copied", "already there", "failed", "bytes copied", "seconds", "MB/s", title=f"pull to {s.to}"
+        "files", "copied", "already there", "failed", "bytes copied", "seconds", "MB/s", title=f"pull to {escape(s.to)}"
     )
     table.add_row(str(s.files_total), str(s.states["copied"]), str(s.states["present"]), str(s.states["failed"]),
                   str(s.bytes_copied), f"{s.seconds:.2f}", f"{rate:.1f}")  # fmt: skip
     console.print(table)
+    if s.states["replaced"]:
+        console.print(f"{s.states['replaced']} different files at the same paths were replaced.", markup=False)
     if s.sources:
         console.print("sources: " + ", ".join(f"{rse} {n}" for rse, n in sorted(s.sources.items())), markup=False)
     if s.bad_replicas:
         bad = Table("file", "RSE", "problem", title="bad replicas (other replicas used)")
         for b in s.bad_replicas:
-            bad.add_row(b.did, b.rse, b.reason)
+            bad.add_row(escape(b.did), b.rse, escape(b.reason))
         console.print(bad)
         if s.declared:
             console.print(f"reported to Rucio as {s.declared}.", markup=False)
@@ -68,5 +71,5 @@ def _print(s: Summary) -> None:
     if s.failed:
         failed = Table("file", "reason", title="not pulled")
         for p in s.failed:
-            failed.add_row(p.did, p.reason or "")
+            failed.add_row(escape(p.did), escape(p.reason or ""))
         console.print(failed)
