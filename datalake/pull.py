@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import queue
 import threading
 import time
 from collections import Counter
@@ -403,6 +404,49 @@ def _batches(items: Iterator[_File], first: int, size: int) -> Iterator[list[_Fi
         yield batch
 
 
+Listed = tuple[list[_File], dict[tuple[str, str], list[Replica]]]
+
+
+def _listed(catalog: Catalog, puller: Puller, records: list, rse_expression: str | None) -> Iterator[Listed]:
+    """Batches of files with their replicas, listed by a thread of their own one batch ahead of the copies
+    (Rucio takes ~0.1 s per batch: listing and copying overlap instead of taking turns)."""
+    ahead: queue.Queue = queue.Queue(maxsize=1)
+
+    def put(item: object) -> bool:
+        while not puller.cancel.is_set():
+            with contextlib.suppress(queue.Full):
+                ahead.put(item, timeout=0.2)
+                return True
+        return False
+
+    def lister() -> None:
+        try:
+            for did, record in records:
+                for batch in _batches(_files(catalog, did, record), FIRST_BATCH, LIST_BATCH):
+                    found: dict[tuple[str, str], list[Replica]] = {}
+                    for rep in catalog.replicas([DID(f.scope, f.name) for f in batch], rse_expression):
+                        found[(str(rep["scope"]), rep["name"])] = [
+                            Replica(info["rse"], pfn) for pfn, info in (rep.get("pfns") or {}).items()
+                            if info.get("type", "DISK") == "DISK"
+                        ]  # fmt: skip
+                    puller.learn({r.rse for reps in found.values() for r in reps})
+                    if not put((batch, found)):
+                        return
+            put(None)
+        except BaseException as err:  # handed to the main thread, raised there
+            put(err)
+
+    thread = threading.Thread(target=lister, name="pull-lister", daemon=True)
+    thread.start()
+    try:
+        while (item := ahead.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:  # closed early (Ctrl-C, an error): the lister sees the cancel flag within 0.2 s
+        thread.join(timeout=5)
+
+
 def pull(
     catalog: Catalog, targets: list[DID], to: str | os.PathLike, *, rse_expression: str | None = None,
     prefer: Iterable[str] = (), site: str | None = None, parallel: int = PARALLEL, progress: Progress | None = None,
@@ -434,22 +478,16 @@ def pull(
         slots.release()
 
     try:
-        for did, record in records:
-            for batch in _batches(_files(catalog, did, record), FIRST_BATCH, LIST_BATCH):
-                found: dict[tuple[str, str], list[Replica]] = {}
-                for rep in catalog.replicas([DID(f.scope, f.name) for f in batch], rse_expression):
-                    found[(str(rep["scope"]), rep["name"])] = [
-                        Replica(info["rse"], pfn) for pfn, info in (rep.get("pfns") or {}).items()
-                        if info.get("type", "DISK") == "DISK"
-                    ]  # fmt: skip
-                puller.learn({r.rse for reps in found.values() for r in reps})
-                for f in batch:
-                    slots.acquire()
-                    pool.submit(puller.one, f, found.get((f.scope, f.name), [])).add_done_callback(finished)
+        batches = _listed(catalog, puller, records, rse_expression)
+        for batch, found in batches:
+            for f in batch:
+                slots.acquire()
+                pool.submit(puller.one, f, found.get((f.scope, f.name), [])).add_done_callback(finished)
         pool.shutdown(wait=True)
     except BaseException:
         puller.cancel.set()  # workers stop at their next chunk; partial copies stay for a resume
         pool.shutdown(wait=True, cancel_futures=True)
+        batches.close()
         raise
     finally:
         if progress is not None:
