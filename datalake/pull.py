@@ -230,6 +230,10 @@ class Puller:
         with _exclusive(where.part) as mine:
             if not mine:
                 return Pulled(f.did, path, "failed", f.size, reason="another datalake pull is writing this file")
+            if is_verified(where.final, f.size, f.algorithm, f.checksum):  # another pull just finished it
+                where.part.unlink()
+                self._advance(1, f.size)
+                return Pulled(f.did, path, "present", f.size)
             outcome, attempts = self._copy(f, where, replicas)
             if outcome is None and _size(where.part) == 0:
                 where.part.unlink()  # nothing was copied: leave no empty partial file behind
@@ -404,6 +408,21 @@ def _batches(items: Iterator[_File], first: int, size: int) -> Iterator[list[_Fi
         yield batch
 
 
+# The main thread waits in 0.2 s slices: a signal may be delivered to any thread, and a lock wait without a
+# timeout would not notice Ctrl-C until it ends.
+
+
+def _acquire(slots: threading.Semaphore) -> None:
+    while not slots.acquire(timeout=0.2):
+        pass
+
+
+def _get(ahead: queue.Queue) -> Any:
+    while True:
+        with contextlib.suppress(queue.Empty):
+            return ahead.get(timeout=0.2)
+
+
 Listed = tuple[list[_File], dict[tuple[str, str], list[Replica]]]
 
 
@@ -439,7 +458,7 @@ def _listed(catalog: Catalog, puller: Puller, records: list, rse_expression: str
     thread = threading.Thread(target=lister, name="pull-lister", daemon=True)
     thread.start()
     try:
-        while (item := ahead.get()) is not None:
+        while (item := _get(ahead)) is not None:
             if isinstance(item, BaseException):
                 raise item
             yield item
@@ -481,7 +500,7 @@ def pull(
         batches = _listed(catalog, puller, records, rse_expression)
         for batch, found in batches:
             for f in batch:
-                slots.acquire()
+                _acquire(slots)
                 pool.submit(puller.one, f, found.get((f.scope, f.name), [])).add_done_callback(finished)
         pool.shutdown(wait=True)
     except BaseException:

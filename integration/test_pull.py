@@ -183,3 +183,54 @@ def test_bad_input_is_one_line(lake_env, tmp_path, args, code, expected):
     result = datalake("pull", *args, "--to", str(tmp_path / "o"), env=lake_env, check=False)
     assert result.returncode == code and expected in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 6
+
+
+def test_a_container_and_a_single_file_are_pulled_and_checked_like_their_datasets(
+    lake_env, analyst_env, unique, tmp_path
+):
+    did_a, files_a = lhc_dataset(lake_env, tmp_path, f"{unique}a", 2)
+    did_b, files_b = lhc_dataset(lake_env, tmp_path, f"{unique}b", 3)
+    rucio = Lake(lake_env["RUCIO_CONFIG"]).catalog.client
+    rucio.add_container("collider", f"{unique}_all")
+    rucio.attach_dids(
+        "collider", f"{unique}_all", [{"scope": "collider", "name": d.split(":")[1]} for d in (did_a, did_b)]
+    )
+    out = tmp_path / "out"
+    result = summary_of(pull(analyst_env, f"collider:{unique}_all", "--to", out))
+    assert (result["files"], result["copied"]) == (5, 5)
+    assert_identical(files_a + files_b, out)
+    single = summary_of(pull(analyst_env, f"collider:{files_b[0].name}", "--to", tmp_path / "one"))
+    assert (
+        single["copied"] == 1
+        and (tmp_path / "one" / "collider" / files_b[0].name).read_bytes() == files_b[0].read_bytes()
+    )
+    closed = make_files(tmp_path / f"{unique}dm", 1)
+    register(lake_env, *closed, policy="darkmatter-closed", dataset=f"darkmatter:{unique}dm")
+    rucio.add_container("collider", f"{unique}_mixed")
+    rucio.attach_dids("collider", f"{unique}_mixed", [{"scope": "collider", "name": f"{unique}a"},
+                                                      {"scope": "darkmatter", "name": f"{unique}dm"}])  # fmt: skip
+    for refused in (f"collider:{unique}_mixed", f"darkmatter:{closed[0].name}"):
+        result = datalake("pull", refused, "--to", str(tmp_path / "no"), env=analyst_env, check=False)
+        assert result.returncode == 3 and "not allowed: analyst may not read darkmatter:" in result.stderr
+    assert not (tmp_path / "no").exists()
+
+
+def test_two_pulls_into_one_directory_never_mix_their_bytes(lake_env, unique, tmp_path):
+    import subprocess
+
+    from conftest import BIN
+
+    did, files = lhc_dataset(lake_env, tmp_path, unique, 4, size=24 << 20)
+    out = tmp_path / "out"
+    argv = [str(BIN / "datalake"), "pull", did, "--to", str(out), "--json", "--parallel", "2"]
+    both = [subprocess.Popen(argv, env=lake_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
+    results = [json.loads(p.communicate(timeout=300)[0]) for p in both]
+    for r in results:
+        assert not r["bad_replicas"]
+        assert {f["reason"] for f in r["failures"]} <= {"another datalake pull is writing this file"}
+    again = summary_of(pull(lake_env, did, "--to", out))  # whatever one of them left, a re-run finishes
+    assert again["failed"] == 0
+    assert sum(r["copied"] for r in results) + again["copied"] == 4  # each file copied exactly once
+    assert_identical(files, out)
+    assert not list(out.rglob(".*.part"))
