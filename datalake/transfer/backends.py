@@ -1,0 +1,142 @@
+"""Copy backends behind one interface, chosen per URL scheme: the XRootD client (root://, default) and gfal2
+(davs/https/s3, from Debian's python3-gfal2). Every backend answers the same three questions, and a failure is
+always a ``CopyFailed`` whose ``kind`` tells the engine what to do next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from datalake.errors import ConfigError, TransferError
+
+# What a failure means for the engine:
+SOURCE = "source"  # this source cannot serve the file (missing, unreadable): try the next source, no retry
+CHECKSUM = "checksum"  # the copy's checksum is wrong (the bad destination copy is removed): next source
+EXISTS = "exists"  # the destination exists and overwriting was not asked for
+FATAL = "fatal"  # retrying cannot help (refused, no space, bad request)
+RECOVERABLE = "recoverable"  # worth retrying later (connection, timeout, overload)
+
+
+class CopyFailed(TransferError):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Found:
+    size: int
+    checksum: str | None  # lower-case hex of the asked algorithm, None if the storage could not say
+
+
+class Backend(Protocol):
+    schemes: frozenset[str]
+
+    def copy(
+        self, source: str, destination: str, *, third_party: bool, checksum_mode: str,
+        checksum: tuple[str, str] | None, overwrite: bool, timeout: int,
+    ) -> None: ...  # fmt: skip
+
+    def stat(self, url: str, algorithm: str | None) -> Found | None: ...
+
+    def delete(self, url: str) -> None: ...
+
+
+# XRootD server errors (kXR_*) that retrying cannot fix; anything else from the server may be transient
+_XRD_SOURCE = {3011, 3015, 3016}  # NotFound, NotFile, isDirectory
+_XRD_FATAL = {3000, 3001, 3002, 3006, 3009, 3010, 3013, 3021, 3022}  # bad args, NoSpace, NotAuthorized, quota...
+_XRD_EXISTS = 3018
+_XRD_CHECKSUM = 305  # XrdCl::errCheckSumError
+_MODES = {"none": "none", "source": "source", "target": "target", "both": "end2end"}
+
+
+def classify_xrootd(code: int, errno: int, message: str) -> str:
+    """What an XRootD failure means (pure; from the status of a copy)."""
+    if code == _XRD_CHECKSUM or errno == 3019:
+        return CHECKSUM
+    if errno == _XRD_EXISTS:
+        return EXISTS
+    if errno in _XRD_SOURCE:
+        return SOURCE if "(destination)" not in message else FATAL
+    if errno in _XRD_FATAL:
+        return FATAL
+    return RECOVERABLE
+
+
+class XRootD:
+    """root:// through XRootD's CopyProcess: third-party copy, or streamed through this process."""
+
+    schemes = frozenset({"root", "xroot"})
+
+    def copy(
+        self, source: str, destination: str, *, third_party: bool, checksum_mode: str,
+        checksum: tuple[str, str] | None, overwrite: bool, timeout: int,
+    ) -> None:  # fmt: skip
+        from XRootD import client
+
+        algorithm, value = checksum or ("adler32", "")
+        process = client.CopyProcess()
+        process.add_job(
+            source, destination, force=overwrite, mkdir=True, thirdparty="only" if third_party else "none",
+            checksummode=_MODES[checksum_mode] if checksum else "none", checksumtype=algorithm,
+            checksumpreset=value, rmBadCksum=True, tpctimeout=timeout, cptimeout=timeout,
+        )  # fmt: skip
+        status = process.prepare()
+        if not status.ok:
+            raise CopyFailed(FATAL, f"cannot prepare the copy: {_line(status.message)}")
+        _, results = process.run()
+        outcome = results[0]["status"] if results else None
+        if outcome is None:
+            raise CopyFailed(RECOVERABLE, "the copy did not run")
+        if not outcome.ok:
+            raise CopyFailed(classify_xrootd(outcome.code, outcome.errno, outcome.message), _line(outcome.message))
+
+    def stat(self, url: str, algorithm: str | None) -> Found | None:
+        from XRootD import client
+        from XRootD.client.flags import QueryCode
+
+        from datalake.storage import split_url
+
+        endpoint, path = split_url(url)
+        fs = client.FileSystem(endpoint)
+        status, info = fs.stat(path, timeout=60)
+        if not status.ok:
+            if status.errno in _XRD_SOURCE:
+                return None
+            raise CopyFailed(RECOVERABLE, f"stat {url}: {_line(status.message)}")
+        value = None
+        if algorithm:
+            status, answer = fs.query(QueryCode.CHECKSUM, f"{path}?cks.type={algorithm}", timeout=120)
+            if status.ok:
+                text = answer.decode() if isinstance(answer, bytes) else str(answer)
+                name, _, hexa = text.strip("\x00 \n").partition(" ")
+                if name.lower() == algorithm and hexa:
+                    value = hexa.lower().zfill(8) if algorithm == "adler32" else hexa.lower()
+        return Found(size=info.size, checksum=value)
+
+    def delete(self, url: str) -> None:
+        from XRootD import client
+
+        from datalake.storage import split_url
+
+        endpoint, path = split_url(url)
+        status, _ = client.FileSystem(endpoint).rm(path, timeout=60)
+        if not status.ok and status.errno not in _XRD_SOURCE:
+            raise CopyFailed(RECOVERABLE, f"delete {url}: {_line(status.message)}")
+
+
+def _line(message: str) -> str:
+    return (message or "").strip().splitlines()[0] if (message or "").strip() else "no message"
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def backend_for(*urls: str) -> Backend:
+    """The backend that speaks every URL's scheme (a missing one is a clear error naming what to install)."""
+    schemes = {urlsplit(u).scheme for u in urls}
+    if schemes <= XRootD.schemes:
+        return _BACKENDS.setdefault("xrootd", XRootD())
+    raise ConfigError(f"no copy backend for {', '.join(sorted(schemes))}:// (gfal2 support: apt-get install "
+                      "python3-gfal2 gfal2-plugin-http, then see docs/operator.md)")  # fmt: skip
