@@ -150,12 +150,11 @@ class Puller:
 
     def __init__(
         self, catalog: Catalog, to: Path, *, rse_expression: str | None, prefer: tuple[str, ...], site: str | None,
-        parallel: int, progress: Progress | None, keep_files: bool,
+        progress: Progress | None, keep_files: bool,
     ) -> None:  # fmt: skip
         self.catalog = catalog
         self.to = to
         self.rse_expression = rse_expression
-        self.parallel = parallel
         self.progress = progress
         self.cancel = threading.Event()
         self.lock = threading.Lock()
@@ -483,7 +482,7 @@ def pull(
     except OSError as err:
         raise ConfigError(f"cannot create {root}: {err.strerror}") from None
     puller = Puller(catalog, root, rse_expression=rse_expression, prefer=tuple(prefer), site=client_site(site),
-                    parallel=parallel, progress=progress, keep_files=keep_files)  # fmt: skip
+                    progress=progress, keep_files=keep_files)  # fmt: skip
     if puller.site:
         puller.site_rses = [r["rse"] for r in catalog.rses("*") if r.get("site") == puller.site]
     if progress is not None:

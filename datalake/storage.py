@@ -107,6 +107,15 @@ def _filesystems(urls: Iterable[str]) -> dict[str, object]:
     return {endpoint: client.FileSystem(endpoint) for endpoint in {split_url(u)[0] for u in urls}}
 
 
+def checksum_answer(response: bytes | str, algorithm: str) -> str | None:
+    """The hex value from an XRootD checksum query's answer (``"adler32 0a1b2c3d"``), None if it is another."""
+    text = response.decode() if isinstance(response, bytes) else str(response)
+    name, _, value = text.strip("\x00 \n").partition(" ")
+    if name.lower() != algorithm or not value:
+        return None
+    return value.lower().zfill(8 if algorithm == "adler32" else 32)
+
+
 def stat_many(urls: list[str], algorithm: str = "adler32") -> tuple[dict[str, Stat], dict[str, str]]:
     """Size and server-side checksum of files already on storage: (found, {url: error})."""
     from XRootD.client.flags import QueryCode
@@ -130,12 +139,11 @@ def stat_many(urls: list[str], algorithm: str = "adler32") -> tuple[dict[str, St
     def on_sum(url: str):
         def callback(status, response, _hosts) -> None:
             if status.ok:
-                text = response.decode() if isinstance(response, bytes) else str(response)
-                name, _, value = text.strip("\x00 \n").partition(" ")
-                if name.lower() == algorithm and value:
-                    sums[url] = value.lower().zfill(8 if algorithm == "adler32" else 32)
+                value = checksum_answer(response, algorithm)
+                if value:
+                    sums[url] = value
                 else:
-                    errors.setdefault(url, f"server answered checksum {text.strip()!r}")
+                    errors.setdefault(url, f"server answered checksum {response!r}")
             else:
                 errors.setdefault(url, _reason(status))
             bulk.finish()

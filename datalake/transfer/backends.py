@@ -96,7 +96,7 @@ class XRootD:
         from XRootD import client
         from XRootD.client.flags import QueryCode
 
-        from datalake.storage import split_url
+        from datalake.storage import checksum_answer, split_url
 
         endpoint, path = split_url(url)
         fs = client.FileSystem(endpoint)
@@ -109,10 +109,7 @@ class XRootD:
         if algorithm:
             status, answer = fs.query(QueryCode.CHECKSUM, f"{path}?cks.type={algorithm}", timeout=120)
             if status.ok:
-                text = answer.decode() if isinstance(answer, bytes) else str(answer)
-                name, _, hexa = text.strip("\x00 \n").partition(" ")
-                if name.lower() == algorithm and hexa:
-                    value = hexa.lower().zfill(8) if algorithm == "adler32" else hexa.lower()
+                value = checksum_answer(answer, algorithm)
         return Found(size=info.size, checksum=value)
 
     def delete(self, url: str) -> None:

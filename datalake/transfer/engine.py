@@ -132,7 +132,7 @@ class Engine:
         if row.state == RECHECK and self._already_there(backend, row):
             self.store.finish(row.file_id, FINISHED, "complete at the destination after a restart", size=size)
             return True, size
-        if self._cancelled(row):
+        if self.store.cancelled(row.job_id):
             self.store.finish(row.file_id, CANCELED, "cancelled by the submitter")
             return None, 0
         third_party = size >= self.settings.stream_below
@@ -178,10 +178,6 @@ class Engine:
         if found is None or (row.spec.filesize is not None and found.size != row.spec.filesize):
             return False
         return expected is None or found.checksum == expected[1]
-
-    def _cancelled(self, row: FileRow) -> bool:
-        job = self.store.job(row.job_id)
-        return bool(job and job["job"]["cancelled"])
 
     # -- metrics ---------------------------------------------------------------------------------------------
 

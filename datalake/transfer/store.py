@@ -148,6 +148,10 @@ class Store:
                        "WHERE job_id = ? AND state = ?", (CANCELED, time.time(), job_id, SUBMITTED))  # fmt: skip
         return True
 
+    def cancelled(self, job_id: str) -> bool:
+        row = self._db().execute("SELECT cancelled FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return bool(row and row["cancelled"])
+
     def set_priority(self, job_id: str, priority: int) -> bool:
         with self._tx() as db:
             return db.execute("UPDATE jobs SET priority = ? WHERE job_id = ?", (priority, job_id)).rowcount > 0
