@@ -33,6 +33,7 @@ def test_topology_has_collaboration_and_public_rses():
     assert [r.attributes["access"] for r in topo.rses] == ["collaboration", "collaboration", "public"]
     assert all({"site", "country", "tier"} <= set(r.attributes) for r in topo.rses)
     assert len({r.attributes["site"] for r in topo.rses}) == 3  # one site per RSE
+    assert {r.attributes["fts"] for r in topo.rses} == {"https://127.0.0.1:30002"}  # Rucio hands transfers to us
     assert topo.rses[0].protocol()["port"] == 30010
     assert topo.rses[0].protocol()["domains"]["wan"]["third_party_copy_write"] == 1
 
@@ -56,8 +57,9 @@ def test_only_the_data_manager_owns_experiment_scopes():
 def test_server_and_client_configs_render_and_stay_apart():
     server = configparser.ConfigParser(interpolation=None)
     server.read_string(configs.render("rucio-server.cfg", db_password="pw", pg_port=1, root_password="r",
-                                      alembic_ini="/a.ini", logdir="/l"))  # fmt: skip
+                                      alembic_ini="/a.ini", logdir="/l", conveyor_cert="/p/c.pem"))  # fmt: skip
     assert server["database"]["default"].startswith("postgresql+psycopg://rucio:pw@127.0.0.1:1/")
+    assert server["conveyor"]["usercert"] == "/p/c.pem"  # what Rucio's FTS3 transfertool presents over https
     assert server["policy"]["package"] == "datalake_policy"
     client = configparser.ConfigParser(interpolation=None)
     client.read_string(

@@ -8,7 +8,7 @@ import sys
 import typer
 
 import datalake
-from datalake.cli import policy, pull, register, testbed
+from datalake.cli import policy, pull, register, testbed, transfer
 from datalake.cli.output import err_console
 from datalake.errors import DatalakeError
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(testbed.app, name="testbed")
 app.add_typer(policy.app, name="policy")
+app.add_typer(transfer.app, name="transfer")
 app.command()(register.register)
 app.command()(register.status)
 app.command()(pull.pull)

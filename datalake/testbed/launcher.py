@@ -23,6 +23,7 @@ from datalake.testbed.postgres import PG_USER, Postgres
 from datalake.testbed.processes import PidRecord, log_tail, port_in_use, port_owner, spawn, stop, wait_until
 from datalake.testbed.rucio_server import RucioServer
 from datalake.testbed.settings import TestbedSettings
+from datalake.testbed.transfer_service import Conveyor, TransferService, pki
 from datalake.testbed.xrootd import XRootD
 
 Say = Callable[[str], None]
@@ -57,6 +58,8 @@ class Testbed:
             Postgres(self.ctx),
             RucioServer(self.ctx),
             *(XRootD(self.ctx, i) for i in range(1, self.settings.rses + 1)),
+            TransferService(self.ctx),
+            Conveyor(self.ctx),
         ]
 
     def component(self, name: str) -> Component:
@@ -171,6 +174,9 @@ class Testbed:
             "DATALAKE_TESTBED_DIR": str(self.settings.state),
             "DATALAKE_TESTBED_PORT_BASE": str(self.settings.port_base),
             "DATALAKE_TESTBED_RSES": str(self.settings.rses),
+            "DATALAKE_TRANSFER_URL": self.settings.transfer_url,
+            "DATALAKE_TRANSFER_CA": str(pki(self.settings.state).ca),
+            "DATALAKE_TRANSFER_TOKEN": self.ctx.secrets[f"transfer_{account}"],
             # XrdCl tools started together can stall on reverse-DNS; cap the resolver's wait
             "RES_OPTIONS": "timeout:1 attempts:1",
         }

@@ -62,7 +62,7 @@ class RucioServer(Component):
         configs.write(
             self.config,
             configs.render("rucio-server.cfg", root_password=self.ctx.secrets["root"], alembic_ini=alembic,
-                           logdir=self.home / "logs", **values),
+                           logdir=self.home / "logs", conveyor_cert=self.ctx.state / "pki" / "conveyor.pem", **values),
             private=True,
         )  # fmt: skip
         marker = self.home / "schema.done"

@@ -27,6 +27,7 @@ class TestbedSettings(BaseSettings):
     rses: int = Field(default=3, ge=1, le=20, description="number of XRootD RSEs")
     postgres_port: int | None = Field(default=None, ge=1024, le=65535)
     rucio_port: int | None = Field(default=None, ge=1024, le=65535)
+    transfer_port: int | None = Field(default=None, ge=1024, le=65535)
     xrootd_port_base: int | None = Field(default=None, ge=1024, le=65000)
     cache: Path = Field(
         default=Path("~/.cache/datalake"), description="where the Rucio server venv is kept between testbeds"
@@ -56,3 +57,12 @@ class TestbedSettings(BaseSettings):
     @property
     def rucio_url(self) -> str:
         return f"http://{HOST}:{self.rest_port}"
+
+    @property
+    def service_port(self) -> int:
+        return self.transfer_port or self.port_base + 2
+
+    @property
+    def transfer_url(self) -> str:
+        """The transfer service, as Rucio's RSE attribute ``fts`` names it (https: Rucio then sends its cert)."""
+        return f"https://{HOST}:{self.service_port}"

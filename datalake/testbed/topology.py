@@ -80,6 +80,7 @@ def build(settings: TestbedSettings) -> Topology:
             "tier": tier,
             "access": access,
             "xrootd": True,
+            "fts": settings.transfer_url,  # Rucio's conveyor hands this RSE's transfers to our service
         }
         rses.append(RseSpec(name=f"XRD{i}", port=settings.xrootd_port(i), attributes=attributes))
     distances = {(a.name, b.name): distance(a.attributes, b.attributes) for a in rses for b in rses if a.name != b.name}

@@ -190,7 +190,9 @@ class Engine:
                 stats = self.stats.get(name, LinkStats())
                 states = counts.get(name, {})
                 total = stats.done + stats.failed
+                link = self.links.get(name)
                 out[name] = {
+                    "throughput": round(link.history[-1][1]) if link and link.history else 0,  # bytes/s, last window
                     "limit": self.links[name].limit if name in self.links else self.settings.optimizer.start,
                     "active": stats.active, "queued": states.get("SUBMITTED", 0),
                     "finished": states.get(FINISHED, 0), "failed": states.get(FAILED, 0), "bytes": stats.bytes,

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS files (
     finish_time REAL,
     transferred INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS service (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS files_by_state ON files(state, next_try);
 CREATE INDEX IF NOT EXISTS files_by_job ON files(job_id);
 """
@@ -76,6 +77,10 @@ class FileRow:
     overwrite: bool
     retry: int
     priority: int
+
+
+class DuplicateJob(Exception):
+    """A job with this id exists already (a deterministic id submitted twice)."""
 
 
 class Store:
@@ -110,10 +115,22 @@ class Store:
 
     # -- jobs ------------------------------------------------------------------------------------------------
 
-    def submit(self, job: JobSpec, account: str) -> str:
-        """Store a job and its files in one transaction; the id is only returned once it is on disk."""
-        job_id = str(uuid.uuid4())
+    def base_id(self) -> str:
+        """This service's identity for deterministic job ids: made once, kept with the jobs."""
         with self._tx() as db:
+            row = db.execute("SELECT value FROM service WHERE key = 'base_id'").fetchone()
+            if row:
+                return row["value"]
+            value = str(uuid.uuid4())
+            db.execute("INSERT INTO service (key, value) VALUES ('base_id', ?)", (value,))
+            return value
+
+    def submit(self, job: JobSpec, account: str, job_id: str | None = None) -> str:
+        """Store a job and its files in one transaction; the id is only returned once it is on disk."""
+        job_id = job_id or str(uuid.uuid4())
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone():
+                raise DuplicateJob(job_id)
             db.execute(
                 "INSERT INTO jobs (job_id, submitted, account, priority, verify_checksum, overwrite, retry, "
                 "job_metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -136,7 +153,8 @@ class Store:
             return None
         rows = db.execute("SELECT * FROM files WHERE job_id = ? ORDER BY file_id", (job_id,)).fetchall()
         files = [replace(f, state=ACTIVE) if f.state == RECHECK else f for f in (self._row(r, job) for r in rows)]
-        return {"job": dict(job), "files": files, "state": job_state([f.state for f in files], bool(job["cancelled"]))}
+        meta = {**dict(job), "job_metadata": json.loads(job["job_metadata"])}
+        return {"job": meta, "files": files, "state": job_state([f.state for f in files], bool(job["cancelled"]))}
 
     def cancel(self, job_id: str) -> bool:
         """Cancel what has not started; returns False if the job does not exist."""

@@ -1,0 +1,67 @@
+"""``datalake transfer``: run the FTS3-compatible transfer service, and look at what it is doing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from datalake.cli.output import console
+
+app = typer.Typer(help="The transfer orchestrator: an FTS3-compatible service Rucio's conveyor drives.",
+                  no_args_is_help=True)  # fmt: skip
+
+
+@app.command()
+def serve(
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML settings (see docs/operator.md)."),
+    host: str | None = typer.Option(None, help="Address to listen on (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default 8446, FTS3's)."),
+    database: Path | None = typer.Option(None, help="SQLite file holding jobs (default transfers.db)."),
+    log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING."),
+) -> None:
+    """Serve FTS3's REST API (what Rucio's FTS3 transfertool calls) and run the transfers. Point an RSE's `fts`
+    attribute at it. Jobs are on disk before they are acknowledged; a restart resumes them."""
+    from datalake.transfer import config as service_config
+    from datalake.transfer.service import serve as run
+
+    settings = service_config.load(config, host=host, port=port, database=database)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(settings)
+
+
+@app.command()
+def status(
+    url: str | None = typer.Option(None, help="Service URL (default $DATALAKE_TRANSFER_URL)."),
+    token: str | None = typer.Option(None, help="Bearer token (default $DATALAKE_TRANSFER_TOKEN)."),
+    cert: str | None = typer.Option(None, help="Client certificate+key PEM (default $DATALAKE_TRANSFER_CERT)."),
+    ca: str | None = typer.Option(None, help="CA that signed the service (default $DATALAKE_TRANSFER_CA)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Per link: transfers allowed at once, active, queued, finished, failed, throughput, success rate."""
+    from datalake.transfer.client import ServiceClient
+
+    metrics = ServiceClient.from_env(url, token, cert, ca).metrics()
+    if as_json:
+        console.print_json(json.dumps(metrics))
+        return
+    table = Table("link", "limit", "active", "queued", "finished", "failed", "MB/s", "success", title="transfers")
+    for name, m in metrics["links"].items():
+        table.add_row(name, str(m["limit"]), str(m["active"]), str(m["queued"]), str(m["finished"]), str(m["failed"]),
+                      f"{m['throughput'] / 1e6:.1f}", f"{m['success_rate']:.0%}")  # fmt: skip
+    console.print(table if metrics["links"] else "no transfers yet")
+
+
+@app.command()
+def token(account: str = typer.Argument(..., help="Account the token authenticates.")) -> None:
+    """Make a new bearer token: prints the token (give it to the client) and the line for the service's config
+    (which keeps only its SHA-256)."""
+    from datalake.transfer.auth import digest
+
+    value = secrets.token_urlsafe(32)
+    console.print(f"token:  {value}", markup=False)
+    console.print(f"config: tokens: {{{account}: {digest(value)}}}", markup=False)

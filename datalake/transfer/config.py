@@ -1,0 +1,102 @@
+"""The transfer service's configuration: a YAML file (``--config``), overridden by ``DATALAKE_TRANSFER_*``
+environment variables and flags; validated in one place, so a bad value is one line before anything starts."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from datalake.errors import ConfigError
+from datalake.transfer.auth import AuthSettings
+from datalake.transfer.engine import EngineSettings
+from datalake.transfer.optimizer import Settings as OptimizerSettings
+
+_config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
+
+
+class TLS(BaseModel):
+    cert: Path  # the service's certificate (PEM)
+    key: Path  # its private key (PEM)
+    ca: Path | None = None  # CA (PEM file or directory) signing client certificates; None: no certs
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DATALAKE_TRANSFER_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8446, ge=1, le=65535)  # FTS3's REST port
+    database: Path = Path("transfers.db")
+    threads: int = Field(default=16, ge=2, le=256)  # HTTP worker threads
+    tls: TLS | None = None
+    tokens: dict[str, str] = Field(default_factory=dict)  # account -> sha256 hex of its bearer token
+    certificates: dict[str, str] = Field(default_factory=dict)  # subject DN -> account ({}: any the CA signed)
+    allow_anonymous: bool = False  # loopback callers without credentials (a local testbed over http only)
+    # the engine
+    stream_below: int = Field(default=16 << 20, ge=0)  # bytes: smaller files streamed, larger third-party
+    max_active: int = Field(default=64, ge=1, le=1024)
+    retries: int = Field(default=3, ge=1, le=100)  # attempts per file for recoverable errors
+    timeout: int = Field(default=1800, ge=10)
+    link_start: int = Field(default=8, ge=1)
+    link_max: int = Field(default=32, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
+        """Flags, then the environment, then the config file."""
+        path = _config_file.get()
+        file = (YamlConfigSettingsSource(settings_cls, yaml_file=path),) if path else ()
+        return init_settings, env_settings, *file
+
+    @model_validator(mode="after")
+    def _sane(self) -> ServiceSettings:
+        if self.link_start > self.link_max:
+            raise ValueError("link_start must not exceed link_max")
+        if self.allow_anonymous and self.host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError("allow_anonymous is only allowed when the service listens on loopback")
+        return self
+
+    def auth(self) -> AuthSettings:
+        return AuthSettings(token_digests=self.tokens, certificate_accounts=self.certificates,
+                            allow_anonymous=self.allow_anonymous)  # fmt: skip
+
+    def engine(self) -> EngineSettings:
+        return EngineSettings(stream_below=self.stream_below, max_active=self.max_active, timeout=self.timeout,
+                              optimizer=OptimizerSettings(start=self.link_start, high=self.link_max))  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+
+def load(path: Path | None, **overrides: Any) -> ServiceSettings:
+    """Settings from flags (``overrides``), the environment and a YAML file, in falling order."""
+    import yaml
+
+    if path is not None:
+        try:
+            values = yaml.safe_load(path.read_text())
+        except OSError as err:
+            raise ConfigError(f"cannot read {path}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(values, dict | None):
+            raise ConfigError(f"{path} must be a mapping of settings")
+    token = _config_file.set(path)
+    try:
+        settings = ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise ConfigError(f"transfer service setting {where}: {first['msg']}") from None
+    finally:
+        _config_file.reset(token)
+    if path is not None and not settings.database.is_absolute():  # relative to the config file, not the cwd
+        settings = settings.model_copy(update={"database": (path.parent / settings.database).resolve()})
+    return settings

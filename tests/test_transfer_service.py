@@ -1,0 +1,193 @@
+"""The FTS3 dialect and the REST service without servers: what Rucio's FTS3 transfertool sends is stored and
+answered in FTS3's words, and nobody unauthenticated gets in (Flask's test client; the engine is not started)."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from datalake.errors import ConfigError
+from datalake.transfer import auth, config, fts3
+from datalake.transfer.engine import Engine
+from datalake.transfer.service import create_app
+from datalake.transfer.store import Store
+
+TOKEN = "s3cret-token"
+
+
+def rucio_submission(n: int = 2, **params) -> dict:
+    """Shaped like Rucio 41's FTS3 transfertool's POST /jobs body."""
+    files = [
+        {
+            "sources": [f"root://a:1094//rucio/f{i}", f"root://c:1094//rucio/f{i}"],
+            "destinations": [f"root://b:1094//rucio/f{i}"],
+            "metadata": {"request_id": f"req{i}", "scope": "s", "name": f"f{i}", "src_rse": "XRD1", "dst_rse": "XRD2",
+                         "filesize": 10, "adler32": "0a0b0c0d", "md5": None},
+            "filesize": 10, "checksum": "ADLER32:0a0b0c0d", "selection_strategy": "auto", "activity": "T0 Export",
+        }
+        for i in range(n)
+    ]  # fmt: skip
+    return {"files": files, "params": {"verify_checksum": "both", "copy_pin_lifetime": -1, "bring_online": None,
+                                       "job_metadata": {"issuer": "rucio", "multi_sources": True}, "overwrite": False,
+                                       "priority": 3, "max_time_in_queue": None, **params}}  # fmt: skip
+
+
+@pytest.fixture
+def service(tmp_path):
+    settings = config.ServiceSettings(database=tmp_path / "t.db", tokens={"conveyor": auth.digest(TOKEN)},
+                                      certificates={"/C=CH/O=Lab/CN=rucio conveyor": "rucio"})  # fmt: skip
+    store = Store(settings.database)
+    app = create_app(store, Engine(store, settings.engine()), settings)
+    return app.test_client(), store
+
+
+def bearer(token: str = TOKEN) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_submit_then_status_as_rucio_parses_it(service):
+    client, store = service
+    reply = client.post("/jobs", json=rucio_submission(), headers=bearer())
+    assert reply.status_code == 200
+    job_id = reply.get_json()["job_id"]
+    assert "," not in job_id and len(job_id) <= 64
+    reply = client.get(f"/jobs/{job_id}?files=file_state,dest_surl,finish_time,start_time,staging_start,"
+                       "staging_finished,reason,source_surl,file_metadata", headers=bearer())  # fmt: skip
+    assert reply.status_code == 200
+    job = reply.get_json()
+    assert job["http_status"] == "200 Ok" and job["job_state"] == "SUBMITTED" and job["job_type"] == "N"
+    assert job["job_metadata"] == {"issuer": "rucio", "multi_sources": True}
+    first = job["files"][0]
+    assert first["file_metadata"]["request_id"] == "req0"  # echoed unchanged: Rucio finds its request with it
+    assert first["source_surl"] == "root://a:1094//rucio/f0" and first["dest_surl"] == "root://b:1094//rucio/f0"
+    assert first["file_state"] == "SUBMITTED" and first["start_time"] is None
+
+    (row,) = [r for r in store.claim(lambda _link: 10, 1)]
+    store.finish(row.file_id, "FINISHED", "", "root://c:1094//rucio/f0", 10)
+    files = client.get(f"/jobs/{job_id}", headers=bearer()).get_json()["files"]
+    done = next(f for f in files if f["file_state"] == "FINISHED")
+    assert done["source_surl"] == "root://c:1094//rucio/f0"  # the source really used
+    for key in ("start_time", "finish_time"):  # the format Rucio's poller strptime-s
+        datetime.datetime.strptime(done[key], "%Y-%m-%dT%H:%M:%S")
+
+
+def test_multi_id_query_is_207_with_lost_jobs_marked(service):
+    client, _ = service
+    job_id = client.post("/jobs", json=rucio_submission(1), headers=bearer()).get_json()["job_id"]
+    reply = client.get(f"/jobs/{job_id},nosuchjob", headers=bearer())
+    assert reply.status_code == 207
+    states = {j["job_id"]: j["http_status"] for j in reply.get_json()}
+    assert states == {job_id: "200 Ok", "nosuchjob": "404 Not Found"}
+    assert client.get("/jobs/nosuchjob", headers=bearer()).status_code == 404
+
+
+def test_unauthenticated_and_wrong_credentials_refused(service):
+    client, store = service
+    for headers in ({}, bearer("wrong"), {"Authorization": "Basic abc"}):
+        reply = client.post("/jobs", json=rucio_submission(), headers=headers)
+        assert reply.status_code == 401, headers
+        assert reply.get_json()["message"]
+    assert store.counts() == {}
+    assert client.get("/").status_code == 200  # the version stays public (a health check)
+    assert client.get("/whoami").status_code == 401
+
+
+def test_certificate_identity(service):
+    client, _ = service
+    environ = {"SSL_CLIENT_VERIFY": "SUCCESS", "SSL_CLIENT_S_DN": "C=CH,O=Lab,CN=rucio conveyor"}
+    reply = client.get("/whoami", environ_base=environ)
+    assert reply.status_code == 200 and reply.get_json()["vos"] == ["rucio"]
+    other = {"SSL_CLIENT_VERIFY": "SUCCESS", "SSL_CLIENT_S_DN": "C=CH,O=Lab,CN=somebody"}
+    assert client.get("/whoami", environ_base=other).status_code == 401
+    unverified = {"SSL_CLIENT_VERIFY": "NONE", "SSL_CLIENT_S_DN": "C=CH,O=Lab,CN=rucio conveyor"}
+    assert client.get("/whoami", environ_base=unverified).status_code == 401
+
+
+def test_anonymous_only_when_configured_and_from_loopback():
+    open_ = auth.AuthSettings({}, {}, allow_anonymous=True)
+    assert isinstance(auth.identify(open_, None, None, "127.0.0.1"), auth.Identity)
+    assert isinstance(auth.identify(open_, None, None, "10.0.0.5"), str)
+    assert isinstance(auth.identify(auth.AuthSettings({}, {}), None, None, "127.0.0.1"), str)
+    with pytest.raises(ValueError):
+        config.ServiceSettings(host="0.0.0.0", allow_anonymous=True)
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"files": []}, "files"),
+        ({"files": [{"sources": [], "destinations": ["root://b//f"]}]}, "sources"),
+        ({"files": [{"sources": ["root://a//f"], "destinations": ["root://b//f", "root://c//f"]}]}, "destinations"),
+        ({"files": [{"sources": ["root://a//f"], "destinations": ["root://b//f"], "checksum": "CRC:1"}]}, "checksum"),
+        ({"files": [{"sources": ["nourl"], "destinations": ["root://b//f"]}]}, "sources"),
+        ({**rucio_submission(1), "params": {"priority": 9}}, "priority"),
+        ({**rucio_submission(1), "params": {"verify_checksum": "sometimes"}}, "verify_checksum"),
+    ],
+)
+def test_bad_submissions_are_400_and_store_nothing(service, body, fragment):
+    client, store = service
+    reply = client.post("/jobs", json=body, headers=bearer())
+    assert reply.status_code == 400
+    assert fragment in reply.get_json()["message"]
+    assert store.counts() == {}
+
+
+def test_not_json_is_400(service):
+    client, _ = service
+    reply = client.post("/jobs", data="{not json", headers={**bearer(), "Content-Type": "application/json"})
+    assert reply.status_code == 400
+
+
+def test_deterministic_ids_refuse_a_second_submission(service):
+    client, store = service
+    body = rucio_submission(1, id_generator="deterministic", sid="req0")
+    first = client.post("/jobs", json=body, headers=bearer())
+    assert first.status_code == 200
+    who = client.get("/whoami", headers=bearer()).get_json()
+    assert first.get_json()["job_id"] == fts3.deterministic_id(who["base_id"], who["vos"][0], "req0")  # Rucio's formula
+    assert client.post("/jobs", json=body, headers=bearer()).status_code == 409
+    assert sum(store.counts()["XRD1->XRD2"].values()) == 1
+
+
+def test_cancel_and_priority(service):
+    client, store = service
+    job_id = client.post("/jobs", json=rucio_submission(2), headers=bearer()).get_json()["job_id"]
+    reply = client.post(f"/jobs/{job_id}", json={"params": {"priority": 5}}, headers=bearer())
+    assert reply.status_code == 200 and store.job(job_id)["job"]["priority"] == 5
+    assert client.post(f"/jobs/{job_id}", json={"params": {"priority": 0}}, headers=bearer()).status_code == 400
+    assert client.post("/jobs/nosuchjob", json={"params": {"priority": 2}}, headers=bearer()).status_code == 404
+    reply = client.delete(f"/jobs/{job_id}", headers=bearer())
+    assert reply.status_code == 200 and reply.get_json()["job_state"] == "CANCELED"
+    assert {f["file_state"] for f in reply.get_json()["files"]} == {"CANCELED"}
+
+
+def test_verify_checksum_booleans_and_default_retry():
+    body = rucio_submission(1)
+    body["params"]["verify_checksum"] = True
+    job = fts3.to_job(fts3.Submission.model_validate(body), default_retry=4)
+    assert job.verify_checksum == "both" and job.retry == 4
+    body["params"].update(verify_checksum=False, retry=2)
+    job = fts3.to_job(fts3.Submission.model_validate(body), default_retry=4)
+    assert job.verify_checksum == "none" and job.retry == 2
+
+
+def test_config_file_then_environment_then_flags(tmp_path, monkeypatch):
+    path = tmp_path / "svc.yaml"
+    path.write_text("port: 9000\nstream_below: 1000\ndatabase: jobs.db\n")
+    monkeypatch.setenv("DATALAKE_TRANSFER_STREAM_BELOW", "2000")
+    settings = config.load(path, port=9100)
+    assert (settings.port, settings.stream_below) == (9100, 2000)
+    assert settings.database == (tmp_path / "jobs.db").resolve()
+    path.write_text("port: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(path)
+    path.write_text("prot: 1\n")
+    with pytest.raises(ConfigError, match="prot"):
+        config.load(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "missing.yaml")
+
+
+def test_dn_spellings_compare_equal():
+    assert auth.normalize_dn("/C=CH/O=Lab/CN=x") == auth.normalize_dn("C=CH, O=Lab, CN=x")
