@@ -6,7 +6,10 @@ import os
 import zlib
 from pathlib import Path
 
-from conftest import ROOT, datalake
+from conftest import ROOT, STATE, datalake
+
+from datalake import Lake
+from datalake.storage import split_url
 
 POLICIES = ROOT / "policies"
 DATACITE = [
@@ -53,3 +56,29 @@ def register(env, *paths, policy: str, dataset: str, rse: str = "XRD1", extra=()
     for pair in DATACITE + META[policy]:
         args += ["--meta", pair]
     return datalake(*args, *extra, env={**env, **(more_env or {})}, check=check)
+
+
+def replicate(env, did: str, rse: str) -> dict[str, str]:
+    """Put a second replica of every file on ``rse`` (copy, then register it) as a data manager would without a
+    conveyor; returns {file name: URL on the first RSE}."""
+    from XRootD import client as xrd
+
+    lake = Lake(env["RUCIO_CONFIG"])
+    rucio = lake.catalog.client
+    scope, name = did.split(":")
+    files = list(rucio.list_files(scope, name))
+    first = {r["name"]: next(iter(r["pfns"])) for r in rucio.list_replicas([{"scope": scope, "name": name}])}
+    targets = rucio.lfns2pfns(rse, [f"{f['scope']}:{f['name']}" for f in files], operation="write", scheme="root")
+    process = xrd.CopyProcess()
+    for f in files:
+        process.add_job(first[f["name"]], targets[f"{f['scope']}:{f['name']}"], force=True, mkdir=True)
+    process.prepare()
+    _status, results = process.run()
+    assert all(r["status"].ok for r in results), results
+    rucio.add_replicas(rse, [{k: f[k] for k in ("scope", "name", "bytes", "adler32")} for f in files])
+    return first
+
+
+def on_disk(url: str, rse: str) -> Path:
+    """Where an RSE's xrootd keeps the file behind ``url`` (its oss.localroot)."""
+    return STATE / rse.lower() / "data" / split_url(url)[1].lstrip("/")

@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import STATE, datalake
-from lakedata import make_files, register
+from conftest import datalake
+from lakedata import make_files, on_disk, register, replicate
 
 from datalake import Lake, NotAllowed
-from datalake.storage import split_url
 
 
 def pull(env, *args, check=True, more_env=None):
@@ -39,32 +38,6 @@ def one_copy_dataset(env, tmp_path: Path, name: str, count: int, size: int = 409
 def assert_identical(sources: list[Path], to: Path, scope: str = "collider") -> None:
     for src in sources:
         assert (to / scope / src.name).read_bytes() == src.read_bytes(), src.name
-
-
-def replicate(env, did: str, rse: str) -> dict[str, str]:
-    """Put a second replica of every file on ``rse`` (copy, then register it) as a data manager would without a
-    conveyor; returns {file name: URL on the first RSE}."""
-    from XRootD import client as xrd
-
-    lake = Lake(env["RUCIO_CONFIG"])
-    rucio = lake.catalog.client
-    scope, name = did.split(":")
-    files = list(rucio.list_files(scope, name))
-    first = {r["name"]: next(iter(r["pfns"])) for r in rucio.list_replicas([{"scope": scope, "name": name}])}
-    targets = rucio.lfns2pfns(rse, [f"{f['scope']}:{f['name']}" for f in files], operation="write", scheme="root")
-    process = xrd.CopyProcess()
-    for f in files:
-        process.add_job(first[f["name"]], targets[f"{f['scope']}:{f['name']}"], force=True, mkdir=True)
-    process.prepare()
-    _status, results = process.run()
-    assert all(r["status"].ok for r in results), results
-    rucio.add_replicas(rse, [{k: f[k] for k in ("scope", "name", "bytes", "adler32")} for f in files])
-    return first
-
-
-def on_disk(url: str, rse: str) -> Path:
-    """Where an RSE's xrootd keeps the file behind ``url`` (its oss.localroot)."""
-    return STATE / rse.lower() / "data" / split_url(url)[1].lstrip("/")
 
 
 def test_a_dataset_is_pulled_byte_identical_and_a_rerun_copies_nothing(lake_env, unique, tmp_path):

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from datalake import faults
 from datalake.errors import DatalakeError
 from datalake.transfer import backends
 from datalake.transfer.backends import CopyFailed
@@ -160,6 +161,7 @@ class Engine:
             except DatalakeError as err:  # no backend for the scheme, bad URL: the job cannot run here
                 self.store.finish(row.file_id, FAILED, str(err), source)
                 return False, 0
+            faults.crash_point("transfer:copied")  # the worst moment: copied and verified, not yet recorded
             self.store.finish(row.file_id, FINISHED, "", source, size)
             return True, size
         reason = "; ".join(problems) or "no source"
