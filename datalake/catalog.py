@@ -205,13 +205,21 @@ class Catalog:
         with translated(f"listing files of {did}"):
             yield from self.client.list_files(did.scope, did.name)
 
-    def replicas(self, files: list[DID], rse_expression: str | None = None) -> Iterator[dict[str, Any]]:
-        """Readable root:// replicas of ``files`` (one request; RSEs disabled for reading left out)."""
+    def replicas(self, files: list[DID], rse_expression: str | None = None,
+                 all_states: bool = False) -> Iterator[dict[str, Any]]:  # fmt: skip
+        """Readable root:// replicas of ``files`` (one request; RSEs disabled for reading left out); with
+        ``all_states`` also those being copied or lost (their state in ``states``)."""
         with translated(f"listing replicas of {len(files)} files"):
             yield from self.client.list_replicas(
                 [f.as_dict() for f in files], schemes=["root"], rse_expression=rse_expression,
-                ignore_availability=False, sort="random",
+                ignore_availability=False, sort="random", all_states=all_states,
             )  # fmt: skip
+
+    def write_urls(self, rse: str, files: list[DID]) -> dict[DID, str]:
+        """Where ``files`` go on a deterministic RSE (Rucio's lfn2pfn), for writing over root://."""
+        with translated(f"computing paths on {rse}"):
+            urls = self.client.lfns2pfns(rse, [str(f) for f in files], operation="write", scheme="root")
+        return {f: urls[str(f)] for f in files}
 
     def declare_suspicious(self, urls: list[str], reason: str) -> list[str]:
         """Tell Rucio these replicas look bad (anyone may; Rucio's replica recoverer declares a replica bad once

@@ -110,3 +110,17 @@ class Lake:
         targets = [dids.parse(d) for d in ([did] if isinstance(did, str) else did)]
         return pull(self.catalog, targets, to, rse_expression=rse_expression, prefer=prefer, site=site,
                     parallel=parallel, progress=progress, keep_files=keep_files)  # fmt: skip
+
+    def replicate(self, did: str, to: str, *, dry_run: bool = False, parallel: int = 16, progress: Any = None) -> Any:
+        """Copy a DID's files to the RSE ``to`` with the transfer engine, register the new replicas, then add a
+        rule there (satisfied at once): replication for lakes without a conveyor. Safe to re-run; returns the
+        ``Plan`` when ``dry_run``, else the ``Outcome`` (``.ok``, ``.copied``, ``.failed``, ``.rule``)."""
+        from datalake import replicate
+        from datalake.transfer.engine import EngineSettings
+        from datalake.transfer.optimizer import Settings
+
+        the_plan = replicate.plan(self.catalog, dids.parse(did), to, self.account)
+        if dry_run:
+            return the_plan
+        settings = EngineSettings(max_active=parallel, optimizer=Settings(start=parallel, high=max(parallel, 32)))
+        return replicate.run(self.catalog, the_plan, settings, progress)

@@ -8,7 +8,7 @@ import sys
 import typer
 
 import datalake
-from datalake.cli import policy, pull, register, testbed, transfer
+from datalake.cli import policy, pull, register, replicate, testbed, transfer
 from datalake.cli.output import err_console
 from datalake.errors import DatalakeError
 
@@ -25,6 +25,7 @@ app.add_typer(transfer.app, name="transfer")
 app.command()(register.register)
 app.command()(register.status)
 app.command()(pull.pull)
+app.command()(replicate.replicate)
 
 
 def _version(value: bool) -> None:

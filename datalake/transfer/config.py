@@ -36,7 +36,7 @@ class ServiceSettings(BaseSettings):
     certificates: dict[str, str] = Field(default_factory=dict)  # subject DN -> account ({}: any the CA signed)
     allow_anonymous: bool = False  # loopback callers without credentials (a local testbed over http only)
     # the engine
-    stream_below: int = Field(default=16 << 20, ge=0)  # bytes: smaller files streamed, larger third-party
+    stream_below: int = Field(default=EngineSettings.stream_below, ge=0)  # bytes: smaller streamed, larger TPC
     max_active: int = Field(default=64, ge=1, le=1024)
     retries: int = Field(default=3, ge=1, le=100)  # attempts per file for recoverable errors
     timeout: int = Field(default=1800, ge=10)

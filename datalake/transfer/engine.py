@@ -26,7 +26,7 @@ log = logging.getLogger("datalake.transfer")
 
 @dataclass(frozen=True)
 class EngineSettings:
-    stream_below: int = 64 << 20  # bytes: smaller files are streamed, larger ones copied third-party
+    stream_below: int = 16 << 20  # bytes: smaller files are streamed, larger ones copied third-party (bench/)
     max_active: int = 64  # transfers at once over all links
     timeout: int = 1800  # seconds per copy
     backoff: float = 2.0  # seconds before the first retry, doubled each time, at most max_backoff
