@@ -11,19 +11,26 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from datalake.errors import TestbedError
 from datalake.testbed.locking import exclusive
 from datalake.testbed.settings import RUCIO_VERSION, TestbedSettings
 
-# command that must exist -> Debian package that provides it
+# command (or glob of a path) that must exist -> Debian package that provides it
 DEBIAN = {
     "xrootd": "xrootd-server",
     "xrdcp": "xrootd-client",
     "xrdfs": "xrootd-client",
     "/usr/lib/postgresql/*/bin/postgres": "postgresql",
+    # the gfal2 copy backend (davs/https/s3, and root:// through gfal2): bindings and the plugins it uses
+    "/usr/lib/python3/dist-packages/gfal2.cpython-*.so": "python3-gfal2",
+    "/usr/lib/*/gfal2-plugins/libgfal_plugin_http.so": "gfal2-plugin-http",
+    "/usr/lib/*/gfal2-plugins/libgfal_plugin_xrootd.so": "gfal2-plugin-xrootd",
+    "/usr/lib/*/gfal2-plugins/libgfal_plugin_file.so": "gfal2-plugin-file",
 }
+DEBIAN_PYTHON = Path("/usr/lib/python3/dist-packages")
 SERVER_PACKAGES = [f"rucio[postgresql]=={RUCIO_VERSION}", "gunicorn>=23", "psycopg[binary]>=3.1"]
 
 
@@ -82,6 +89,37 @@ def _build_server_venv(venv: Path, say) -> None:
     (venv / ".datalake-complete").write_text(" ".join(SERVER_PACKAGES) + "\n")
 
 
+def link_gfal2(say=print) -> Path | None:
+    """Make Debian's gfal2 bindings importable in this venv (the one of ``sys.executable``): PyPI's gfal2-python
+    does not build against Debian's gfal2, and adding all of dist-packages would shadow the venv's own packages,
+    so only the one module file is symlinked. Idempotent; skipped with one line when the ABI differs."""
+    if sys.prefix == sys.base_prefix:
+        say("gfal2: not running in a venv, nothing to link")
+        return None
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ""
+    module = DEBIAN_PYTHON / f"gfal2{suffix}"
+    site = Path(sysconfig.get_paths()["platlib"])
+    link = site / module.name
+    if not module.exists():
+        built = sorted(p.name for p in DEBIAN_PYTHON.glob("gfal2.*.so")) or ["nothing (python3-gfal2 missing)"]
+        say(f"gfal2: not linked, Debian's bindings are {', '.join(built)} but this venv's Python needs {module.name}")
+        return None
+    if link.exists() and (not link.is_symlink() or link.resolve() == module.resolve()):
+        return link  # linked already, or bindings of its own (built by pip): keep them
+    if link.is_symlink():
+        link.unlink()  # dangling or pointing elsewhere
+    link.symlink_to(module)
+    check = subprocess.run([sys.executable, "-c", "import gfal2"], capture_output=True, text=True)
+    if check.returncode != 0:
+        link.unlink()
+        tail = (check.stderr.strip().splitlines() or ["?"])[-1]
+        say(f"gfal2: not linked, Debian's bindings do not load in this venv's Python: {tail}")
+        return None
+    say("gfal2: Debian's bindings linked into the venv")
+    return link
+
+
 def ensure_all(settings: TestbedSettings, say=print) -> None:
     ensure_debian_packages(say)
+    link_gfal2(say)
     ensure_server_venv(settings, say)

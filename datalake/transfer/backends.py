@@ -76,6 +76,12 @@ class XRootD:
         from XRootD import client
 
         algorithm, value = checksum or ("adler32", "")
+        if checksum and checksum_mode == "source":  # XrdCl computes the source's checksum but never compares it
+            found = self.stat(source, algorithm)
+            if found is not None and found.checksum and found.checksum != value:
+                raise CopyFailed(CHECKSUM, f"source {algorithm} {found.checksum} differs from the expected {value}")
+        if overwrite:  # xrootd trusts a cached checksum while the mtime's second is unchanged: never truncate in place
+            self.delete(destination)
         process = client.CopyProcess()
         process.add_job(
             source, destination, force=overwrite, mkdir=True, thirdparty="only" if third_party else "none",
@@ -131,9 +137,15 @@ _BACKENDS: dict[str, Backend] = {}
 
 
 def backend_for(*urls: str) -> Backend:
-    """The backend that speaks every URL's scheme (a missing one is a clear error naming what to install)."""
+    """The backend that speaks every URL's scheme: the XRootD client when it can (root://), else gfal2 (which
+    also speaks root://, so a root/davs mix goes there); an unknown scheme is a clear error."""
+    from datalake.transfer.gfal import Gfal2  # here: gfal imports this module
+
     schemes = {urlsplit(u).scheme for u in urls}
     if schemes <= XRootD.schemes:
         return _BACKENDS.setdefault("xrootd", XRootD())
-    raise ConfigError(f"no copy backend for {', '.join(sorted(schemes))}:// (gfal2 support: apt-get install "
-                      "python3-gfal2 gfal2-plugin-http, then see docs/operator.md)")  # fmt: skip
+    if schemes <= Gfal2.schemes:
+        return _BACKENDS.setdefault("gfal2", Gfal2())
+    unknown = ", ".join(f"{s}://" if s else "plain paths (use file://)" for s in sorted(schemes - Gfal2.schemes))
+    raise ConfigError(f"no copy backend for {unknown} (XRootD speaks {', '.join(sorted(XRootD.schemes))}; "
+                      f"gfal2 speaks {', '.join(sorted(Gfal2.schemes))})")  # fmt: skip

@@ -1,0 +1,272 @@
+"""The gfal2 copy backend: http(s)/dav(s)/s3(s) through gfal2's http plugin (davix), root:// through its xrootd
+plugin, file:// locally. From Debian's python3-gfal2 (PyPI's gfal2-python does not build against Debian's
+gfal2), linked into the venv by ``datalake testbed install``.
+
+What gfal2 2.21 does, measured, and why the code below looks the way it does:
+
+* ``third_party`` is not gfal2's ``strict_copy``: strict mode only makes the plugins skip the checksum, overwrite
+  and parent-directory steps. Third-party vs streamed is chosen with the http plugin's ENABLE_REMOTE_COPY /
+  ENABLE_STREAM_COPY and the core's local (streamed-through-this-process) copy permission.
+* gfal2's xrootd plugin always copies root:// -> root:// third-party ("only"), whatever is asked; root:// <->
+  file:// is streamed. The XRootD backend stays the default for root://, so this only matters for explicit use.
+* TPC with proxy delegation (gfal2's default) turns a missing source into "Destination does not support
+  delegation" (EOPNOTSUPP); without x509 there is nothing to delegate, so delegation is off unless asked for.
+* S3 (davix) has no adler32 (ENOSYS; an ETag is an MD5 only for single-part uploads) and the http plugin then
+  silently skips the source check. Checksums of s3:// files are therefore computed here, by reading the file.
+* xrootd (5.5) keeps a file's checksum in an xattr checked against its mtime in whole seconds; overwriting by
+  truncation (XrdCl's force) within the same second leaves the old checksum served for the new content. An
+  xrootd destination to overwrite is therefore deleted first.
+* XrdCl's "source" checksum mode (the xrootd plugin's) computes the source checksum but never compares it with
+  the expected value: a source-only check of such a copy is done here, with the server's checksum.
+* On a checksum mismatch the xrootd plugin removes the destination, the http plugin and the core's streamed copy
+  do not: the backend removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as E
+import hashlib
+import os
+import threading
+import zlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from datalake.errors import ConfigError
+from datalake.transfer.backends import CHECKSUM, EXISTS, FATAL, RECOVERABLE, SOURCE, CopyFailed, Found, _line
+
+INSTALL = (
+    "gfal2 is not importable: as root run apt-get install -y python3-gfal2 gfal2-plugin-http gfal2-plugin-xrootd "
+    "gfal2-plugin-file, then `datalake testbed install` to link it into the venv"
+)
+
+_FATAL = {E.EACCES, E.EPERM, E.ENOSPC, E.EINVAL, E.EDQUOT, E.EROFS, E.ENOTSUP, E.ENOSYS, E.EPROTONOSUPPORT,
+          E.EISDIR, E.ENOTDIR, E.ENAMETOOLONG, E.EFBIG}  # fmt: skip
+_MISSING = {E.ENOENT, 3011, 3015, 3016}  # the xrootd plugin passes some XRootD codes (kXR_NotFound...) through
+_NOT_SUPPORTED = {E.ENOSYS, E.ENOTSUP}  # the storage cannot compute this checksum
+_XROOTD = {"root", "roots", "xroot", "xroots"}
+_HASHES = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
+
+
+def classify_gfal(errno: int, message: str) -> str:
+    """What a gfal2 failure means for the engine (pure). gfal2's GError codes are errnos; the message says
+    which side failed ("SOURCE ...", "DESTINATION ...", "(destination)") and names checksum mismatches."""
+    text = (message or "").lower()
+    if "checksum mismatch" in text or "checksum error" in text or ("checksum" in text and "do not match" in text):
+        return CHECKSUM
+    if errno in (E.EEXIST, 3018) or text.startswith("destination exists"):
+        return EXISTS
+    if errno in _MISSING:
+        return FATAL if _about_destination(text) else SOURCE
+    if errno in _FATAL:
+        return FATAL
+    return RECOVERABLE  # ETIMEDOUT, ECONNREFUSED, ECONNRESET, EAGAIN, EIO, ... and anything unknown
+
+
+def _about_destination(text: str) -> bool:
+    return text.startswith("destination") or any(
+        mark in text for mark in ("(destination)", "open destination", "destination checksum", "make_parent")
+    )
+
+
+def _source_side_mismatch(text: str) -> bool:
+    """A mismatch found before anything was written (the destination, if any, is someone else's)."""
+    text = text.lower()
+    return text.startswith("source checksum mismatch") or "source and user-defined" in text or "user-specified" in text
+
+
+def _xrootd_plugin_copies(source: str, destination: str) -> bool:
+    """gfal2 hands this pair to its xrootd plugin (XrdCl's CopyProcess)."""
+    src, dst = urlsplit(source).scheme, urlsplit(destination).scheme
+    return (src in _XROOTD and dst in _XROOTD | {"file"}) or (src == "file" and dst in _XROOTD)
+
+
+def _gfal2() -> Any:
+    try:
+        import gfal2
+    except ImportError:
+        raise ConfigError(INSTALL) from None
+    return gfal2
+
+
+def _hex(value: str | None, algorithm: str) -> str | None:
+    if not value:
+        return None
+    value = value.strip().lower()
+    return value.zfill(8) if algorithm in ("adler32", "crc32") else value
+
+
+def _env_flag(name: str) -> bool | None:
+    value = os.environ.get(name)
+    return None if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+
+
+class Gfal2:
+    """Copies through gfal2, for the schemes the XRootD client does not speak (and root:// when mixed with them).
+
+    S3 credentials (davix signs the requests) come from the constructor or the environment:
+    ``DATALAKE_S3_ACCESS_KEY`` / ``AWS_ACCESS_KEY_ID``, ``DATALAKE_S3_SECRET_KEY`` / ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_SESSION_TOKEN``, ``DATALAKE_S3_REGION`` / ``AWS_REGION``, and ``DATALAKE_S3_PATH_STYLE=1`` for
+    path-style URLs (gfal2's ALTERNATE: ``s3://host:port/bucket/key``). They go to gfal2's "S3" group, which
+    covers every host; per-host values go in ``options`` as ``{("S3:HOST", "ACCESS_KEY"): ...}``. ``options``
+    sets any other gfal2 option; gfal2's own config files (/etc/gfal2.d, ``GFAL_CONFIG_DIR``) are read first.
+    """
+
+    schemes = frozenset({"http", "https", "dav", "davs", "s3", "s3s", "root", "roots", "xroot", "xroots", "file"})
+
+    def __init__(
+        self, *, s3_access_key: str | None = None, s3_secret_key: str | None = None, s3_token: str | None = None,
+        s3_region: str | None = None, s3_path_style: bool | None = None,
+        options: Mapping[tuple[str, str], str | bool | int] | None = None, delegate: bool = False,
+        checksum_here: Iterable[str] = ("s3", "s3s"),
+    ) -> None:  # fmt: skip
+        env = os.environ.get
+        s3: dict[str, str | bool | None] = {
+            "ACCESS_KEY": s3_access_key or env("DATALAKE_S3_ACCESS_KEY") or env("AWS_ACCESS_KEY_ID"),
+            "SECRET_KEY": s3_secret_key or env("DATALAKE_S3_SECRET_KEY") or env("AWS_SECRET_ACCESS_KEY"),
+            "TOKEN": s3_token or env("AWS_SESSION_TOKEN"),
+            "REGION": s3_region or env("DATALAKE_S3_REGION") or env("AWS_REGION") or env("AWS_DEFAULT_REGION"),
+            "ALTERNATE": s3_path_style if s3_path_style is not None else _env_flag("DATALAKE_S3_PATH_STYLE"),
+        }
+        self.options: dict[tuple[str, str], str | bool | int] = {("S3", k): v for k, v in s3.items() if v is not None}
+        self.options.update(options or {})
+        self.delegate = delegate
+        self.checksum_here = frozenset(checksum_here)  # schemes whose storage cannot give the checksum we need
+        self._local = threading.local()  # a gfal2 context is not thread-safe and its options are per context
+
+    def _context(self) -> Any:
+        ctx = getattr(self._local, "ctx", None)
+        if ctx is None:
+            ctx = _gfal2().creat_context()
+            for (group, key), value in self.options.items():
+                if isinstance(value, bool):
+                    ctx.set_opt_boolean(group, key, value)
+                elif isinstance(value, int):
+                    ctx.set_opt_integer(group, key, value)
+                else:
+                    ctx.set_opt_string(group, key, str(value))
+            self._local.ctx = ctx
+        return ctx
+
+    def copy(
+        self, source: str, destination: str, *, third_party: bool, checksum_mode: str,
+        checksum: tuple[str, str] | None, overwrite: bool, timeout: int,
+    ) -> None:  # fmt: skip
+        """One copy. Checksum sides that gfal2 cannot verify on this storage are verified here instead."""
+        gfal2 = _gfal2()
+        ctx = self._context()
+        # http plugin: TPC (pull, then push) or streamed, never one falling back to the other
+        ctx.set_opt_boolean("HTTP PLUGIN", "ENABLE_REMOTE_COPY", third_party)
+        ctx.set_opt_boolean("HTTP PLUGIN", "ENABLE_STREAM_COPY", not third_party)
+        ctx.set_opt_boolean("HTTP PLUGIN", "ENABLE_FALLBACK_TPC_COPY", True)
+        params = ctx.transfer_parameters()
+        params.local_transfers = not third_party  # no plugin for the pair (root <-> s3): stream through here
+        params.strict_copy = False  # strict would skip checksums, overwrite and parent creation
+        params.overwrite = overwrite
+        params.create_parent = True
+        params.timeout = timeout
+        params.proxy_delegation = self.delegate
+        sides = {"none": set(), "source": {"source"}, "target": {"target"}, "both": {"source", "target"}}
+        wanted = set(sides[checksum_mode]) if checksum else set()
+        here = {side for side, url in (("source", source), ("target", destination))
+                if side in wanted and urlsplit(url).scheme in self.checksum_here}  # fmt: skip
+        if wanted == {"source"} and _xrootd_plugin_copies(source, destination):
+            here.add("source")  # XrdCl's "source" mode never compares the source with the expected value
+        if checksum:
+            algorithm, value = checksum
+            if "source" in here:
+                self._verify(source, checksum, "source")
+            left = wanted - here
+            mode = "both" if len(left) == 2 else next(iter(left), "none")
+            params.set_checksum(getattr(gfal2.checksum_mode, mode), algorithm.upper(), value)
+        if overwrite and urlsplit(destination).scheme in _XROOTD:
+            self.delete(destination)  # truncated in place, xrootd would keep serving the old file's checksum
+        try:
+            ctx.filecopy(params, source, destination)
+        except gfal2.GError as err:
+            text = err.message or ""
+            unverifiable = err.code in _NOT_SUPPORTED and "destination checksum" in text.lower()
+            if checksum and "target" in wanted and unverifiable:
+                here.add("target")  # copied, but this storage cannot checksum it: verify it here
+            else:
+                kind = classify_gfal(err.code, text)
+                if kind == CHECKSUM and not _source_side_mismatch(text):
+                    self._remove(destination)
+                raise CopyFailed(kind, _line(text)) from None
+        if checksum and "target" in here:
+            self._verify(destination, checksum, "destination", remove=True)
+
+    def _verify(self, url: str, checksum: tuple[str, str], side: str, remove: bool = False) -> None:
+        algorithm, value = checksum
+        got = self._checksum(url, algorithm.lower())
+        if got is None:
+            raise CopyFailed(FATAL, f"cannot compute {algorithm} of {url} here")
+        if got != _hex(value, algorithm):
+            if remove:
+                self._remove(url)
+            raise CopyFailed(CHECKSUM, f"{side} {algorithm} {got} does not match the expected {value}")
+
+    def _remove(self, url: str) -> None:
+        """Best effort: a bad copy must not stay, but failing to remove it must not hide the real error."""
+        with contextlib.suppress(CopyFailed):
+            self.delete(url)
+
+    def _compute(self, url: str, algorithm: str) -> str | None:
+        """The checksum computed here by reading the file through gfal2 (for storage that cannot say)."""
+        gfal2 = _gfal2()
+        algorithm = algorithm.lower()
+        if algorithm in ("adler32", "crc32"):
+            update, state = (zlib.adler32, 1) if algorithm == "adler32" else (zlib.crc32, 0)
+        elif algorithm in _HASHES:
+            digest = hashlib.new(_HASHES[algorithm])
+        else:
+            return None
+        try:
+            handle = self._context().open(url, "r")
+            while block := handle.read_bytes(4 << 20):
+                if algorithm in ("adler32", "crc32"):
+                    state = update(block, state)
+                else:
+                    digest.update(block)
+        except gfal2.GError as err:
+            raise CopyFailed(classify_gfal(err.code, err.message), f"read {url}: {_line(err.message)}") from None
+        return f"{state & 0xFFFFFFFF:08x}" if algorithm in ("adler32", "crc32") else digest.hexdigest()
+
+    def stat(self, url: str, algorithm: str | None) -> Found | None:
+        """Size and checksum, None when the file is missing; the checksum is computed here when the storage
+        cannot (S3), so a None checksum means the algorithm is unknown."""
+        gfal2 = _gfal2()
+        ctx = self._context()
+        try:
+            info = ctx.stat(url)
+        except gfal2.GError as err:
+            if err.code in _MISSING:
+                return None
+            raise CopyFailed(classify_gfal(err.code, err.message), f"stat {url}: {_line(err.message)}") from None
+        return Found(size=info.st_size, checksum=self._checksum(url, algorithm.lower()) if algorithm else None)
+
+    def _checksum(self, url: str, algorithm: str) -> str | None:
+        """The storage's checksum, or one computed here where the storage cannot (S3); None if unknown."""
+        if urlsplit(url).scheme in self.checksum_here:
+            return self._compute(url, algorithm)
+        gfal2 = _gfal2()
+        try:
+            return _hex(self._context().checksum(url, algorithm), algorithm)
+        except gfal2.GError as err:
+            if err.code in _NOT_SUPPORTED:
+                return self._compute(url, algorithm)
+            if err.code in _MISSING:
+                message = f"checksum of {url}: {_line(err.message)}"
+                raise CopyFailed(classify_gfal(err.code, err.message), message) from None
+            return None
+
+    def delete(self, url: str) -> None:
+        """Remove a file; one that is already gone is fine."""
+        gfal2 = _gfal2()
+        try:
+            self._context().unlink(url)
+        except gfal2.GError as err:
+            if err.code not in _MISSING:
+                raise CopyFailed(classify_gfal(err.code, err.message), f"delete {url}: {_line(err.message)}") from None
