@@ -50,6 +50,13 @@ step "datalake status $dataset"
 step "rucio sees the same: rule list, metadata"
 rucio rule list --did "$dataset"
 rucio did metadata list "$dataset" --plugin JSON
+step "Rucio's conveyor makes the policy's second custodial copy through datalake's transfer service"
+for _ in $(seq 1 240); do
+    rucio rule list --did "$dataset" | grep -Eq 'REPLICATING|STUCK|OK\[[0-9]+/[1-9]' || break
+    sleep 0.5
+done
+rucio rule list --did "$dataset"
+"$DATALAKE" transfer status
 analyst_cfg="$(dirname "$RUCIO_CONFIG")/rucio-analyst.cfg"
 step "as the analyst: datalake pull $dataset   (parallel, adler32-verified, resumable)"
 RUCIO_CONFIG="$analyst_cfg" "$DATALAKE" pull "$dataset" --to "$work/pulled"
