@@ -12,16 +12,17 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from datalake.didmeta import POLICY_KEY
 from datalake.dids import DID
 from datalake.errors import CatalogError, ConfigError, NotAllowed
 
+T = TypeVar("T")
 _QUIET = logging.getLogger("datalake.rucio")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
@@ -111,6 +112,25 @@ def translated(action: str) -> Iterator[None]:
         raise CatalogError(f"{action}: no answer from the Rucio server in time ({err.__class__.__name__})") from err
     except requests.ConnectionError as err:
         raise CatalogError(f"{action}: cannot reach the Rucio server") from err
+
+
+def transient_retry(call: Callable[..., T]) -> Callable[..., T]:
+    """Retry a Rucio write that failed on the server's database (a deadlock with Rucio's own daemons, which touch
+    the same replicas and locks): the server rolled it back, so trying again is safe; anything else is raised."""
+    import functools
+
+    @functools.wraps(call)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        from rucio.common.exception import DatabaseException
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+        for attempt in Retrying(retry=retry_if_exception_type(DatabaseException), stop=stop_after_attempt(5),
+                                wait=wait_random_exponential(multiplier=0.3, max=5), reraise=True):  # fmt: skip
+            with attempt:
+                return call(*args, **kwargs)
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 def _client_class(token_file: str) -> Any:
@@ -277,7 +297,7 @@ class Catalog:
         """Register replicas on ``rse`` (if given) and attach the files to ``dataset`` in ONE server transaction:
         either all of them are registered and attached, or none."""
         with translated(f"registering {len(files)} files in {dataset}"):
-            self.client.add_files_to_dataset(dataset.scope, dataset.name, files=files, rse=rse)
+            transient_retry(self.client.add_files_to_dataset)(dataset.scope, dataset.name, files=files, rse=rse)
 
     # -- rules ----------------------------------------------------------------------------------------------
 
@@ -287,20 +307,20 @@ class Catalog:
 
     def add_rule(self, did: DID, **args: Any) -> str:
         with translated(f"adding rule {args.get('copies')} x {args.get('rse_expression')} on {did}"):
-            return self.client.add_replication_rule(dids=[did.as_dict()], **args)[0]
+            return transient_retry(self.client.add_replication_rule)(dids=[did.as_dict()], **args)[0]
 
     def update_rule(self, rule_id: str, options: dict[str, Any]) -> None:
         with translated(f"updating rule {rule_id}"):
-            self.client.update_replication_rule(rule_id, options)
+            transient_retry(self.client.update_replication_rule)(rule_id, options)
 
     def remove_rule(self, rule_id: str, unlock: bool, comment: str = "datalake:removed") -> None:
         """Delete a rule, then unmark it: Rucio only soft-deletes (the rule lingers about an hour, until its
         cleaner runs), and a re-run must not see it as still managed. Each step is safe to repeat."""
         with translated(f"removing rule {rule_id}"):
             if unlock:
-                self.client.update_replication_rule(rule_id, {"locked": False})
-            self.client.delete_replication_rule(rule_id)
-            self.client.update_replication_rule(rule_id, {"comment": comment})
+                transient_retry(self.client.update_replication_rule)(rule_id, {"locked": False})
+            transient_retry(self.client.delete_replication_rule)(rule_id)
+            transient_retry(self.client.update_replication_rule)(rule_id, {"comment": comment})
 
     # -- open data ------------------------------------------------------------------------------------------
 

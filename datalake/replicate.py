@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from datalake.catalog import Catalog, translated
+from datalake.catalog import Catalog, transient_retry, translated
 from datalake.dids import DID
 from datalake.errors import CatalogError
 from datalake.ranking import Context, Replica, RseFacts, rank
@@ -146,7 +146,8 @@ def _copy(catalog: Catalog, the_plan: Plan, outcome: Outcome, by_destination: di
     specs = tuple(
         FileSpec(sources=i.sources, destination=i.destination, filesize=i.size,
                  checksum=f"ADLER32:{i.adler32}" if i.adler32 else None,
-                 metadata={"dst_rse": the_plan.rse, "src_rse": "any", "did": str(i.did)})
+                 metadata={"dst_rse": the_plan.rse, "src_rse": "any", "did": str(i.did),
+                           "replace_incomplete": True})  # Rucio's path of a replica not registered yet
         for i in the_plan.copy
     )  # fmt: skip
     job_id = store.submit(JobSpec(files=specs, verify_checksum="both"), account="datalake replicate")
@@ -187,7 +188,7 @@ def _register(catalog: Catalog, rse: str, items: list[Item]) -> int:
         return 0
     replicas = [{"scope": i.did.scope, "name": i.did.name, "bytes": i.size, "adler32": i.adler32} for i in items]
     with translated(f"registering {len(items)} replicas on {rse}"):
-        catalog.client.add_replicas(rse, replicas)
+        transient_retry(catalog.client.add_replicas)(rse, replicas)
     items.clear()
     return len(replicas)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 
 import pytest
 
@@ -188,3 +189,67 @@ def test_the_optimizer_climbs_while_throughput_grows_and_backs_off_on_failures()
     link.record(True, 10)
     assert decide(link, 1.0, s) == 2  # success rate 1/6: halved
     assert decide(link, 1.0, s) == 2  # nothing finished: unchanged
+
+
+def test_an_unreachable_first_source_moves_on_to_the_next(fake, tmp_path):
+    store = Store(tmp_path / "t.db")
+    fake.fail["root://a//f1"] = [RECOVERABLE] * 10  # server down: never answers
+    job_id = store.submit(JobSpec(files=(spec("f1", sources=("root://a//", "root://b//")),)), "rucio")
+    job = run_until_done(store, job_id, fake)
+    [row] = job["files"]
+    assert (row.state, row.source_used) == ("FINISHED", "root://b//f1")
+
+
+def test_every_source_recoverable_is_retried_later_then_fails(fake, tmp_path):
+    store = Store(tmp_path / "t.db")
+    fake.fail["root://a//f1"] = [RECOVERABLE] * 10
+    fake.fail["root://b//f1"] = [RECOVERABLE] * 10
+    job_id = store.submit(JobSpec(files=(spec("f1", sources=("root://a//", "root://b//")),), retry=2), "rucio")
+    [row] = run_until_done(store, job_id, fake)["files"]
+    assert row.state == "FAILED" and row.attempts == 2
+    assert sum(1 for c in fake.copies if c[0] == "root://a//f1") == 2
+
+
+def test_a_checksum_failure_blames_its_source_even_when_another_failed_after(fake, tmp_path):
+    store = Store(tmp_path / "t.db")
+    fake.fail["root://a//f1"] = [CHECKSUM]
+    fake.fail["root://b//f1"] = [SOURCE]
+    job_id = store.submit(JobSpec(files=(spec("f1", sources=("root://a//", "root://b//")),)), "rucio")
+    [row] = run_until_done(store, job_id, fake)["files"]
+    assert row.state == "FAILED" and row.reason.startswith("checksum mismatch:")
+    assert row.source_used == "root://a//f1"  # Rucio's finisher declares source_surl's replica suspicious
+
+
+def test_an_existing_different_destination_fails_in_fts3s_words(fake, tmp_path):
+    store = Store(tmp_path / "t.db")
+    fake.files["root://z//f1"] = b"other file"  # same size, other content
+
+    def by_content(url, algorithm):
+        data = fake.files.get(url)
+        return None if data is None else Found(len(data), f"{zlib.adler32(data):08x}")
+
+    fake.stat = by_content
+    job_id = store.submit(JobSpec(files=(spec("f1"),), overwrite=False), "rucio")
+    [row] = run_until_done(store, job_id, fake)["files"]
+    assert row.state == "FAILED" and "Destination file exists and overwrite is not enabled" in row.reason
+    assert fake.files["root://z//f1"] == b"other file"
+
+
+def test_a_busy_link_does_not_hide_other_links(tmp_path):
+    store = Store(tmp_path / "t.db")
+    busy = tuple(FileSpec(sources=(f"root://a//{i}",), destination=f"root://b//{i}", metadata={"src_rse": "A",
+                          "dst_rse": "B"}) for i in range(1500))  # fmt: skip
+    store.submit(JobSpec(files=busy, priority=5), "rucio")
+    other = FileSpec(sources=("root://c//x",), destination="root://d//x", metadata={"src_rse": "C", "dst_rse": "D"})
+    store.submit(JobSpec(files=(other,), priority=1), "rucio")
+    claimed = store.claim(lambda link: 0 if link == "A->B" else 4, 56)  # A->B is at its limit
+    assert [r.spec.link() for r in claimed] == ["C->D"]
+
+
+def test_files_claimed_but_never_started_go_back_to_the_queue(tmp_path):
+    store = Store(tmp_path / "t.db")
+    job_id = store.submit(JobSpec(files=(spec("f1"),)), "rucio")
+    [row] = store.claim(lambda link: 4, 4)
+    store.release(row.file_id)
+    [again] = store.job(job_id)["files"]
+    assert (again.state, again.attempts) == ("SUBMITTED", 0)

@@ -121,7 +121,8 @@ def test_anonymous_only_when_configured_and_from_loopback():
         ({"files": [{"sources": ["root://a//f"], "destinations": ["root://b//f", "root://c//f"]}]}, "destinations"),
         ({"files": [{"sources": ["root://a//f"], "destinations": ["root://b//f"], "checksum": "CRC:1"}]}, "checksum"),
         ({"files": [{"sources": ["nourl"], "destinations": ["root://b//f"]}]}, "sources"),
-        ({**rucio_submission(1), "params": {"priority": 9}}, "priority"),
+        ({**rucio_submission(1), "params": {"multihop": True}}, "multihop"),
+        ({**rucio_submission(1), "params": {"bring_online": 3600}}, "bring_online"),
         ({**rucio_submission(1), "params": {"verify_checksum": "sometimes"}}, "verify_checksum"),
     ],
 )
@@ -155,7 +156,9 @@ def test_cancel_and_priority(service):
     job_id = client.post("/jobs", json=rucio_submission(2), headers=bearer()).get_json()["job_id"]
     reply = client.post(f"/jobs/{job_id}", json={"params": {"priority": 5}}, headers=bearer())
     assert reply.status_code == 200 and store.job(job_id)["job"]["priority"] == 5
-    assert client.post(f"/jobs/{job_id}", json={"params": {"priority": 0}}, headers=bearer()).status_code == 400
+    reply = client.post(f"/jobs/{job_id}", json={"params": {"priority": 0}}, headers=bearer())  # clamped, as FTS3
+    assert reply.status_code == 200 and store.job(job_id)["job"]["priority"] == 1
+    assert client.post(f"/jobs/{job_id}", json={"params": 5}, headers=bearer()).status_code == 400
     assert client.post("/jobs/nosuchjob", json={"params": {"priority": 2}}, headers=bearer()).status_code == 404
     reply = client.delete(f"/jobs/{job_id}", headers=bearer())
     assert reply.status_code == 200 and reply.get_json()["job_state"] == "CANCELED"
@@ -169,7 +172,7 @@ def test_verify_checksum_booleans_and_default_retry():
     assert job.verify_checksum == "both" and job.retry == 4
     body["params"].update(verify_checksum=False, retry=2)
     job = fts3.to_job(fts3.Submission.model_validate(body), default_retry=4)
-    assert job.verify_checksum == "none" and job.retry == 2
+    assert job.verify_checksum == "none" and job.retry == 3  # FTS3's retry counts retries after the first try
 
 
 def test_config_file_then_environment_then_flags(tmp_path, monkeypatch):
@@ -191,3 +194,43 @@ def test_config_file_then_environment_then_flags(tmp_path, monkeypatch):
 
 def test_dn_spellings_compare_equal():
     assert auth.normalize_dn("/C=CH/O=Lab/CN=x") == auth.normalize_dn("C=CH, O=Lab, CN=x")
+
+
+def test_a_single_lost_job_is_404_in_the_shape_rucio_reads(service):
+    client, _ = service
+    reply = client.get("/jobs/nosuchjob", headers=bearer())
+    assert reply.status_code == 404
+    body = reply.get_json()
+    assert (body["job_id"], body["http_status"]) == ("nosuchjob", "404 Not Found")  # Rucio marks it LOST
+
+
+def test_only_submitters_submit_and_only_owners_change_jobs(tmp_path):
+    settings = config.ServiceSettings(database=tmp_path / "t.db", submitters=["rucio"],
+                                      tokens={"rucio": auth.digest("r"), "analyst": auth.digest("a")})  # fmt: skip
+    store = Store(settings.database)
+    client = create_app(store, Engine(store, settings.engine()), settings).test_client()
+    assert client.post("/jobs", json=rucio_submission(), headers=bearer("a")).status_code == 403
+    job_id = client.post("/jobs", json=rucio_submission(), headers=bearer("r")).get_json()["job_id"]
+    assert client.get(f"/jobs/{job_id}", headers=bearer("a")).status_code == 200  # looking is fine
+    assert client.delete(f"/jobs/{job_id}", headers=bearer("a")).status_code == 403
+    assert client.post(f"/jobs/{job_id}", json={"params": {"priority": 5}}, headers=bearer("a")).status_code == 403
+    assert store.job(job_id)["state"] == "SUBMITTED"
+
+
+def test_a_certificate_is_refused_unless_listed(tmp_path):
+    settings = config.ServiceSettings(database=tmp_path / "t.db")  # no certificates configured
+    store = Store(settings.database)
+    client = create_app(store, Engine(store, settings.engine()), settings).test_client()
+    environ = {"SSL_CLIENT_VERIFY": "SUCCESS", "SSL_CLIENT_S_DN": "C=CH,O=Lab,CN=anybody"}
+    assert client.get("/whoami", environ_base=environ).status_code == 401
+
+
+def test_rucio_priorities_are_clamped_as_fts3_does(service):
+    client, store = service
+    job_id = client.post("/jobs", json=rucio_submission(1, priority=9), headers=bearer()).get_json()["job_id"]
+    assert store.job(job_id)["job"]["priority"] == 5
+
+
+def test_token_digests_must_be_digests():
+    with pytest.raises(ValueError, match="SHA-256"):
+        config.ServiceSettings(tokens={"rucio": "plain-token"})

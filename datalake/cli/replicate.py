@@ -24,8 +24,12 @@ def replicate(
 ) -> None:
     """Copy a DID's files to an RSE without a conveyor: the transfer engine copies them (verified), the new
     replicas are registered, and a rule is added there (satisfied at once). Re-run to resume."""
+    import logging
+
     from datalake import Lake
 
+    logging.getLogger("datalake.transfer").addHandler(logging.NullHandler())  # failures are in the summary
+    logging.getLogger("datalake.transfer").propagate = False
     lake = Lake()
     if dry_run:
         plan = lake.replicate(did, to, dry_run=True)

@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from enum import StrEnum
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from datalake.cli.output import console
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
 
 app = typer.Typer(help="The transfer orchestrator: an FTS3-compatible service Rucio's conveyor drives.",
                   no_args_is_help=True)  # fmt: skip
@@ -22,7 +31,7 @@ def serve(
     host: str | None = typer.Option(None, help="Address to listen on (default 127.0.0.1)."),
     port: int | None = typer.Option(None, help="Port (default 8446, FTS3's)."),
     database: Path | None = typer.Option(None, help="SQLite file holding jobs (default transfers.db)."),
-    log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING."),
+    log_level: LogLevel = typer.Option("INFO", help="How much the service logs."),
 ) -> None:
     """Serve FTS3's REST API (what Rucio's FTS3 transfertool calls) and run the transfers. Point an RSE's `fts`
     attribute at it. Jobs are on disk before they are acknowledged; a restart resumes them."""
@@ -30,7 +39,7 @@ def serve(
     from datalake.transfer.service import serve as run
 
     settings = service_config.load(config, host=host, port=port, database=database)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(settings)
 
 
@@ -64,4 +73,4 @@ def token(account: str = typer.Argument(..., help="Account the token authenticat
 
     value = secrets.token_urlsafe(32)
     console.print(f"token:  {value}", markup=False)
-    console.print(f"config: tokens: {{{account}: {digest(value)}}}", markup=False)
+    console.print(f"config: tokens: {json.dumps({account: digest(value)})}", markup=False)

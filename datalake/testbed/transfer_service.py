@@ -50,6 +50,7 @@ class TransferService(Component):
             "database": str(self.home / "transfers.db"),
             "tls": {"cert": str(certs.server_cert), "key": str(certs.server_key), "ca": str(certs.ca)},
             "certificates": {CONVEYOR_DN: "rucio"},
+            "submitters": ["rucio", "root", "datamanager"],  # the analyst's token may only look
             "tokens": {account: digest(self.ctx.secrets[f"transfer_{account}"]) for account in ACCOUNTS},
         }
         configs.write(self.config, yaml.safe_dump(settings, sort_keys=False))

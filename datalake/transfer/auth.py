@@ -24,7 +24,7 @@ class Identity:
 @dataclass(frozen=True)
 class AuthSettings:
     token_digests: dict[str, str]  # account -> sha256 hex of its token
-    certificate_accounts: dict[str, str]  # subject DN -> account; empty: any certificate the CA signed
+    certificate_accounts: dict[str, str]  # subject DN -> account; a certificate not listed is refused
     allow_anonymous: bool = False  # honoured only for loopback callers
 
 
@@ -45,8 +45,6 @@ def identify(settings: AuthSettings, authorization: str | None, verified_dn: str
                 return Identity(account, "token")
         return "unknown or revoked token"
     if verified_dn:
-        if not settings.certificate_accounts:
-            return Identity(_common_name(verified_dn), "certificate", verified_dn)
         wanted = normalize_dn(verified_dn)
         account = next((a for dn, a in settings.certificate_accounts.items() if normalize_dn(dn) == wanted), None)
         return Identity(account, "certificate", verified_dn) if account else f"certificate {verified_dn} not allowed"
@@ -66,10 +64,3 @@ def normalize_dn(dn: str) -> str:
     """One spelling for a subject: grid style ``/C=CH/O=Lab/CN=x`` and RFC style ``C=CH,O=Lab,CN=x`` compare equal."""
     parts = [p.strip() for p in dn.replace("/", ",").split(",") if p.strip()]
     return ",".join(parts)
-
-
-def _common_name(dn: str) -> str:
-    for part in reversed(normalize_dn(dn).split(",")):
-        if part.upper().startswith("CN="):
-            return part[3:]
-    return dn

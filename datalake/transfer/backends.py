@@ -81,6 +81,8 @@ class XRootD:
             if found is not None and found.checksum and found.checksum != value:
                 raise CopyFailed(CHECKSUM, f"source {algorithm} {found.checksum} differs from the expected {value}")
         if overwrite:  # xrootd trusts a cached checksum while the mtime's second is unchanged: never truncate in place
+            if self.stat(source, None) is None:  # never delete a good destination for a source that is not there
+                raise CopyFailed(SOURCE, f"{source}: no such file (source)")
             self.delete(destination)
         process = client.CopyProcess()
         process.add_job(

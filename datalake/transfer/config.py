@@ -3,11 +3,12 @@ environment variables and flags; validated in one place, so a bad value is one l
 
 from __future__ import annotations
 
+import os
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from datalake.errors import ConfigError
@@ -33,7 +34,8 @@ class ServiceSettings(BaseSettings):
     threads: int = Field(default=16, ge=2, le=256)  # HTTP worker threads
     tls: TLS | None = None
     tokens: dict[str, str] = Field(default_factory=dict)  # account -> sha256 hex of its bearer token
-    certificates: dict[str, str] = Field(default_factory=dict)  # subject DN -> account ({}: any the CA signed)
+    certificates: dict[str, str] = Field(default_factory=dict)  # subject DN -> account (others refused)
+    submitters: list[str] = Field(default_factory=list)  # accounts that may submit and change any job ([]: all)
     allow_anonymous: bool = False  # loopback callers without credentials (a local testbed over http only)
     # the engine
     stream_below: int = Field(default=EngineSettings.stream_below, ge=0)  # bytes: smaller streamed, larger TPC
@@ -53,6 +55,14 @@ class ServiceSettings(BaseSettings):
         path = _config_file.get()
         file = (YamlConfigSettingsSource(settings_cls, yaml_file=path),) if path else ()
         return init_settings, env_settings, *file
+
+    @field_validator("tokens")
+    @classmethod
+    def _digests(cls, tokens: dict[str, str]) -> dict[str, str]:
+        for account, value in tokens.items():
+            if len(value) != 64 or not set(value.lower()) <= set("0123456789abcdef"):
+                raise ValueError(f"the token of {account} must be its SHA-256 (64 hex digits; datalake transfer token)")
+        return tokens
 
     @model_validator(mode="after")
     def _sane(self) -> ServiceSettings:
@@ -97,6 +107,23 @@ def load(path: Path | None, **overrides: Any) -> ServiceSettings:
         raise ConfigError(f"transfer service setting {where}: {first['msg']}") from None
     finally:
         _config_file.reset(token)
-    if path is not None and not settings.database.is_absolute():  # relative to the config file, not the cwd
-        settings = settings.model_copy(update={"database": (path.parent / settings.database).resolve()})
+    if path is not None:  # relative paths are relative to the config file, not to where the service starts
+        base = path.parent
+
+        def rooted(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        update: dict[str, Any] = {"database": rooted(settings.database)} if database_from_file(overrides) else {}
+        if settings.tls:
+            tls = settings.tls
+            update["tls"] = TLS(cert=rooted(tls.cert), key=rooted(tls.key), ca=rooted(tls.ca) if tls.ca else None)
+        settings = settings.model_copy(update=update)
+    if settings.tls:
+        for what, file in (("cert", settings.tls.cert), ("key", settings.tls.key), ("ca", settings.tls.ca)):
+            if file is not None and not file.exists():
+                raise ConfigError(f"transfer service setting tls.{what}: {file} does not exist")
     return settings
+
+
+def database_from_file(overrides: dict[str, Any]) -> bool:
+    return overrides.get("database") is None and "DATALAKE_TRANSFER_DATABASE" not in os.environ

@@ -22,6 +22,7 @@ from datalake.transfer.optimizer import Link, Settings, decide
 from datalake.transfer.store import RECHECK, FileRow, Store
 
 log = logging.getLogger("datalake.transfer")
+EXISTS_MESSAGE = "Destination file exists and overwrite is not enabled"  # FTS3's words, which Rucio looks for
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Engine:
         self.stopping = threading.Event()
         self.pool = ThreadPoolExecutor(self.settings.max_active, thread_name_prefix="transfer")
         self.thread: threading.Thread | None = None
+        self.waiting: set[int] = set()  # claimed files whose copy has not started
         self._window_start = time.monotonic()
 
     # -- running ---------------------------------------------------------------------------------------------
@@ -67,6 +69,10 @@ class Engine:
         if self.thread:
             self.thread.join(timeout=10)
         self.pool.shutdown(wait=True, cancel_futures=True)
+        with self.lock:
+            waiting, self.waiting = list(self.waiting), set()
+        for file_id in waiting:  # claimed, never started: back to the queue as they were (not "in flight")
+            self.store.release(file_id)
 
     def poke(self) -> None:
         """New work was submitted: schedule now rather than at the next tick."""
@@ -86,6 +92,7 @@ class Engine:
             for row in rows:
                 with self.lock:
                     self.stats.setdefault(row.spec.link(), LinkStats()).active += 1
+                    self.waiting.add(row.file_id)
                 self.pool.submit(self._run, row)
             self._optimize()
             if not rows:
@@ -106,6 +113,8 @@ class Engine:
     # -- one file --------------------------------------------------------------------------------------------
 
     def _run(self, row: FileRow) -> None:
+        with self.lock:
+            self.waiting.discard(row.file_id)
         link = row.spec.link()
         ok, size = False, 0
         try:
@@ -125,11 +134,16 @@ class Engine:
             self.wake.set()
 
     def _transfer(self, row: FileRow) -> tuple[bool | None, int]:
-        """Copy one file; returns (succeeded, bytes), or (None, 0) when it went back to the queue."""
+        """Copy one file, trying its sources in order; returns (succeeded, bytes), or (None, 0) when it went back
+        to the queue. A source that is missing, corrupt, unreachable or refused moves on to the next source; the
+        file is retried later only when every source failed and one of them might work then."""
         spec = row.spec
-        expected = spec.expected()
         size = spec.filesize or 0
-        backend = backends.backend_for(*spec.sources, spec.destination)
+        try:
+            backend = backends.backend_for(*spec.sources, spec.destination)
+        except DatalakeError as err:  # no backend for the scheme: the job cannot run here
+            self.store.finish(row.file_id, FAILED, str(err))
+            return False, 0
         if row.state == RECHECK and self._already_there(backend, row):
             self.store.finish(row.file_id, FINISHED, "complete at the destination after a restart", size=size)
             return True, size
@@ -137,49 +151,68 @@ class Engine:
             self.store.finish(row.file_id, CANCELED, "cancelled by the submitter")
             return None, 0
         third_party = size >= self.settings.stream_below
+        overwrite = row.overwrite or row.state == RECHECK
+
+        def copy(source: str, replace: bool) -> None:
+            backend.copy(source, spec.destination, third_party=third_party, checksum_mode=row.verify_checksum,
+                         checksum=spec.expected(), overwrite=replace, timeout=self.settings.timeout)  # fmt: skip
+
         problems: list[str] = []
-        bad_checksum = False
+        blamed: str | None = None  # the source whose copy had a wrong checksum (Rucio declares it suspicious)
+        retry_later = False
         for source in spec.sources:
             try:
-                backend.copy(source, spec.destination, third_party=third_party, checksum_mode=row.verify_checksum,
-                             checksum=expected, overwrite=row.overwrite or row.state == RECHECK,
-                             timeout=self.settings.timeout)  # fmt: skip
+                try:
+                    copy(source, overwrite)
+                except CopyFailed as err:
+                    if err.kind != backends.EXISTS or self._already_there(backend, row):
+                        raise
+                    if not spec.metadata.get("replace_incomplete"):
+                        raise CopyFailed(backends.FATAL, f"{EXISTS_MESSAGE} (destination): {err}") from None
+                    copy(source, True)  # a partial or foreign file where ours goes (datalake replicate)
             except CopyFailed as err:
-                if err.kind in (backends.SOURCE, backends.CHECKSUM):
-                    problems.append(f"{source}: {err}")
-                    bad_checksum |= err.kind == backends.CHECKSUM
-                    continue
-                if err.kind == backends.EXISTS and self._already_there(backend, row):
+                if err.kind == backends.EXISTS:  # and complete: nothing to copy
                     self.store.finish(row.file_id, FINISHED, "already at the destination", source, size)
                     return True, size
-                if err.kind == backends.RECOVERABLE and row.attempts < row.retry:
-                    delay = min(self.settings.backoff * 2 ** (row.attempts - 1), self.settings.max_backoff)
-                    self.store.again(row.file_id, f"retrying in {delay:.0f} s: {err}", delay)
-                    return None, 0
-                self.store.finish(row.file_id, FAILED, f"{'; '.join([*problems, str(err)])}", source)
-                return False, 0
-            except DatalakeError as err:  # no backend for the scheme, bad URL: the job cannot run here
-                self.store.finish(row.file_id, FAILED, str(err), source)
-                return False, 0
+                if err.kind == backends.FATAL and _about_destination(str(err)):
+                    self.store.finish(row.file_id, FAILED, "; ".join([*problems, str(err)]), source)
+                    return False, 0
+                problems.append(f"{source}: {err}")
+                if err.kind == backends.CHECKSUM:
+                    blamed = source
+                retry_later |= err.kind == backends.RECOVERABLE
+                continue
             faults.crash_point("transfer:copied")  # the worst moment: copied and verified, not yet recorded
             self.store.finish(row.file_id, FINISHED, "", source, size)
             return True, size
+        if retry_later and row.attempts < row.retry:
+            delay = min(self.settings.backoff * 2 ** (row.attempts - 1), self.settings.max_backoff)
+            self.store.again(row.file_id, f"retrying in {delay:.0f} s: {'; '.join(problems)}", delay)
+            return None, 0
         reason = "; ".join(problems) or "no source"
-        if bad_checksum:  # Rucio's poller and operators look for this word
+        if blamed:  # Rucio's finisher matches this prefix (suspicious_pattern) and blames source_surl
             reason = f"checksum mismatch: {reason}"
-        self.store.finish(row.file_id, FAILED, reason)
+        self.store.finish(row.file_id, FAILED, reason, blamed or spec.sources[-1])
         return False, 0
 
     def _already_there(self, backend: backends.Backend, row: FileRow) -> bool:
-        """The destination holds exactly the file (size, and checksum when one is expected)."""
+        """The destination holds exactly the file: the expected size and checksum; with no checksum expected, the
+        same size and adler32 as a source (a size alone cannot tell a half-written or foreign file)."""
         expected = row.spec.expected()
+        algorithm = expected[0] if expected else "adler32"
         try:
-            found = backend.stat(row.spec.destination, expected[0] if expected else None)
+            found = backend.stat(row.spec.destination, algorithm)
+            if found is None or row.spec.filesize is None or found.size != row.spec.filesize or not found.checksum:
+                return False
+            if expected:
+                return found.checksum == expected[1]
+            for source in row.spec.sources:
+                original = backend.stat(source, algorithm)
+                if original is not None and original.checksum:
+                    return original.size == found.size and original.checksum == found.checksum
         except CopyFailed:
             return False
-        if found is None or (row.spec.filesize is not None and found.size != row.spec.filesize):
-            return False
-        return expected is None or found.checksum == expected[1]
+        return False
 
     # -- metrics ---------------------------------------------------------------------------------------------
 
@@ -201,3 +234,7 @@ class Engine:
                     "success_rate": round(stats.done / total, 3) if total else 1.0,
                 }  # fmt: skip
         return out
+
+
+def _about_destination(message: str) -> bool:
+    return "(destination)" in message or message.upper().startswith("DESTINATION")

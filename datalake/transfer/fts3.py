@@ -38,7 +38,8 @@ class SubmittedFile(BaseModel):
         if value in (None, "", "None"):
             return None
         algorithm, sep, digest = value.partition(":")
-        if not sep or algorithm.strip().lower() not in ("adler32", "md5") or not digest.strip().isalnum():
+        hexdigits = set("0123456789abcdefABCDEF")
+        if not sep or algorithm.strip().lower() not in ("adler32", "md5") or not set(digest.strip()) <= hexdigits:
             raise ValueError(f"checksum {value!r} is not ADLER32:<hex> or MD5:<hex>")
         return value
 
@@ -56,11 +57,32 @@ class SubmittedParams(BaseModel):
 
     verify_checksum: bool | ChecksumMode = "none"
     overwrite: bool = False
-    priority: int = Field(default=3, ge=1, le=5)
+    priority: int = 3  # any integer (Rucio's rule priority), clamped to FTS3's 1..5 as FTS3 does
+    multihop: bool = False
+    bring_online: int | None = None
     job_metadata: dict[str, Any] = Field(default_factory=dict)
     retry: int | None = Field(default=None, ge=0, le=100)
     id_generator: Literal["standard", "deterministic"] = "standard"
     sid: str | None = None
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, value: int) -> int:
+        return clamp_priority(value)
+
+    @field_validator("multihop")
+    @classmethod
+    def _no_multihop(cls, value: bool) -> bool:
+        if value:  # hops must run in order, which this service does not do (yet): refuse rather than misrun
+            raise ValueError("multihop jobs are not supported by this service")
+        return value
+
+    @field_validator("bring_online")
+    @classmethod
+    def _no_staging(cls, value: int | None) -> int | None:
+        if value is not None and value > 0:
+            raise ValueError("staging from tape (bring_online) is not supported by this service")
+        return value
 
     @field_validator("job_metadata", mode="before")
     @classmethod
@@ -84,9 +106,13 @@ def to_job(submission: Submission, default_retry: int) -> JobSpec:
                  metadata=f.metadata, activity=f.activity or "default")
         for f in submission.files
     )  # fmt: skip
-    retry = params.retry if params.retry else default_retry  # FTS3: 0 means "the server's default"
+    retry = params.retry + 1 if params.retry else default_retry  # FTS3: retries after the first try; 0: default
     return JobSpec(files=files, verify_checksum=mode, overwrite=params.overwrite, priority=params.priority,
                    job_metadata=params.job_metadata, retry=max(retry, 1))  # fmt: skip
+
+
+def clamp_priority(value: int) -> int:
+    return max(1, min(5, int(value)))
 
 
 def deterministic_id(base_id: str, vo: str, sid: str) -> str:

@@ -182,6 +182,8 @@ class Gfal2:
             mode = "both" if len(left) == 2 else next(iter(left), "none")
             params.set_checksum(getattr(gfal2.checksum_mode, mode), algorithm.upper(), value)
         if overwrite and urlsplit(destination).scheme in _XROOTD:
+            if self.stat(source, None) is None:  # never delete a good destination for a source that is not there
+                raise CopyFailed(SOURCE, f"{source}: no such file (source)")
             self.delete(destination)  # truncated in place, xrootd would keep serving the old file's checksum
         try:
             ctx.filecopy(params, source, destination)

@@ -12,12 +12,16 @@ import logging
 import signal
 import ssl
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, g, jsonify, request
 from pydantic import ValidationError
 
 import datalake
+from datalake.errors import TransferError
 from datalake.transfer import auth, fts3
 from datalake.transfer.config import ServiceSettings
 from datalake.transfer.engine import Engine
@@ -39,7 +43,8 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
         return response
 
     def refuse(status: int, message: str):
-        phrase = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict", 413: "Too Large"}
+        phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
+                  413: "Too Large", 500: "Internal Server Error"}  # fmt: skip
         return reply(fts3.error(f"{status} {phrase.get(status, '')}".strip(), message), status)
 
     @app.before_request
@@ -61,6 +66,11 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
     @app.errorhandler(404)
     def _no_route(_err):
         return refuse(404, f"no such resource: {request.method} {request.path}")
+
+    @app.errorhandler(500)
+    def _internal(err):
+        log.error("%s %s failed: %s", request.method, request.path, getattr(err, "original_exception", err))
+        return refuse(500, "internal error (logged by the service)")
 
     @app.errorhandler(405)
     def _no_method(_err):
@@ -90,6 +100,8 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
             where = ".".join(str(p) for p in first["loc"])
             return refuse(400, f"{where}: {first['msg']}")
         who: auth.Identity = g.identity
+        if settings.submitters and who.account not in settings.submitters:
+            return refuse(403, f"{who.account} may not submit transfers here")
         job_id = None
         if submission.params.id_generator == "deterministic":
             if not submission.params.sid:
@@ -103,33 +115,49 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
         log.info("job %s: %d files from %s", job_id, len(submission.files), who.account)
         return reply({"job_id": job_id}, 200)
 
+    def answer(answers: list[dict[str, Any]]):
+        """One job: itself (404 with the same shape when lost, which Rucio's poller reads as LOST); several: 207."""
+        if len(answers) == 1:
+            return reply(answers[0], 200 if answers[0]["http_status"] == "200 Ok" else 404)
+        return reply(answers, 207)
+
+    def may_change(job: dict[str, Any]) -> bool:
+        who: auth.Identity = g.identity
+        return who.account == job["job"]["account"] or who.account in settings.submitters
+
     @app.get("/jobs/<ids>")
     def status(ids: str):
         wanted = [i for i in ids.split(",") if i]
-        answers = [fts3.render_job(job) if (job := store.job(i)) else fts3.not_found(i) for i in wanted]
-        if len(wanted) == 1:
-            found = answers[0]["http_status"] == "200 Ok"
-            return reply(answers[0], 200) if found else refuse(404, answers[0]["http_message"])
-        return reply(answers, 207)
+        return answer([fts3.render_job(job) if (job := store.job(i)) else fts3.not_found(i) for i in wanted])
 
     @app.delete("/jobs/<ids>")
     def cancel(ids: str):
         answers = []
         for job_id in [i for i in ids.split(",") if i]:
-            answers.append(fts3.render_job(store.job(job_id)) if store.cancel(job_id) else fts3.not_found(job_id))
-        if len(answers) == 1:
-            found = answers[0]["http_status"] == "200 Ok"
-            return reply(answers[0], 200) if found else refuse(404, answers[0]["http_message"])
-        return reply(answers, 207)
+            job = store.job(job_id)
+            if job is None:
+                answers.append(fts3.not_found(job_id))
+            elif not may_change(job):
+                return refuse(403, f"job {job_id} belongs to {job['job']['account']}")
+            else:
+                store.cancel(job_id)
+                answers.append(fts3.render_job(store.job(job_id)))
+        return answer(answers)
 
     @app.post("/jobs/<job_id>")
     def modify(job_id: str):
         body = request.get_json(silent=True)
-        priority = (body or {}).get("params", {}).get("priority") if isinstance(body, dict) else None
-        if not isinstance(priority, int) or isinstance(priority, bool) or not 1 <= priority <= 5:
-            return refuse(400, 'expected {"params": {"priority": 1..5}}')
-        if not store.set_priority(job_id, priority):
+        params = body.get("params") if isinstance(body, dict) else None
+        priority = params.get("priority") if isinstance(params, dict) else None
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            return refuse(400, 'expected {"params": {"priority": N}}')
+        priority = fts3.clamp_priority(priority)
+        job = store.job(job_id)
+        if job is None:
             return refuse(404, f"No job with the id {job_id} has been found")
+        if not may_change(job):
+            return refuse(403, f"job {job_id} belongs to {job['job']['account']}")
+        store.set_priority(job_id, priority)
         return reply({"job_id": job_id, "priority": priority, "http_message": "priority updated"}, 200)
 
     @app.get("/metrics")
@@ -160,30 +188,48 @@ def tls_adapter(settings: ServiceSettings):
 
 
 def serve(settings: ServiceSettings, ready: threading.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT: open the store (in-flight files from a killed run come back to be re-checked),
-    start the engine, answer requests; on the way out stop taking requests, then let copies in flight end."""
+    """Run until SIGTERM/SIGINT: take the database (one service per database), bind the port, open the store
+    (in-flight files from a killed run come back to be re-checked), start the engine, answer requests; on the way
+    out stop taking requests, then let copies in flight end."""
     from cheroot import wsgi
 
     settings.database.parent.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.database)
-    engine = Engine(store, settings.engine())
-    server = wsgi.Server((settings.host, settings.port), create_app(store, engine, settings),
-                         numthreads=settings.threads, server_name="datalake-transfer")  # fmt: skip
-    if settings.tls:
-        server.ssl_adapter = tls_adapter(settings)
-    engine.start()
+    with exclusive_database(settings.database):
+        store = Store(settings.database)
+        engine = Engine(store, settings.engine())
+        server = wsgi.Server((settings.host, settings.port), create_app(store, engine, settings),
+                             numthreads=settings.threads, server_name="datalake-transfer")  # fmt: skip
+        if settings.tls:
+            server.ssl_adapter = tls_adapter(settings)
+        try:
+            server.prepare()  # binds the port: fails here, before the engine touches any transfer
+        except OSError as err:
+            raise TransferError(f"cannot listen on {settings.host}:{settings.port}: {err.strerror or err}") from None
 
-    def stop(*_: Any) -> None:
-        threading.Thread(target=server.stop, daemon=True).start()
+        def stop(*_: Any) -> None:
+            threading.Thread(target=server.stop, daemon=True).start()
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-    server.prepare()
-    log.info("serving FTS3 API on %s (database %s)", settings.url, settings.database)
-    if ready is not None:
-        ready.set()
-    try:
-        server.serve()
-    finally:
-        engine.stop()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
+        engine.start()
+        log.info("serving FTS3 API on %s (database %s)", settings.url, settings.database)
+        if ready is not None:
+            ready.set()
+        try:
+            server.serve()
+        finally:
+            engine.stop()
+
+
+@contextmanager
+def exclusive_database(path: Path) -> Iterator[None]:
+    """Two services on one database would each take the other's transfers in flight for crashed ones."""
+    import fcntl
+
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TransferError(f"another transfer service is using {path}") from None
+        yield

@@ -183,11 +183,13 @@ class Store:
         out: list[FileRow] = []
         taken: dict[str, int] = {}
         with self._tx() as db:
+            # the first ``limit`` due files of EACH link: one busy link cannot hide the others' files
             rows = db.execute(
-                "SELECT f.*, j.priority, j.verify_checksum, j.overwrite, j.retry FROM files f JOIN jobs j USING "
-                "(job_id) WHERE (f.state = ? AND f.next_try <= ?) OR f.state = ? "
-                "ORDER BY f.state = ? DESC, j.priority DESC, f.file_id LIMIT ?",
-                (SUBMITTED, now, RECHECK, RECHECK, max(limit * 20, 200)),
+                "SELECT * FROM (SELECT f.*, j.priority, j.verify_checksum, j.overwrite, j.retry, ROW_NUMBER() OVER "
+                "(PARTITION BY f.link ORDER BY f.state = ? DESC, j.priority DESC, f.file_id) AS place "
+                "FROM files f JOIN jobs j USING (job_id) WHERE (f.state = ? AND f.next_try <= ?) OR f.state = ?) "
+                "WHERE place <= ? ORDER BY state = ? DESC, priority DESC, file_id",
+                (RECHECK, SUBMITTED, now, RECHECK, max(limit, 1), RECHECK),
             ).fetchall()
             for r in rows:
                 if len(out) >= limit:
@@ -214,6 +216,12 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE files SET state = ?, reason = ?, next_try = ? WHERE file_id = ?",
                        (SUBMITTED, reason, time.time() + delay, file_id))  # fmt: skip
+
+    def release(self, file_id: int) -> None:
+        """A claimed file that never started (the service stopped first): queued again, the attempt not counted."""
+        with self._tx() as db:
+            db.execute("UPDATE files SET state = ?, attempts = MAX(attempts - 1, 0) WHERE file_id = ? AND state = ?",
+                       (SUBMITTED, file_id, ACTIVE))  # fmt: skip
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per link: files per state (for metrics and ``transfer status``)."""
