@@ -287,6 +287,7 @@ def test_ctrl_c_stops_the_copies_and_keeps_partial_files(monkeypatch, tmp_path):
     files = {f"f{i}": b"z" * 10 for i in range(40)}
     catalog = FakeCatalog(files, {n: ["A"] for n in files})
     started = threading.Event()
+    told_to_stop: list[str] = []
 
     def slow(url, part: Path, size, algorithm, checksum, *, progress=None, cancel=None) -> int:
         part.parent.mkdir(parents=True, exist_ok=True)
@@ -296,15 +297,15 @@ def test_ctrl_c_stops_the_copies_and_keeps_partial_files(monkeypatch, tmp_path):
             _thread.interrupt_main()  # what Ctrl-C does
         for _ in range(500):
             if cancel.is_set():
+                told_to_stop.append(url)
                 raise FetchError("cancelled", "interrupted")
             time.sleep(0.01)
         raise AssertionError("the copy was not told to stop")
 
     monkeypatch.setattr(pull_module, "fetch", slow)
-    begin = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         pull_module.pull(catalog, [DID("s", "ds")], tmp_path / "out", parallel=4)
-    assert time.monotonic() - begin < 3
+    assert told_to_stop  # the copies in flight were stopped, not left to run out
     assert not [t for t in threading.enumerate() if t.name.startswith("pull")]
     assert list((tmp_path / "out" / "s").glob(".*.part")) and not list((tmp_path / "out" / "s").glob("f*"))
 

@@ -239,14 +239,22 @@ class Gfal2:
     def stat(self, url: str, algorithm: str | None) -> Found | None:
         """Size and checksum, None when the file is missing; the checksum is computed here when the storage
         cannot (S3), so a None checksum means the algorithm is unknown."""
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
         gfal2 = _gfal2()
         ctx = self._context()
-        try:
-            info = ctx.stat(url)
-        except gfal2.GError as err:
-            if err.code in _MISSING:
-                return None
-            raise CopyFailed(classify_gfal(err.code, err.message), f"stat {url}: {_line(err.message)}") from None
+        # object stores answer a HEAD with a 500/503 now and then: ask again before calling the storage broken
+        transient = retry_if_exception(lambda e: getattr(e, "kind", None) == RECOVERABLE)
+        wait = wait_random_exponential(0.2, max=2)
+        for attempt in Retrying(retry=transient, stop=stop_after_attempt(3), wait=wait, reraise=True):
+            with attempt:
+                try:
+                    info = ctx.stat(url)
+                except gfal2.GError as err:
+                    if err.code in _MISSING:
+                        return None
+                    kind = classify_gfal(err.code, err.message)
+                    raise CopyFailed(kind, f"stat {url}: {_line(err.message)}") from None
         return Found(size=info.st_size, checksum=self._checksum(url, algorithm.lower()) if algorithm else None)
 
     def _checksum(self, url: str, algorithm: str) -> str | None:
