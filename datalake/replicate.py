@@ -13,11 +13,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from datalake.catalog import Catalog, transient_retry, translated
 from datalake.dids import DID
 from datalake.errors import CatalogError
+from datalake.pull import Progress
 from datalake.ranking import Context, Replica, RseFacts, rank
 from datalake.transfer.engine import Engine, EngineSettings
 from datalake.transfer.model import FAILED, FINISHED, TERMINAL, FileSpec, JobSpec
@@ -25,12 +26,6 @@ from datalake.transfer.store import Store
 
 REGISTER_BATCH = 500  # replicas per add_replicas call
 LIST_BATCH = 1000
-
-
-class Progress(Protocol):
-    def start(self, files: int, size: int) -> None: ...
-    def advance(self, files: int, size: int) -> None: ...
-    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -82,3 +82,15 @@ def replicate(env, did: str, rse: str) -> dict[str, str]:
 def on_disk(url: str, rse: str) -> Path:
     """Where an RSE's xrootd keeps the file behind ``url`` (its oss.localroot)."""
     return STATE / rse.lower() / "data" / split_url(url)[1].lstrip("/")
+
+
+def replicas_at(env, did: str, rse: str) -> dict[str, dict]:
+    """name -> {state, adler32, url} of the dataset's replicas on ``rse`` (every state, not only AVAILABLE)."""
+    client = Lake(env["RUCIO_CONFIG"]).catalog.client
+    scope, name = did.split(":")
+    out = {}
+    for r in client.list_replicas([{"scope": scope, "name": name}], all_states=True, schemes=["root"]):
+        if rse in r["states"]:
+            url = next((p for p, info in r["pfns"].items() if info["rse"] == rse), None)
+            out[r["name"]] = {"state": r["states"][rse], "adler32": r["adler32"], "url": url}
+    return out

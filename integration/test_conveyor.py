@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PORT_BASE, STATE, datalake, rucio, tb
-from lakedata import adler, make_files, on_disk, register, replicate
+from lakedata import adler, make_files, on_disk, register, replicas_at, replicate
 
 from datalake import Lake
 from datalake.testbed.processes import PidRecord
@@ -49,18 +49,6 @@ def wait_rule(env, rule_id: str, until=lambda r: r["state"] == "OK", timeout: fl
             return rule
         assert time.monotonic() < deadline, f"rule {rule_id} still {rule['state']} ({rule})"
         time.sleep(0.5)
-
-
-def replicas_at(env, did: str, rse: str) -> dict[str, dict]:
-    """name -> {state, adler32, url} of the dataset's replicas on ``rse`` (every state, not only AVAILABLE)."""
-    client = Lake(env["RUCIO_CONFIG"]).catalog.client
-    scope, name = did.split(":")
-    out = {}
-    for r in client.list_replicas([{"scope": scope, "name": name}], all_states=True, schemes=["root"]):
-        if rse in r["states"]:
-            url = next((p for p, info in r["pfns"].items() if info["rse"] == rse), None)
-            out[r["name"]] = {"state": r["states"][rse], "adler32": r["adler32"], "url": url}
-    return out
 
 
 def service_rows(name: str) -> list[sqlite3.Row]:

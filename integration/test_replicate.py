@@ -7,7 +7,7 @@ import json
 
 import pytest
 from conftest import datalake
-from lakedata import make_files, on_disk, register
+from lakedata import make_files, on_disk, register, replicas_at
 
 from datalake import Lake
 
@@ -22,27 +22,16 @@ def replicate(env, *args, check=True, more_env=None):
     return datalake("replicate", *args, "--json", env={**env, **(more_env or {})}, check=check)
 
 
-def at(env, did: str, rse: str) -> dict[str, dict]:
-    client = Lake(env["RUCIO_CONFIG"]).catalog.client
-    scope, name = did.split(":")
-    out = {}
-    for r in client.list_replicas([{"scope": scope, "name": name}], all_states=True, schemes=["root"]):
-        if rse in r["states"]:
-            url = next(p for p, info in r["pfns"].items() if info["rse"] == rse)
-            out[r["name"]] = {"state": r["states"][rse], "url": url}
-    return out
-
-
 def test_replicate_copies_registers_and_adds_a_rule_that_is_ok_at_once(lake_env, unique, tmp_path):
     did, files = dataset(lake_env, tmp_path, unique, 5)
     plan = json.loads(replicate(lake_env, did, "--to", "XRD3", "--dry-run").stdout)
     assert (plan["to_copy"], plan["bytes"], plan["present"]) == (5, 500_000, 0)
-    assert at(lake_env, did, "XRD3") == {}  # the dry run changed nothing
+    assert replicas_at(lake_env, did, "XRD3") == {}  # the dry run changed nothing
     result = json.loads(replicate(lake_env, did, "--to", "XRD3").stdout)
     assert result["ok"] and result["copied"] == 5 and result["registered"] == 5
     rule = Lake(lake_env["RUCIO_CONFIG"]).catalog.client.get_replication_rule(result["rule"])
     assert rule["state"] == "OK" and rule["rse_expression"] == "XRD3" and rule["locks_ok_cnt"] == 5
-    copies = at(lake_env, did, "XRD3")
+    copies = replicas_at(lake_env, did, "XRD3")
     for f in files:
         assert copies[f.name]["state"] == "AVAILABLE"
         assert on_disk(copies[f.name]["url"], "XRD3").read_bytes() == f.read_bytes()
@@ -59,7 +48,7 @@ def test_a_killed_replicate_is_finished_by_running_it_again(lake_env, unique, tm
     result = json.loads(replicate(lake_env, did, "--to", "XRD3").stdout)
     assert result["ok"] and result["copied"] + result["verified_in_place"] + result["present"] == 12
     assert result["verified_in_place"] >= 1  # the copy made just before the kill was checked, not redone
-    copies = at(lake_env, did, "XRD3")
+    copies = replicas_at(lake_env, did, "XRD3")
     for f in files:
         assert copies[f.name]["state"] == "AVAILABLE"
         assert on_disk(copies[f.name]["url"], "XRD3").read_bytes() == f.read_bytes()
@@ -68,7 +57,7 @@ def test_a_killed_replicate_is_finished_by_running_it_again(lake_env, unique, tm
 def test_a_file_that_cannot_be_copied_leaves_no_rule_and_is_listed(lake_env, unique, tmp_path):
     did, files = dataset(lake_env, tmp_path, unique, 3)
     victim = files[0]
-    on_disk(at(lake_env, did, "XRD1")[victim.name]["url"], "XRD1").unlink()
+    on_disk(replicas_at(lake_env, did, "XRD1")[victim.name]["url"], "XRD1").unlink()
     result = replicate(lake_env, did, "--to", "XRD2", check=False)
     assert result.returncode == 1
     summary = json.loads(result.stdout)
