@@ -235,10 +235,12 @@ class Catalog:
                 ignore_availability=False, sort="random", all_states=all_states,
             )  # fmt: skip
 
-    def write_urls(self, rse: str, files: list[DID]) -> dict[DID, str]:
-        """Where ``files`` go on a deterministic RSE (Rucio's lfn2pfn), for writing over root://."""
+    def write_urls(self, rse: str, files: list[DID], scheme: str = "root") -> dict[DID, str]:
+        """Where ``files`` go on a deterministic RSE (Rucio's lfn2pfn), for writing over ``scheme``."""
+        if not files:
+            return {}
         with translated(f"computing paths on {rse}"):
-            urls = self.client.lfns2pfns(rse, [str(f) for f in files], operation="write", scheme="root")
+            urls = self.client.lfns2pfns(rse, [str(f) for f in files], operation="write", scheme=scheme)
         return {f: urls[str(f)] for f in files}
 
     def declare_suspicious(self, urls: list[str], reason: str) -> list[str]:

@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from datalake import dids
 from datalake.catalog import Catalog
-from datalake.didmeta import POLICY_KEY, STATE_KEY
+from datalake.didmeta import DERIVED_KEY, POLICY_KEY, STATE_KEY
 from datalake.dids import DID
 from datalake.errors import PolicyError
 from datalake.plan import Action, CurrentRule, CurrentState, plan
 from datalake.policy import DesiredState, SharingPolicy, evaluate, find
+from datalake.policy.derived import bounded
 
 
 def utcnow() -> datetime:
@@ -63,14 +65,38 @@ def policy_of(meta: dict[str, Any], did: DID, policies: Path) -> SharingPolicy:
 
 
 def desired_state(
-    catalog: Catalog, did: DID, policy: SharingPolicy, now: datetime
+    catalog: Catalog, did: DID, policy: SharingPolicy, now: datetime, policies: Path | None = None
 ) -> tuple[DesiredState, CurrentState, dict[str, dict[str, str]]]:
     record, current = current_state(catalog, did)
     created = record.get("created_at")
     registered = created if isinstance(created, datetime) else None
     desired = evaluate(policy, str(did), current.meta, now, registered)
+    if current.meta.get(DERIVED_KEY):
+        if policies is None:
+            raise PolicyError(f"{did} is derived from other datasets: their policies are needed")
+        inputs = [input_state(catalog, dids.parse(str(d)), policies, now) for d in current.meta[DERIVED_KEY]]
+        desired = bounded(desired, inputs, policy, current.meta)
     placement = {r.rse_expression: catalog.placement(r.rse_expression) for r in desired.rules}
     return desired, current, placement
+
+
+def input_state(catalog: Catalog, did: DID, policies: Path, now: datetime) -> DesiredState:
+    """What an input of a derived dataset is now (its own inputs bounding it in turn). An ungoverned input
+    counts as not released: nothing says it may be shared."""
+    meta = catalog.metadata(did)
+    if not meta.get(POLICY_KEY):
+        return _ungoverned(did)
+    policy = policy_of(meta, did, policies)
+    desired, _, _ = desired_state(catalog, did, policy, now, policies)
+    return desired
+
+
+def _ungoverned(did: DID) -> DesiredState:
+    from datalake.policy.model import ALLOWED_ACCESS, Tier
+    from datalake.policy.release import ReleaseDecision
+
+    return DesiredState(str(did), "", Tier.RESTRICTED, ReleaseDecision(False, None, "ungoverned"), (), None,
+                        ALLOWED_ACCESS[Tier.RESTRICTED], (), False)  # fmt: skip
 
 
 def govern(
@@ -90,7 +116,7 @@ def govern(
         raise PolicyError(f"{did}: registration incomplete; re-run the same `datalake register` to finish it")
     if policy is None:
         policy = policy_of(meta, did, policies)
-    desired, current, placement = desired_state(catalog, did, policy, now)
+    desired, current, placement = desired_state(catalog, did, policy, now, policies)
     actions = plan(desired, current, placement)
     if not dry_run:
         for action in actions:

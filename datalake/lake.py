@@ -11,6 +11,7 @@ from datalake import dids
 from datalake.catalog import Catalog, ClientConfig
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     from datalake.govern import Outcome
@@ -124,3 +125,51 @@ class Lake:
             return the_plan
         settings = EngineSettings(max_active=parallel, optimizer=Settings(start=parallel, high=max(parallel, 32)))
         return replicate.run(self.catalog, the_plan, settings, progress)
+
+    def process(
+        self, did: str, fn: Callable[[Any], Any], branches: list[str], *, tree: str = "Events",
+        chunk_size: int = 100_000, scheduler: str | None = None, client: Any = None, progress: Any = None,
+        with_summary: bool = False,
+    ) -> Any:  # fmt: skip
+        """Run ``fn`` over the events of ``did`` beside the data and return the merged result.
+
+        Each chunk (``chunk_size`` events, cut at cluster boundaries) runs on a Dask worker at the site of one of
+        its file's replicas and receives ``tree.arrays(branches, entry_start=..., entry_stop=...)``; results
+        are added with ``+`` (dicts key by key) on the cluster. ``client``: a ``distributed.Client`` to use,
+        else one is connected to ``scheduler`` or ``$DATALAKE_SCHEDULER``. With ``with_summary``, returns
+        ``(result, summary)`` (events, bytes read, chunks run beside their data, retries, per-chunk records)."""
+        from datalake import cluster, userfn
+        from datalake.process import process
+
+        userfn.ship(fn)
+        own = client is None
+        client = client or cluster.connect(scheduler)
+        try:
+            result, summary = process(self.catalog, dids.parse(did), fn, branches, client=client, tree=tree,
+                                      chunk_size=chunk_size, progress=progress)  # fmt: skip
+        finally:
+            if own:
+                client.close()
+        return (result, summary) if with_summary else result
+
+    def deliver(
+        self, did: str, columns: list[str], *, to: str, as_did: str, where: str | None = None,
+        meta: dict[str, Any] | list[str] | None = None, tree: str = "Events", chunk_size: int = 100_000,
+        scheduler: str | None = None, client: Any = None, progress: Any = None, now: datetime | None = None,
+    ) -> Any:  # fmt: skip
+        """Write ``columns`` of the events passing ``where`` as Parquet (one file per input) to the RSE ``to``,
+        beside the data, and register them as the dataset ``as_did`` with provenance, under the inputs' policy.
+        Returns the summary; re-running finishes an interrupted delivery."""
+        from datalake import cluster, selection
+        from datalake.deliver import deliver
+
+        chosen = selection.parse(where) if where else None
+        own = client is None
+        client = client or cluster.connect(scheduler)
+        try:
+            return deliver(self.catalog, dids.parse(did), columns, chosen, to, dids.parse(as_did), client=client,
+                           policies=self.policies, meta=meta, tree=tree, chunk_size=chunk_size, progress=progress,
+                           now=now)  # fmt: skip
+        finally:
+            if own:
+                client.close()

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ class Source:
     local: Path | None = None
     url: str | None = None
     checksum_key: str = "adler32"  # how Rucio names the checksum (files on storage: the policy's algorithm)
+    at_rse_path: bool = False  # written where the RSE's lfn2pfn puts it (by deliver): no path check needed
 
 
 @dataclass
@@ -115,8 +116,11 @@ def prepare(
     *,
     now: datetime | None = None,
     checksum_threads: int = 4,
+    written: list[Source] | None = None,
+    allow_empty: bool = False,
 ) -> Plan:
-    """Check everything and work out what is left to do; raise one error listing every problem."""
+    """Check everything and work out what is left to do; raise one error listing every problem. ``written``:
+    files already written at the RSE's own paths, with their size and checksum (deliver's outputs)."""
     problems: list[str] = []
     try:
         meta = validate_meta(policy, meta)
@@ -161,6 +165,7 @@ def prepare(
             problems += [f"{u}: {why}" for u, why in errors.items()]
             sources += [Source(u.rsplit("/", 1)[-1], s.size, s.checksum, url=u, checksum_key=policy.checksum)
                         for u, s in found.items()]  # fmt: skip
+    sources += [replace(w, at_rse_path=True) for w in written or []]
     names: dict[str, Source] = {}
     for source in sources:
         where = source.local or source.url
@@ -170,7 +175,7 @@ def prepare(
         if source.name in names:
             problems.append(f"{where}: same file name as {names[source.name].local or names[source.name].url}")
         names[source.name] = source
-    if not sources and not problems:
+    if not sources and not problems and not allow_empty:
         problems.append("no files to register")
     if problems:
         raise PolicyError(_listing(problems))
@@ -234,11 +239,13 @@ def _work_out(catalog: Catalog, plan: Plan, rse_info: dict[str, Any], problems: 
                             f"({have.get('bytes')} bytes, adler32 {have.get('adler32')})")  # fmt: skip
     on_rse = catalog.replicas_on(list(known), plan.rse) if known else set()
     pfns = (
-        _pfns(rse_info, dataset.scope, [s.name for s in todo if s.url]) if rse_info.get("deterministic", True) else {}
+        _pfns(rse_info, dataset.scope, [s.name for s in todo if s.url and not s.at_rse_path])
+        if rse_info.get("deterministic", True)
+        else {}
     )
     for source in todo:
         did = DID(dataset.scope, source.name)
-        if source.url and pfns and pfns[str(did)] != _norm(source.url):
+        if source.url and not source.at_rse_path and pfns and pfns[str(did)] != _norm(source.url):
             problems.append(f"{source.url}: not at the path {plan.rse} uses for {did} ({pfns[str(did)]}); "
                             "move it there or register it on a non-deterministic RSE")  # fmt: skip
             continue
@@ -296,13 +303,15 @@ def run(
     batch: int = BATCH,
     now: datetime | None = None,
     say: Callable[[Any], None] | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> Result:
-    """Carry out a prepared plan. Safe to interrupt at any point: the same call finishes it."""
+    """Carry out a prepared plan. Safe to interrupt at any point: the same call finishes it. ``extra_meta``:
+    datalake's own keys besides the policy's (a derived dataset's provenance)."""
     progress = progress or Progress()
     result = Result(plan)
     clock = time.perf_counter()
     dataset = plan.dataset
-    meta = {**plan.meta, POLICY_KEY: plan.policy.name}
+    meta = {**plan.meta, **(extra_meta or {}), POLICY_KEY: plan.policy.name}
     work = bool(plan.register)
     if not plan.dataset_exists:
         catalog.add_dataset(dataset, {**meta, STATE_KEY: "registering"})

@@ -8,7 +8,7 @@ import sys
 import typer
 
 import datalake
-from datalake.cli import policy, pull, register, replicate, testbed, transfer
+from datalake.cli import policy, process, pull, register, replicate, testbed, transfer, worker
 from datalake.cli.output import err_console
 from datalake.errors import DatalakeError
 
@@ -26,6 +26,9 @@ app.command()(register.register)
 app.command()(register.status)
 app.command()(pull.pull)
 app.command()(replicate.replicate)
+app.command()(process.process)
+app.command()(process.deliver)
+app.command(context_settings=worker.EXTRA)(worker.worker)
 
 
 def _version(value: bool) -> None:

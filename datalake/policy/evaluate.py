@@ -74,7 +74,11 @@ def mint_doi(policy: SharingPolicy, did: str, meta: dict[str, Any]) -> str | Non
 def evaluate(
     policy: SharingPolicy, did: str, meta: dict[str, Any], now: datetime, registered: datetime | None = None
 ) -> DesiredState:
-    decision = decide(policy, did, meta, now, registered)
+    return from_decision(policy, did, meta, decide(policy, did, meta, now, registered))
+
+
+def from_decision(policy: SharingPolicy, did: str, meta: dict[str, Any], decision: ReleaseDecision) -> DesiredState:
+    """The state a release decision implies: tier, rules, open-data record, where replicas may be, readers."""
     tier = effective_tier(policy, decision)
     rules = [
         DesiredRule(

@@ -18,6 +18,7 @@ from datalake.catalog import Catalog, ClientConfig
 from datalake.errors import TestbedError
 from datalake.testbed import ACCOUNTS, DEFAULT_ACCOUNT, bootstrap, configs, install, topology
 from datalake.testbed.component import Component, Context, is_root
+from datalake.testbed.dask_cluster import DaskScheduler, DaskWorker, sites
 from datalake.testbed.locking import exclusive
 from datalake.testbed.postgres import PG_USER, Postgres
 from datalake.testbed.processes import PidRecord, log_tail, port_in_use, port_owner, spawn, stop, wait_until
@@ -60,6 +61,8 @@ class Testbed:
             *(XRootD(self.ctx, i) for i in range(1, self.settings.rses + 1)),
             TransferService(self.ctx),
             Conveyor(self.ctx),
+            DaskScheduler(self.ctx),
+            *(DaskWorker(self.ctx, site) for site in sites(self.settings.rses)),
         ]
 
     def component(self, name: str) -> Component:
@@ -177,6 +180,8 @@ class Testbed:
             "DATALAKE_TRANSFER_URL": self.settings.transfer_url,
             "DATALAKE_TRANSFER_CA": str(pki(self.settings.state).ca),
             "DATALAKE_TRANSFER_TOKEN": self.ctx.secrets[f"transfer_{account}"],
+            "DATALAKE_SCHEDULER": self.settings.scheduler_address,  # datalake process / deliver run there
+            "DATALAKE_DASHBOARD": self.settings.dashboard_url,
             # XrdCl tools started together can stall on reverse-DNS; cap the resolver's wait
             "RES_OPTIONS": "timeout:1 attempts:1",
         }

@@ -28,6 +28,9 @@ class TestbedSettings(BaseSettings):
     postgres_port: int | None = Field(default=None, ge=1024, le=65535)
     rucio_port: int | None = Field(default=None, ge=1024, le=65535)
     transfer_port: int | None = Field(default=None, ge=1024, le=65535)
+    scheduler_port: int | None = Field(default=None, ge=1024, le=65535)
+    dashboard_port: int | None = Field(default=None, ge=1024, le=65535)
+    worker_threads: int = Field(default=1, ge=1, le=64, description="threads of each site's Dask worker")
     xrootd_port_base: int | None = Field(default=None, ge=1024, le=65000)
     cache: Path = Field(
         default=Path("~/.cache/datalake"), description="where the Rucio server venv is kept between testbeds"
@@ -66,3 +69,19 @@ class TestbedSettings(BaseSettings):
     def transfer_url(self) -> str:
         """The transfer service, as Rucio's RSE attribute ``fts`` names it (https: Rucio then sends its cert)."""
         return f"https://{HOST}:{self.service_port}"
+
+    @property
+    def dask_port(self) -> int:
+        return self.scheduler_port or self.port_base + 3
+
+    @property
+    def dask_dashboard_port(self) -> int:
+        return self.dashboard_port or self.port_base + 4
+
+    @property
+    def scheduler_address(self) -> str:
+        return f"tcp://{HOST}:{self.dask_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{HOST}:{self.dask_dashboard_port}/status"

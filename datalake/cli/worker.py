@@ -1,0 +1,36 @@
+"""``datalake worker``: a Dask worker that belongs to a site."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from datalake.errors import ConfigError
+
+EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def worker(
+    ctx: typer.Context,
+    site: str = typer.Option(..., "--site", help="The site this worker is at (an RSE's `site` attribute)."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Scheduler address (default: $DATALAKE_SCHEDULER)."),
+    nthreads: int = typer.Option(1, "--nthreads", min=1, help="Chunks run at once (one thread each)."),
+    name: str | None = typer.Option(None, "--name", help="Worker name (default: Dask's)."),
+) -> None:
+    """Start a Dask worker tied to SITE: it offers the resource `site-SITE`, so `datalake process` and `deliver`
+    send it the chunks whose replicas are at SITE. Same as `dask worker ADDR --resources site-SITE=N --nthreads N`
+    with DATALAKE_SITE=SITE set; other `dask worker` options (--host, --memory-limit...) are passed through."""
+    address = scheduler or os.environ.get("DATALAKE_SCHEDULER")
+    if not address:
+        raise ConfigError("no Dask scheduler: pass --scheduler or set $DATALAKE_SCHEDULER")
+    if not site or any(c in site for c in " =,"):
+        raise ConfigError(f"--site {site!r}: a site name has no spaces, '=' or ','")
+    dask = Path(sys.executable).parent / "dask"
+    argv = [str(dask), "worker", address, "--resources", f"site-{site}={nthreads}", "--nthreads", str(nthreads),
+            "--nworkers", "1", *(["--name", name] if name else []), *ctx.args]  # fmt: skip
+    os.environ["DATALAKE_SITE"] = site  # the worker's tasks read it (records of where chunks ran)
+    os.environ.setdefault("RES_OPTIONS", "timeout:1 attempts:1")
+    os.execv(argv[0], argv)

@@ -1,0 +1,178 @@
+"""The one adapter to Dask: connect, learn which sites have workers, run placed chunks there with fail-over,
+and merge results by tree reduction on the cluster.
+
+A worker belongs to a site through the worker resource ``site-<SITE>`` (``datalake worker --site SITE``); a
+chunk placed at a site is submitted with ``resources={"site-<SITE>": 1}``, so only that site's workers may run
+it. When a read fails (``ReadFailed``) the chunk moves to its next replica; when a site loses its last worker,
+its waiting chunks move to other sites (reading remotely) instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from datalake.columnar import ReadFailed
+from datalake.errors import ConfigError, DatalakeError
+from datalake.placement import Placed
+
+RESOURCE_PREFIX = "site-"
+SCHEDULER_ENV = "DATALAKE_SCHEDULER"
+POLL = 1.0  # seconds between checks for sites that lost their workers
+
+
+class ProcessingError(DatalakeError):
+    """A chunk could not be processed from any replica, or the user's function failed."""
+
+
+class FunctionFailed(Exception):
+    """The user's function (or the result merge) raised; carries the traceback text for DATALAKE_DEBUG."""
+
+    def __init__(self, where: str, message: str, details: str = "") -> None:
+        super().__init__(where, message, details)
+        self.where, self.message, self.details = where, message, details
+
+
+def site_resource(site: str) -> str:
+    return f"{RESOURCE_PREFIX}{site}"
+
+
+def connect(address: str | None = None, timeout: float = 10) -> Any:
+    """A client of the scheduler at ``address`` (or ``$DATALAKE_SCHEDULER``)."""
+    from distributed import Client
+
+    address = address or os.environ.get(SCHEDULER_ENV)
+    if not address:
+        raise ConfigError(f"no Dask scheduler: pass --scheduler or set ${SCHEDULER_ENV} (`datalake testbed env` does)")
+    try:
+        return Client(address, timeout=timeout)
+    except OSError as err:
+        raise ConfigError(f"cannot reach the Dask scheduler at {address}: {err}") from None
+
+
+def worker_sites(client: Any) -> dict[str, int]:
+    """Sites that have workers now, with how many."""
+    sites: dict[str, int] = {}
+    for worker in client.scheduler_info(n_workers=-1)["workers"].values():
+        for resource in worker.get("resources", {}):
+            if resource.startswith(RESOURCE_PREFIX):
+                site = resource[len(RESOURCE_PREFIX) :]
+                sites[site] = sites.get(site, 0) + 1
+    return sites
+
+
+class Progress:
+    """What a progress display needs (the CLI passes a rich one): chunks and events done."""
+
+    def start(self, chunks: int, events: int) -> None: ...
+    def advance(self, chunks: int, events: int) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Outcome:
+    result: Any = None  # the merged result (with ``reduce``), else the list of per-chunk results
+    retried: int = 0  # chunks sent again: to another replica, or away from a site that lost its workers
+    moved: int = 0  # of those, moved because their site lost its workers
+    failed: list[tuple[Placed, str]] = field(default_factory=list)
+
+
+def run(
+    client: Any, placed: Sequence[Placed], task: Callable[..., Any], args: tuple = (), *,
+    reduce: Callable[[Any, Any], Any] | None = None, progress: Progress | None = None, name: str = "chunk",
+) -> Outcome:  # fmt: skip
+    """Run ``task(placed, *args)`` for every chunk at its site; ``reduce`` merges results pairwise on the cluster
+    as they arrive. Chunks whose reads fail go to their next replica; the run fails (``ProcessingError``) only
+    when a chunk has no replica left or ``task`` raises anything but ``ReadFailed``."""
+    from distributed import wait
+
+    progress = progress or Progress()
+    outcome = Outcome()
+    run_id = uuid.uuid4().hex[:8]
+    failed_rses: dict[int, set[str]] = {}
+    pending: dict[Any, tuple[int, Placed | None]] = {}
+    ready: list[Any] = []
+    results: list[Any] = []
+    current: dict[int, Placed] = dict(enumerate(placed))
+
+    def submit(index: int, item: Placed) -> None:
+        resources = {site_resource(item.site): 1} if item.site else None
+        key = f"{name}-{run_id}-{index}-{uuid.uuid4().hex[:6]}"
+        future = client.submit(task, item, *args, key=key, resources=resources, pure=False)
+        pending[future] = (index, item)
+        current[index] = item
+
+    def retry(index: int, item: Placed, failed: set[str], live: Sequence[str], reason: str) -> None:
+        moved = item.next(failed, live)
+        if moved is None:
+            outcome.failed.append((item, reason))
+            return
+        outcome.retried += 1
+        submit(index, moved)
+
+    progress.start(len(placed), sum(p.chunk.entries for p in placed))
+    try:
+        for index, item in enumerate(placed):
+            submit(index, item)
+        while pending:
+            done, _ = wait(list(pending), timeout=POLL, return_when="FIRST_COMPLETED")
+            for future in done:
+                index, item = pending.pop(future)
+                if future.status == "finished":
+                    if item is not None:
+                        progress.advance(1, item.chunk.entries)
+                    if reduce is None:
+                        results.append(future.result())
+                        continue
+                    ready.append(future)
+                    while len(ready) >= 2:
+                        a, b = ready.pop(0), ready.pop(0)
+                        merged = client.submit(reduce, a, b, key=f"merge-{run_id}-{uuid.uuid4().hex[:8]}", pure=False)
+                        pending[merged] = (-1, None)
+                    continue
+                error = future.exception() if future.status == "error" else None
+                if item is not None and isinstance(error, ReadFailed):
+                    failed = failed_rses.setdefault(index, set())
+                    failed.add(item.sources[0].rse)
+                    retry(index, item, failed, list(worker_sites(client)), str(error))
+                    continue
+                raise _as_error(error, item)
+            if not done:
+                _move_stranded(client, pending, failed_rses, retry, outcome)
+        if reduce is not None:
+            outcome.result = ready[0].result() if ready else None
+        else:
+            outcome.result = results
+    finally:
+        for future in list(pending):
+            future.cancel()
+        progress.stop()
+    return outcome
+
+
+def _move_stranded(client: Any, pending: dict, failed_rses: dict, retry: Callable, outcome: Outcome) -> None:
+    """Chunks waiting for a site that has no worker any more go elsewhere (the data is fine; the site is not)."""
+    live = list(worker_sites(client))
+    for future, (index, item) in list(pending.items()):
+        if item is None or item.site is None or item.site in live or future.status != "pending":
+            continue
+        del pending[future]
+        future.cancel()
+        outcome.moved += 1
+        retry(index, item, failed_rses.get(index, set()), live, f"site {item.site} has no worker")
+
+
+def _as_error(error: BaseException | None, item: Placed | None) -> ProcessingError:
+    where = str(item.chunk) if item is not None else "merging results"
+    if isinstance(error, FunctionFailed):
+        if os.environ.get("DATALAKE_DEBUG"):
+            return ProcessingError(f"{error.where}: {error.message}\n{error.details}")
+        return ProcessingError(f"{error.where}: {error.message}")
+    if isinstance(error, KeyError):
+        return ProcessingError(str(error.args[0]) if error.args else f"{where}: {error}")
+    if error is None:
+        return ProcessingError(f"{where}: cancelled (a worker was lost?)")
+    return ProcessingError(f"{where}: {type(error).__name__}: {error}")

@@ -1,0 +1,253 @@
+"""``datalake deliver``: skims and slims as columns, made beside the data and registered with provenance.
+
+For every input file, a task at the site of one of its replicas reads the requested columns (and those the
+selection needs) chunk by chunk, keeps the passing events, and writes them as one Parquet file to the target
+RSE (XRootD, or an S3 object store). The outputs are then registered as a new dataset under the inputs' sharing
+policy (never more open than its inputs: see ``policy.derived``), with the input DID, columns, selection and
+code version recorded. Re-running finishes an interrupted delivery: outputs already registered are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import datalake
+from datalake import chunks as chunking
+from datalake import cluster, dids, storage
+from datalake.catalog import Catalog
+from datalake.chunks import Chunk
+from datalake.columnar import Target, read, scratch, store, where_am_i
+from datalake.didmeta import DERIVED_KEY, POLICY_KEY
+from datalake.dids import DID
+from datalake.errors import CatalogError, PolicyError
+from datalake.placement import Placed, place
+from datalake.process import CHUNK, TREE, plan
+from datalake.selection import Selection
+
+S3_SCHEMES = ("s3",)
+
+
+@dataclass(frozen=True)
+class Written:
+    """One output, as the worker that wrote it reports it."""
+
+    input: str
+    name: str
+    url: str
+    bytes: int
+    adler32: str
+    events_in: int
+    events_out: int
+    bytes_read: int
+    worker: str
+    worker_site: str | None
+    data_site: str | None
+
+
+def deliver_file(
+    placed: Placed, tree: str, columns: Sequence[str], selection: Selection | None, target: Target, name: str,
+    chunk_size: int, boundaries: Sequence[int], timeout: float,
+) -> Written:  # fmt: skip
+    """On a worker: the passing events' columns of one input file, as one Parquet file at ``target``."""
+    import awkward as ak
+    import pyarrow.parquet as pq
+
+    source = placed.sources[0]
+    wanted = list(dict.fromkeys([*columns, *(selection.branches if selection else ())]))
+    work = scratch()
+    try:
+        local = work / name
+        writer, events_in, events_out, read_bytes = None, 0, 0, 0
+        for piece in chunking.split(placed.chunk.did, placed.chunk.stop, chunk_size, boundaries):
+            events, stats = read(source.url, tree, wanted, piece.start, piece.stop, timeout)
+            read_bytes += stats.bytes
+            events_in += len(events)
+            if selection is not None:
+                events = events[selection.mask(events)]
+            kept = events[[c for c in events.fields if c in columns or _matches(c, columns)]]
+            events_out += len(kept)
+            table = ak.to_arrow_table(kept, extensionarray=False)
+            if writer is None:
+                writer = pq.ParquetWriter(local, table.schema, compression="zstd")
+            writer.write_table(table)
+        if writer is None:  # an empty input: still one (empty) output, so the dataset mirrors its input
+            raise cluster.FunctionFailed(str(placed.chunk), "the input file has no entries")
+        writer.close()
+        checksum = storage.adler32_file(local)
+        store(local, target, checksum)
+        worker, site = where_am_i()
+        return Written(placed.chunk.did, name, target.url, local.stat().st_size, checksum, events_in, events_out,
+                       read_bytes, worker, site, source.site)  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(name, p) for p in patterns if any(c in p for c in "*?["))
+
+
+# -- planning -------------------------------------------------------------------------------------------------
+
+
+def output_name(output: DID, input_name: str) -> str:
+    """``<output dataset>.<input file without .root>.parquet``: unique per delivery, traceable to its input."""
+    stem = input_name[:-5] if input_name.endswith(".root") else input_name
+    return f"{output.name}.{stem}.parquet"
+
+
+def input_datasets(catalog: Catalog, did: DID) -> list[DID]:
+    """The datasets whose files are read: the DID itself, the datasets in a container, or a file's datasets."""
+    record = catalog.get_did(did)
+    kind = str((record or {}).get("type", "")).upper()
+    if kind == "DATASET":
+        return [did]
+    if kind == "FILE":
+        return catalog.parents(did)
+    out, pending = [], [did]
+    while pending:
+        for child, child_kind in catalog.children(pending.pop()):
+            (out if child_kind == "DATASET" else pending).append(child)
+    return out
+
+
+def derived_metadata(policy_keys: set[str], inputs: list[dict[str, Any]], given: dict[str, Any]) -> dict[str, Any]:
+    """The output's policy metadata: what the first input says for each key the policy knows, then ``given``."""
+    out = {k: v for k, v in (inputs[0] if inputs else {}).items() if k in policy_keys}
+    return {**out, **given}
+
+
+def write_scheme(rse_info: dict[str, Any]) -> str:
+    protocols = rse_info.get("protocols", [])
+    schemes = [p["scheme"] for p in protocols if (p.get("domains", {}).get("wan") or {}).get("write")]
+    for scheme in ("root", *S3_SCHEMES):
+        if scheme in schemes:
+            return scheme
+    raise CatalogError(f"RSE {rse_info.get('rse')} has no root:// or s3:// protocol to write to")
+
+
+def s3_credentials() -> tuple[str | None, str | None]:
+    """From the environment, as every S3 tool reads them."""
+    return os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+
+
+@dataclass
+class Summary:
+    input: str
+    output: str
+    rse: str
+    policy: str
+    files: int
+    skipped: int  # outputs already registered by an earlier run
+    events_in: int = 0
+    events_out: int = 0
+    bytes_written: int = 0
+    bytes_read: int = 0
+    beside: int = 0
+    retried: int = 0
+    seconds: float = 0.0
+    outputs: list[Written] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        out = asdict(self)
+        out["outputs"] = [asdict(w) for w in self.outputs]
+        return out
+
+
+def deliver(
+    catalog: Catalog, did: DID, columns: Sequence[str], selection: Selection | None, rse: str, output: DID, *,
+    client: Any, policies: Path, meta: dict[str, Any] | list[str] | None = None, tree: str = TREE,
+    chunk_size: int = CHUNK, timeout: float = 60, progress: cluster.Progress | None = None, now: datetime | None = None,
+) -> Summary:  # fmt: skip
+    """Skim ``did`` into the dataset ``output`` on ``rse``; everything is checked before any work is sent."""
+    from datalake.govern import input_state, policy_of, utcnow
+    from datalake.policy import evaluate
+    from datalake.policy.derived import readers_problem
+    from datalake.policy.metadata import DATACITE, OPTIONAL_BUILTIN, parse_pairs
+    from datalake.register import Source, prepare, run
+
+    began = time.perf_counter()
+    now = now or utcnow()
+    if not columns:
+        raise PolicyError("no columns to deliver (--columns)")
+    # the inputs' policy, and metadata for the output that the policy accepts
+    sources = input_datasets(catalog, did)
+    metas = [catalog.metadata(d) for d in sources]
+    names = {str(m.get(POLICY_KEY) or "") for m in metas}
+    if not sources or "" in names:
+        raise PolicyError(f"{did} is not (entirely) governed by a sharing policy: nothing says who may read a skim")
+    if len(names) > 1:
+        raise PolicyError(f"{did} mixes datasets under policies {', '.join(sorted(names))}: deliver them separately")
+    policy = policy_of(metas[0], sources[0], policies)
+    keys = {*DATACITE, *OPTIONAL_BUILTIN, *policy.metadata.required, *policy.metadata.optional}
+    given = parse_pairs(meta, policy) if isinstance(meta, list) else dict(meta or {})
+    out_meta = derived_metadata(keys, metas, given)
+    states = [input_state(catalog, d, policies, now) for d in sources]
+    # the work: files, entries, replicas, placement (access to the inputs is checked here)
+    the_plan = plan(catalog, did, [*columns, *(selection.branches if selection else ())], tree=tree,
+                    chunk_size=chunk_size, sites=cluster.worker_sites(client), timeout=timeout)  # fmt: skip
+    todo_names = {fp.did: output_name(output, dids.parse(fp.did).name) for fp in the_plan.files}
+    registered = set(catalog.existing([DID(output.scope, n) for n in todo_names.values()]))
+    todo = [fp for fp in the_plan.files if DID(output.scope, todo_names[fp.did]) not in registered]
+    # check the registration before writing anything (placeholder sizes: only names, RSE and policy matter here)
+    placeholders = [Source(todo_names[fp.did], 0, "", url=f"placeholder:{todo_names[fp.did]}") for fp in todo]
+    check = prepare(catalog, [], output, policy, rse, out_meta, now=now, written=placeholders, allow_empty=True)
+    derived = evaluate(policy, str(output), check.meta, now)
+    if problem := readers_problem(derived, states):
+        raise PolicyError(f"not more open than the inputs: {problem}")
+    scheme = write_scheme(check.rse_info)
+    urls = catalog.write_urls(rse, [DID(output.scope, todo_names[fp.did]) for fp in todo], scheme=scheme)
+    attrs = catalog.rse_attributes(rse)
+    key, secret = s3_credentials() if scheme in S3_SCHEMES else (None, None)
+    s3_scheme = str(attrs.get("s3_scheme", "https"))
+    summary = Summary(str(did), str(output), rse, policy.name, len(the_plan.files), len(the_plan.files) - len(todo))
+    whole = [(Chunk(fp.did, 0, fp.inspection.entries), fp.sources) for fp in todo if fp.inspection.entries]
+    placed = place(whole, the_plan.sites)
+    offsets = {fp.did: fp.inspection.offsets for fp in todo}
+    outcome = cluster.run(
+        client, placed, _deliver_task,
+        (tree, list(columns), selection, {i.chunk.did: todo_names[i.chunk.did] for i in placed},
+         {todo_names[i.chunk.did]: urls[DID(output.scope, todo_names[i.chunk.did])] for i in placed},
+         (s3_scheme, key, secret), chunk_size, offsets, timeout),
+        progress=progress, name="deliver",
+    )  # fmt: skip
+    if outcome.failed:
+        item, reason = outcome.failed[0]
+        raise cluster.ProcessingError(f"{len(outcome.failed)} inputs could not be read from any replica (first: "
+                                      f"{item.chunk.did}: {reason}); re-run to finish")  # fmt: skip
+    written = list(outcome.result)
+    summary.retried = outcome.retried
+    # register the outputs (with the checks of `register`) and apply the policy, then record provenance
+    files = [Source(w.name, w.bytes, w.adler32, url=w.url) for w in written]
+    if files or not catalog.get_did(output):
+        reg_plan = prepare(catalog, [], output, policy, rse, out_meta, now=now, written=files)
+        provenance = {DERIVED_KEY: [str(d) for d in sources], "datalake_columns": list(columns),
+                      "datalake_selection": selection.text if selection else "", "datalake_tree": tree,
+                      "datalake_code": f"datalake {datalake.__version__}", "datalake_input": str(did)}  # fmt: skip
+        run(catalog, reg_plan, policies, now=now, extra_meta=provenance)
+    summary.outputs = written
+    summary.events_in = sum(w.events_in for w in written)
+    summary.events_out = sum(w.events_out for w in written)
+    summary.bytes_written = sum(w.bytes for w in written)
+    summary.bytes_read = sum(w.bytes_read for w in written)
+    summary.beside = sum(w.data_site is not None and w.worker_site == w.data_site for w in written)
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+def _deliver_task(placed: Placed, tree: str, columns: list[str], selection: Selection | None,
+                  names: dict[str, str], urls: dict[str, str], s3: tuple, chunk_size: int,
+                  offsets: dict[str, list[int]], timeout: float) -> Written:  # fmt: skip
+    name = names[placed.chunk.did]
+    target = Target(urls[name], *s3)
+    return deliver_file(placed, tree, columns, selection, target, name, chunk_size, offsets[placed.chunk.did], timeout)

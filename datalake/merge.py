@@ -1,0 +1,24 @@
+"""How partial results add up: anything with ``+`` (``hist`` histograms, numpy arrays, numbers, Counters), and
+dicts of those merged key by key (keys missing on one side are taken as they are)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def merge(a: Any, b: Any) -> Any:
+    """``a + b``, recursing into dicts; ``None`` is the empty result (a chunk with nothing to add)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, Mapping) and isinstance(b, Mapping) and not hasattr(a, "__add__"):
+        out = dict(a)
+        for key, value in b.items():
+            out[key] = merge(out[key], value) if key in out else value
+        return out
+    try:
+        return a + b
+    except TypeError as err:
+        raise TypeError(f"results do not add up: {type(a).__name__} + {type(b).__name__} ({err})") from None

@@ -1,0 +1,239 @@
+"""``datalake process``: run a user's function over a dataset's events beside the data, and merge the results.
+
+DID -> files (access checked as for ``pull``) -> replicas (Rucio) -> chunks (entry ranges cut at cluster
+boundaries) -> the site of each chunk's best replica (``placement``) -> Dask tasks pinned to that site's
+workers (``cluster``), each reading its chunk with uproot over root:// -> the user's function -> results merged
+pairwise on the cluster. Every chunk reports where it ran, what it read and how long it took.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from datalake import chunks as chunking
+from datalake import cluster
+from datalake.catalog import Catalog
+from datalake.chunks import Chunk
+from datalake.columnar import Inspection, ReadFailed, inspect, read, where_am_i
+from datalake.dids import DID
+from datalake.errors import CatalogError
+from datalake.merge import merge
+from datalake.placement import Placed, Source, beside_share, place
+from datalake.ranking import Context, Replica, RseFacts, rank
+
+CHUNK = 100_000  # events per chunk (coffea's default)
+TREE = "Events"
+LIST_BATCH = 1000  # files per list_replicas call
+INSPECT_THREADS = 16
+
+
+@dataclass(frozen=True)
+class Record:
+    """How one chunk ran: where (planned and actual), what it read, how long it took."""
+
+    chunk: str
+    rse: str
+    data_site: str | None  # site of the replica read
+    worker: str
+    worker_site: str | None
+    events: int
+    bytes: int
+    requests: int
+    read_seconds: float
+    fn_seconds: float
+
+    @property
+    def beside(self) -> bool:
+        return self.data_site is not None and self.worker_site == self.data_site
+
+
+@dataclass
+class Partial:
+    """A result and the records of the chunks it sums (merged together, so stats need no extra round trip)."""
+
+    result: Any
+    records: list[Record]
+
+
+def merge_partials(a: Partial, b: Partial) -> Partial:
+    try:
+        return Partial(merge(a.result, b.result), a.records + b.records)
+    except TypeError as err:
+        raise cluster.FunctionFailed("merging results", str(err)) from None
+
+
+def run_chunk(placed: Placed, fn: Callable[[Any], Any], tree: str, branches: Sequence[str], timeout: float) -> Partial:
+    """On a worker: read the chunk from its first source and apply ``fn`` to it."""
+    chunk, source = placed.chunk, placed.sources[0]
+    events, stats = read(source.url, tree, branches, chunk.start, chunk.stop, timeout)
+    began = time.perf_counter()
+    try:
+        result = fn(events)
+    except Exception as err:
+        raise cluster.FunctionFailed(str(chunk), f"{type(err).__name__}: {err}", traceback.format_exc()) from None
+    worker, site = where_am_i()
+    record = Record(str(chunk), source.rse, source.site, worker, site, chunk.entries, stats.bytes, stats.requests,
+                    stats.seconds, time.perf_counter() - began)  # fmt: skip
+    return Partial(result, [record])
+
+
+# -- planning -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    did: str
+    sources: tuple[Source, ...]  # ranked
+    inspection: Inspection
+
+
+@dataclass
+class Plan:
+    did: str
+    tree: str
+    branches: list[str]
+    files: list[FilePlan]
+    placed: list[Placed]
+    sites: dict[str, int]  # sites with workers when planned
+
+    @property
+    def events(self) -> int:
+        return sum(p.chunk.entries for p in self.placed)
+
+    @property
+    def compressed(self) -> int:
+        return sum(f.inspection.compressed for f in self.files)
+
+
+def sources_of(catalog: Catalog, files: list[DID]) -> dict[str, tuple[Source, ...]]:
+    """Each file's readable root:// replicas, ranked (tier, then a stable spread), with their RSE's site."""
+    facts: dict[str, RseFacts] = {}
+    out: dict[str, tuple[Source, ...]] = {}
+    for start in range(0, len(files), LIST_BATCH):
+        for entry in catalog.replicas(files[start : start + LIST_BATCH]):
+            did = f"{entry['scope']}:{entry['name']}"
+            replicas = [Replica(rse, url) for rse, urls in (entry.get("rses") or {}).items() for url in urls[:1]]
+            for replica in replicas:
+                if replica.rse not in facts:
+                    attrs = catalog.rse_attributes(replica.rse)
+                    tier = attrs.get("tier")
+                    facts[replica.rse] = RseFacts(attrs.get("site"), int(tier) if str(tier).isdigit() else None)
+            ranked = rank(entry["name"], replicas, Context(rses=facts))
+            out[did] = tuple(Source(r.rse, facts[r.rse].site, r.url) for r in ranked)
+    return out
+
+
+def _inspect(sources: tuple[Source, ...], tree: str, branches: Sequence[str], timeout: float) -> Inspection:
+    errors = []
+    for source in sources:
+        try:
+            return inspect(source.url, tree, branches, timeout)
+        except ReadFailed as err:
+            errors.append(str(err))
+    raise ReadFailed(sources[0].url if sources else "?", "; ".join(errors) or "no replica")
+
+
+def plan(
+    catalog: Catalog, did: DID, branches: Sequence[str], *, tree: str = TREE, chunk_size: int = CHUNK,
+    sites: dict[str, int], timeout: float = 60, files: Iterable[DID] | None = None,
+) -> Plan:  # fmt: skip
+    """Check access, list files and replicas, read each file's entries and clusters, cut and place chunks.
+    Raises one clear error if a file has no replica, a tree or branch is missing, or no replica answers."""
+    from datalake.pull import _files, _Reader, check
+
+    if chunk_size < 1:
+        raise CatalogError("the chunk size must be at least one event")
+    if files is None:
+        record = check(catalog, did, _Reader(catalog))
+        files = [DID(f.scope, f.name) for f in _files(catalog, did, record)]
+    file_dids = list(files)
+    if not file_dids:
+        raise CatalogError(f"{did} has no files")
+    sources = sources_of(catalog, file_dids)
+    orphans = [str(f) for f in file_dids if not sources.get(str(f))]
+    if orphans:
+        raise CatalogError(f"{len(orphans)} files have no readable root:// replica (first: {orphans[0]})")
+    with ThreadPoolExecutor(INSPECT_THREADS) as pool:
+        futures = {str(f): pool.submit(_inspect, sources[str(f)], tree, branches, timeout) for f in file_dids}
+        try:
+            inspections = {k: f.result() for k, f in futures.items()}
+        except ReadFailed as err:
+            raise cluster.ProcessingError(f"cannot read {err}") from None
+        except KeyError as err:
+            raise cluster.ProcessingError(str(err.args[0])) from None
+    missing = {b for i in inspections.values() for b in i.missing}
+    if missing:
+        raise cluster.ProcessingError(f"tree {tree!r} has no branch {', '.join(sorted(missing))}")
+    file_plans = [FilePlan(str(f), sources[str(f)], inspections[str(f)]) for f in file_dids]
+    pieces: list[tuple[Chunk, tuple[Source, ...]]] = []
+    for fp in file_plans:
+        for chunk in chunking.split(fp.did, fp.inspection.entries, chunk_size, fp.inspection.offsets):
+            pieces.append((chunk, fp.sources))
+    return Plan(str(did), tree, list(branches), file_plans, place(pieces, sites), sites)
+
+
+# -- running --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    did: str
+    files: int
+    chunks: int
+    events: int
+    seconds: float
+    bytes_read: int
+    compressed: int  # compressed size of the requested branches
+    beside: int  # chunks that ran at the site of the replica they read
+    planned_beside: float
+    retried: int
+    records: list[Record] = field(default_factory=list)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def beside_share(self) -> float:
+        return self.beside / self.chunks if self.chunks else 1.0
+
+    def as_dict(self, records: bool = False) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "records"}
+        out |= {
+            "events_per_second": round(self.events_per_second, 1),
+            "beside_share": round(self.beside_share, 4),
+            "read_over_compressed": round(self.bytes_read / self.compressed, 4) if self.compressed else None,
+        }
+        if records:
+            out["records"] = [asdict(r) for r in self.records]
+        return out
+
+
+def process(
+    catalog: Catalog, did: DID, fn: Callable[[Any], Any], branches: Sequence[str], *, client: Any,
+    tree: str = TREE, chunk_size: int = CHUNK, timeout: float = 60, progress: cluster.Progress | None = None,
+) -> tuple[Any, Summary]:  # fmt: skip
+    """Run ``fn`` over every chunk of ``did`` beside its data; returns (the merged result, the summary)."""
+    began = time.perf_counter()
+    the_plan = plan(catalog, did, branches, tree=tree, chunk_size=chunk_size, sites=cluster.worker_sites(client),
+                    timeout=timeout)  # fmt: skip
+    outcome = cluster.run(client, the_plan.placed, run_chunk, (fn, tree, list(branches), timeout),
+                          reduce=merge_partials, progress=progress)  # fmt: skip
+    if outcome.failed:
+        item, reason = outcome.failed[0]
+        raise cluster.ProcessingError(f"{len(outcome.failed)} chunks could not be read from any replica "
+                                      f"(first: {item.chunk}: {reason})")  # fmt: skip
+    partial: Partial | None = outcome.result
+    records = partial.records if partial else []
+    summary = Summary(
+        did=str(did), files=len(the_plan.files), chunks=len(the_plan.placed), events=sum(r.events for r in records),
+        seconds=time.perf_counter() - began, bytes_read=sum(r.bytes for r in records), compressed=the_plan.compressed,
+        beside=sum(r.beside for r in records), planned_beside=beside_share(the_plan.placed), retried=outcome.retried,
+        records=records,
+    )  # fmt: skip
+    return (partial.result if partial else None), summary
