@@ -118,7 +118,10 @@ def run(
         for index, item in enumerate(placed):
             submit(index, item)
         while pending:
-            done, _ = wait(list(pending), timeout=POLL, return_when="FIRST_COMPLETED")
+            try:
+                done, _ = wait(list(pending), timeout=POLL, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # nothing finished within POLL seconds
+                done = set()
             for future in done:
                 index, item = pending.pop(future)
                 if future.status == "finished":

@@ -44,15 +44,16 @@ class ReadStats:
     seconds: float
 
 
-def where_am_i() -> tuple[str, str | None]:
-    """This worker's address and site (``datalake worker`` sets ``DATALAKE_SITE``)."""
+def where_am_i() -> tuple[str, str | None, str]:
+    """This worker's address, its site (``datalake worker`` sets ``DATALAKE_SITE``) and the running task's key."""
     try:
         from distributed import get_worker
 
-        address = get_worker().address
+        worker = get_worker()
+        address, key = worker.address, str(worker.get_current_task())
     except (ImportError, ValueError):
-        address = "local"
-    return address, os.environ.get("DATALAKE_SITE") or None
+        address, key = "local", ""
+    return address, os.environ.get("DATALAKE_SITE") or None, key
 
 
 def _open(url: str, timeout: float) -> Any:

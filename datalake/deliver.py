@@ -82,7 +82,7 @@ def deliver_file(
         writer.close()
         checksum = storage.adler32_file(local)
         store(local, target, checksum)
-        worker, site = where_am_i()
+        worker, site, _ = where_am_i()
         return Written(placed.chunk.did, name, target.url, local.stat().st_size, checksum, events_in, events_out,
                        read_bytes, worker, site, source.site)  # fmt: skip
     finally:

@@ -20,5 +20,5 @@ def merge(a: Any, b: Any) -> Any:
         return out
     try:
         return a + b
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # e.g. histograms with different axes
         raise TypeError(f"results do not add up: {type(a).__name__} + {type(b).__name__} ({err})") from None

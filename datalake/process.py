@@ -8,6 +8,7 @@ pairwise on the cluster. Every chunk reports where it ran, what it read and how 
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +38,7 @@ class Record:
     """How one chunk ran: where (planned and actual), what it read, how long it took."""
 
     chunk: str
+    key: str  # the Dask task's key (to match the scheduler's own task records)
     rse: str
     data_site: str | None  # site of the replica read
     worker: str
@@ -63,21 +65,30 @@ class Partial:
 def merge_partials(a: Partial, b: Partial) -> Partial:
     try:
         return Partial(merge(a.result, b.result), a.records + b.records)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise cluster.FunctionFailed("merging results", str(err)) from None
 
 
-def run_chunk(placed: Placed, fn: Callable[[Any], Any], tree: str, branches: Sequence[str], timeout: float) -> Partial:
-    """On a worker: read the chunk from its first source and apply ``fn`` to it."""
+@functools.lru_cache(maxsize=8)
+def _function(payload: bytes) -> Callable[[Any], Any]:
+    import cloudpickle
+
+    return cloudpickle.loads(payload)
+
+
+def run_chunk(placed: Placed, fn: bytes, tree: str, branches: Sequence[str], timeout: float) -> Partial:
+    """On a worker: read the chunk from its first source and apply the function (cloudpickled by ``process``:
+    Dask pickles task arguments by reference, which fails for a function the workers cannot import) to it."""
     chunk, source = placed.chunk, placed.sources[0]
+    function = _function(fn)
     events, stats = read(source.url, tree, branches, chunk.start, chunk.stop, timeout)
     began = time.perf_counter()
     try:
-        result = fn(events)
+        result = function(events)
     except Exception as err:
         raise cluster.FunctionFailed(str(chunk), f"{type(err).__name__}: {err}", traceback.format_exc()) from None
-    worker, site = where_am_i()
-    record = Record(str(chunk), source.rse, source.site, worker, site, chunk.entries, stats.bytes, stats.requests,
+    worker, site, key = where_am_i()
+    record = Record(str(chunk), key, source.rse, source.site, worker, site, chunk.entries, stats.bytes, stats.requests,
                     stats.seconds, time.perf_counter() - began)  # fmt: skip
     return Partial(result, [record])
 
@@ -219,10 +230,13 @@ def process(
     tree: str = TREE, chunk_size: int = CHUNK, timeout: float = 60, progress: cluster.Progress | None = None,
 ) -> tuple[Any, Summary]:  # fmt: skip
     """Run ``fn`` over every chunk of ``did`` beside its data; returns (the merged result, the summary)."""
+    import cloudpickle
+
     began = time.perf_counter()
     the_plan = plan(catalog, did, branches, tree=tree, chunk_size=chunk_size, sites=cluster.worker_sites(client),
                     timeout=timeout)  # fmt: skip
-    outcome = cluster.run(client, the_plan.placed, run_chunk, (fn, tree, list(branches), timeout),
+    payload = cloudpickle.dumps(fn)
+    outcome = cluster.run(client, the_plan.placed, run_chunk, (payload, tree, list(branches), timeout),
                           reduce=merge_partials, progress=progress)  # fmt: skip
     if outcome.failed:
         item, reason = outcome.failed[0]

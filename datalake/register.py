@@ -268,6 +268,8 @@ def _pfns(rse_info: dict[str, Any], scope: str, names: list[str]) -> dict[str, s
     """Where the RSE keeps each file, computed client-side (lfn2pfn), not one server call per file."""
     from rucio.rse import rsemanager
 
+    if not names:
+        return {}
     lfns = [{"scope": scope, "name": n} for n in names]
     with translated(f"computing paths on {rse_info.get('rse')}"):
         pfns = rsemanager.lfns2pfns(rse_info, lfns, operation="write", scheme="root")

@@ -59,8 +59,11 @@ class Selection:
     def mask(self, events: Mapping[str, Any]) -> Any:
         """One boolean per event (an awkward/numpy array) for the chunk ``events``."""
         import awkward as ak
+        import numpy as np
 
         value = _Evaluator(events, _functions()).visit(ast.parse(self.text, mode="eval").body)
+        if isinstance(value, bool | np.bool_):  # a constant selection: every event or none
+            value = np.full(len(events), bool(value))
         array = ak.Array(value) if not isinstance(value, ak.Array) else value
         if array.ndim != 1 or str(array.type.content) not in ("bool", "?bool"):
             raise ConfigError(f"--where {self.text!r} must give one true/false per event, got {array.type.content}"
@@ -74,7 +77,8 @@ def parse(text: str) -> Selection:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as err:
         raise ConfigError(f"--where {text!r} is not an expression: {err.msg}") from None
-    names: list[str] = []
+    names: list[tuple[int, int, str]] = []
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
@@ -82,14 +86,16 @@ def parse(text: str) -> Selection:
             if len(node.args) != 1:
                 raise ConfigError(f"--where {text!r}: {node.func.id}() takes one argument")
         elif isinstance(node, ast.Name):
-            if node.id not in FUNCTIONS and node.id not in ("True", "False") and node.id not in names:
-                names.append(node.id)
+            if node.id in FUNCTIONS and id(node) not in called:
+                raise ConfigError(f"--where {text!r}: {node.id} is a function: call it, e.g. {node.id}(Muon_pt)")
+            if node.id not in FUNCTIONS:
+                names.append((node.lineno, node.col_offset, node.id))
         elif isinstance(node, ast.Constant):
             if not isinstance(node.value, int | float | bool):
                 raise ConfigError(f"--where {text!r}: only numbers and True/False are allowed as constants")
         elif not isinstance(node, _ALLOWED):
             raise ConfigError(f"--where {text!r}: {type(node).__name__} is not allowed in a selection")
-    return Selection(text.strip(), tuple(names))
+    return Selection(text.strip(), tuple(dict.fromkeys(name for *_, name in sorted(names))))  # as written
 
 
 _ALLOWED = (

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
@@ -22,65 +20,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import PORT_BASE
+from conftest import PORT_BASE, S3_KEYS, free_port, stop, wait_http
 
 from datalake.transfer.backends import CHECKSUM, EXISTS, SOURCE, Backend, CopyFailed, Found, XRootD
 from datalake.transfer.gfal import Gfal2
 
 XRD1, XRD2 = (f"root://127.0.0.1:{int(PORT_BASE) + 10 + i}" for i in range(2))
 BIN = Path(sys.executable).parent
-S3_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited: {log.read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer in {timeout} s: {log.read_text()[-2000:]}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[str]:
-    """moto's standalone S3 server on a free loopback port, with a source and a destination bucket."""
-    import boto3
-
-    port = free_port()
-    home = Path(tempfile.mkdtemp(prefix="datalake-moto-"))
-    log = home / "moto.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=out,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        endpoint = f"127.0.0.1:{port}"
-        wait_http(f"http://{endpoint}/", process, log)
-        s3 = boto3.client("s3", endpoint_url=f"http://{endpoint}", **S3_KEYS)
-        for bucket in ("lake-src", "lake-dst"):
-            s3.create_bucket(Bucket=bucket)
-        yield endpoint
-    finally:
-        stop(process)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
