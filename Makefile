@@ -13,7 +13,7 @@ test: install lint
 
 bench: install  # needs a running testbed: make demo (or datalake testbed up) first
 	$(BIN)/datalake testbed up
-	eval "$$($(BIN)/datalake testbed env)" && $(BIN)/python bench/register.py && $(BIN)/python bench/pull.py && $(BIN)/python bench/transfer.py
+	eval "$$($(BIN)/datalake testbed env)" && $(BIN)/python bench/register.py && $(BIN)/python bench/pull.py && $(BIN)/python bench/transfer.py && $(BIN)/python bench/process.py
 
 lint: install
 	$(BIN)/ruff check .

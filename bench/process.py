@@ -1,0 +1,144 @@
+"""Columnar processing benchmark on the running testbed (``eval "$(datalake testbed env)"`` first, or
+``make bench``): the dimuon spectrum (``datalake.examples.dimuon``) over NanoAOD-like files.
+
+The dataset is registered on XRD1 under the observatory (public) policy, copied to XRD2 with ``datalake
+replicate`` and to XRD3 by the conveyor (the policy's public mirror), so each of the testbed's three sites
+(CERN, DESY, INFN-CNAF) holds every file and has a worker. Side by side, alternating which goes first, medians
+of ``--repeat`` runs:
+
+A. ``Lake().process`` over root:// on the testbed's Dask cluster (one worker per site), the whole call timed
+   (listing, inspecting files, placement, reading, merging) vs the same function on the same chunks of the
+   same files read by uproot from local disk with the same number of processes (a process pool). Events/s
+   ratio; goal >= 0.8x.
+B. Bytes read over the compressed size of the requested branches; goal <= 1.1x.
+C. Share of chunks that ran at the site of the replica they read; goal >= 95 %.
+D. (``--coffea``) coffea's Dask executor on the same files over root:// and the same cluster layout; see
+   bench/README.md for why it runs in a venv of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import uproot
+
+from datalake import Lake
+from datalake.chunks import split
+from datalake.examples.dimuon import BRANCHES, mass_spectrum
+from datalake.testbed import nanoaod
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+POLICY = ROOT / "policies" / "fermi-observatory.yaml"
+META = ["creators=Bench, B.", "title=Benchmark", "publisher=datalake", "publication_year=2026",
+        "resource_type=Dataset", "experiment=Fermi-LAT", "mission_week=901",
+        "observation_start=2026-11-12T00:00:00", "observation_end=2026-11-19T00:00:00"]  # fmt: skip
+
+
+def make_dataset(work: Path, files: int, events: int) -> tuple[str, list[Path]]:
+    tag = f"bench-proc-{uuid.uuid4().hex[:8]}"
+    folder = work / tag
+    paths = [nanoaod.write(folder / f"{tag}_{i:03d}.root", events, seed=i) for i in range(files)]
+    did = f"gammaray:{tag}"
+    argv = [str(BIN / "datalake"), "register", str(folder), "--dataset", did, "--policy", str(POLICY),
+            "--rse", "XRD1", "--policies", str(POLICY.parent)]  # fmt: skip
+    for pair in META:
+        argv += ["--meta", pair]
+    subprocess.run(argv, check=True, capture_output=True)
+    subprocess.run([str(BIN / "datalake"), "replicate", did, "--to", "XRD2"], check=True, capture_output=True)
+    rucio = Lake().catalog.client  # the policy's public-mirror rule: the conveyor copies it to XRD3
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        states = [r["states"] for r in rucio.list_replicas([{"scope": "gammaray", "name": tag}], all_states=True)]
+        if len(states) == files and all(s.get(rse) == "AVAILABLE" for s in states for rse in ("XRD2", "XRD3")):
+            return did, paths
+        time.sleep(1)
+    raise SystemExit(f"{did} did not reach XRD3 in time: {states}")
+
+
+def _local_chunk(path: str, start: int, stop: int):
+    with uproot.open(path) as f:
+        return mass_spectrum(f["Events"].arrays(BRANCHES, entry_start=start, entry_stop=stop))
+
+
+def run_local(paths: list[Path], processes: int, chunk_size: int, pool: ProcessPoolExecutor):
+    began = time.perf_counter()
+    tasks = []
+    for path in paths:
+        with uproot.open(path) as f:
+            tree = f["Events"]
+            chunks = split(str(path), tree.num_entries, chunk_size, tree.common_entry_offsets(filter_name=BRANCHES))
+        tasks += [pool.submit(_local_chunk, str(path), c.start, c.stop) for c in chunks]
+    total = None
+    for task in tasks:
+        h = task.result()
+        total = h if total is None else total + h
+    return total, time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=6)
+    parser.add_argument("--events", type=int, default=500_000, help="events per file")
+    parser.add_argument("--chunk-size", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    from distributed import Client
+
+    lake = Lake()
+    client = Client(os.environ["DATALAKE_SCHEDULER"])
+    workers = len(client.scheduler_info(n_workers=-1)["workers"])
+    with tempfile.TemporaryDirectory(prefix="bench-process-") as tmp:
+        did, paths = make_dataset(Path(tmp), args.files, args.events)
+        total_events = args.files * args.events
+        print(f"dataset {did}: {args.files} files x {args.events:,} events, replicas on XRD1, XRD2, XRD3; "
+              f"{workers} Dask workers; local pool of {workers} processes")  # fmt: skip
+        ours, local, summaries = [], [], []
+        with ProcessPoolExecutor(workers) as pool:
+            run_local(paths[:1], workers, args.chunk_size, pool)  # warm the pool's imports
+            lake.process(did, mass_spectrum, BRANCHES, client=client, chunk_size=args.chunk_size)  # warm workers
+            for i in range(args.repeat):
+                order = ("ours", "local") if i % 2 == 0 else ("local", "ours")
+                for side in order:
+                    if side == "ours":
+                        began = time.perf_counter()
+                        result, summary = lake.process(did, mass_spectrum, BRANCHES, client=client,
+                                                       chunk_size=args.chunk_size, with_summary=True)  # fmt: skip
+                        ours.append(time.perf_counter() - began)
+                        summaries.append(summary)
+                    else:
+                        expected, seconds = run_local(paths, workers, args.chunk_size, pool)
+                        local.append(seconds)
+                assert np.array_equal(result.values(), expected.values()), "results differ"
+        ours_rate = total_events / statistics.median(ours)
+        local_rate = total_events / statistics.median(local)
+        last = summaries[-1]
+        print(f"A. datalake process: {ours_rate:,.0f} events/s (median {statistics.median(ours):.2f} s; runs "
+              f"{', '.join(f'{s:.2f}' for s in ours)})")  # fmt: skip
+        print(f"   local uproot, {workers} processes: {local_rate:,.0f} events/s (median "
+              f"{statistics.median(local):.2f} s; runs {', '.join(f'{s:.2f}' for s in local)})")  # fmt: skip
+        print(f"   ratio {ours_rate / local_rate:.2f}x (goal >= 0.8x); identical histograms")
+        print(f"B. bytes read {last.bytes_read / 1e6:.1f} MB / compressed branches {last.compressed / 1e6:.1f} MB = "
+              f"{last.bytes_read / last.compressed:.3f}x (goal <= 1.1x)")  # fmt: skip
+        shares = [s.beside_share for s in summaries]
+        print(f"C. chunks beside their data: {statistics.median(shares):.1%} (runs: "
+              f"{', '.join(f'{s:.0%}' for s in shares)}; goal >= 95 %)")  # fmt: skip
+        per_site: dict[str, int] = {}
+        for record in last.records:
+            per_site[record.worker_site or "?"] = per_site.get(record.worker_site or "?", 0) + 1
+        print(f"   chunks per site (last run): {per_site}")
+    client.close()
+
+
+if __name__ == "__main__":
+    main()
