@@ -39,7 +39,7 @@ step "datalake policy check policies/"
 
 dataset="collider:tour_$(date +%Y%m%dT%H%M%S)_$RANDOM"
 mkdir -p "$work/run2025"
-for i in $(seq -w 1 20); do head -c 262144 /dev/urandom > "$work/run2025/events_$i.root"; done
+for i in $(seq -w 1 20); do head -c 262144 /dev/urandom > "$work/run2025/${dataset#*:}_events_$i.root"; done
 step "datalake register: 20 files as $dataset under policies/lhc-collaboration.yaml"
 "$DATALAKE" register "$work/run2025" --dataset "$dataset" --policy policies/lhc-collaboration.yaml --rse XRD1 \
     --meta "creators=Tour Collaboration; Doe, Jane" --meta "title=Tour dataset" --meta publisher=CERN \
@@ -66,6 +66,22 @@ step "pulled again: nothing is copied twice"
 RUCIO_CONFIG="$analyst_cfg" "$DATALAKE" pull "$dataset" --to "$work/pulled"
 step "datalake policy plan $dataset --now 2036-01-01   (what-if: ten years after the run, it is open data)"
 "$DATALAKE" policy plan "$dataset" --now 2036-01-01
+
+nano="collider:nanoaod_$(date +%Y%m%dT%H%M%S)_$RANDOM"
+step "NanoAOD-like events (2 files x 200,000, a Z -> mumu component) registered as $nano"
+PYTHON="$(dirname "$DATALAKE")/python"
+"$PYTHON" -c "from datalake.testbed import nanoaod; nanoaod.write_files('$work/nano', 2, 200_000, prefix='${nano#*:}')"
+"$DATALAKE" register "$work/nano" --dataset "$nano" --policy policies/lhc-collaboration.yaml --rse XRD1 \
+    --meta "creators=Tour Collaboration; Doe, Jane" --meta "title=Tour NanoAOD" --meta publisher=CERN \
+    --meta publication_year=2026 --meta resource_type=Dataset --meta experiment=TOUR --meta run_period=Run2025 \
+    --meta run_end=2025-12-31 --meta collision_energy_tev=13.6 --meta event_count=400000 >/dev/null
+step "as the analyst: datalake process $nano --fn datalake.examples.dimuon:mass_spectrum   (beside the data, on Dask)"
+RUCIO_CONFIG="$analyst_cfg" "$DATALAKE" process "$nano" --fn datalake.examples.dimuon:mass_spectrum \
+    --out "$DATALAKE_TESTBED_DIR/tour/dimuon"   # dimuon.png stays for a look
+step "datalake deliver: a dimuon skim as Parquet on XRD2, registered with provenance"
+"$DATALAKE" deliver "$nano" --columns 'Muon_*' --where 'nMuon >= 2 and max(Muon_pt) > 25' --to XRD2 \
+    --as "${nano}_skim" --meta "title=Tour dimuon skim"
+rucio did metadata list "${nano}_skim" --plugin JSON | grep -E '^datalake_(derived_from|selection|columns)'
 
 if [ -z "${TOUR_SKIP_UP:-}" ]; then
     step "datalake testbed status"

@@ -150,11 +150,12 @@ def write(path: str | os.PathLike, n: int, seed: int = 0, basket: int = BASKET, 
 
 
 def write_files(directory: str | os.PathLike, files: int, events_per_file: int, seed: int = 0,
-                compression: str = "zstd") -> list[Path]:  # fmt: skip
-    """``files`` files ``nano_000.root``... of ``events_per_file`` events each (file *i* uses seed ``seed + i``)."""
+                compression: str = "zstd", prefix: str = "nano") -> list[Path]:  # fmt: skip
+    """``files`` files ``<prefix>_000.root``... of ``events_per_file`` events each (file *i* uses seed
+    ``seed + i``)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     return [
-        write(directory / f"nano_{i:03d}.root", events_per_file, seed=seed + i, compression=compression)
+        write(directory / f"{prefix}_{i:03d}.root", events_per_file, seed=seed + i, compression=compression)
         for i in range(files)
     ]
