@@ -239,14 +239,9 @@ class Gfal2:
     def stat(self, url: str, algorithm: str | None) -> Found | None:
         """Size and checksum, None when the file is missing; the checksum is computed here when the storage
         cannot (S3), so a None checksum means the algorithm is unknown."""
-        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
-
         gfal2 = _gfal2()
         ctx = self._context()
-        # object stores answer a HEAD with a 500/503 now and then: ask again before calling the storage broken
-        transient = retry_if_exception(lambda e: getattr(e, "kind", None) == RECOVERABLE)
-        wait = wait_random_exponential(0.2, max=2)
-        for attempt in Retrying(retry=transient, stop=stop_after_attempt(3), wait=wait, reraise=True):
+        for attempt in _again():
             with attempt:
                 try:
                     info = ctx.stat(url)
@@ -275,8 +270,20 @@ class Gfal2:
     def delete(self, url: str) -> None:
         """Remove a file; one that is already gone is fine."""
         gfal2 = _gfal2()
-        try:
-            self._context().unlink(url)
-        except gfal2.GError as err:
-            if err.code not in _MISSING:
-                raise CopyFailed(classify_gfal(err.code, err.message), f"delete {url}: {_line(err.message)}") from None
+        for attempt in _again():
+            with attempt:
+                try:
+                    self._context().unlink(url)
+                except gfal2.GError as err:
+                    if err.code not in _MISSING:
+                        message = f"delete {url}: {_line(err.message)}"
+                        raise CopyFailed(classify_gfal(err.code, err.message), message) from None
+
+
+def _again() -> Any:
+    """Object stores answer a request with a 500/503 now and then: ask again (3 tries) before calling it
+    broken."""
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+    transient = retry_if_exception(lambda e: getattr(e, "kind", None) == RECOVERABLE)
+    return Retrying(retry=transient, stop=stop_after_attempt(3), wait=wait_random_exponential(0.2, max=2), reraise=True)
