@@ -77,7 +77,7 @@ def deliver_file(
             if writer is None:
                 writer = pq.ParquetWriter(local, table.schema, compression="zstd")
             writer.write_table(table)
-        if writer is None:  # an empty input: still one (empty) output, so the dataset mirrors its input
+        if writer is None:  # deliver() never sends a file without entries
             raise cluster.FunctionFailed(str(placed.chunk), "the input file has no entries")
         writer.close()
         checksum = storage.adler32_file(local)

@@ -8,4 +8,3 @@ STATE_KEY = "datalake_state"  # "registering" until a registration has finished
 TIER_KEY = "datalake_tier"  # public | collaboration | restricted | suspended, as the policy decides now
 READERS_KEY = "datalake_readers"  # accounts and group:NAME that may read before release
 DERIVED_KEY = "datalake_derived_from"  # a derived dataset's input DIDs: it is never released before them
-PROVENANCE_KEYS = ("datalake_columns", "datalake_selection", "datalake_tree", "datalake_code")
