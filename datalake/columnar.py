@@ -8,9 +8,12 @@ requests are taken from uproot's own source counters, so the figures are what th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,8 @@ os.environ.setdefault("XRD_STREAMERRORWINDOW", "10")
 os.environ.setdefault("RES_OPTIONS", "timeout:1 attempts:1")
 
 TIMEOUT = 60  # seconds per XRootD request
+OPEN_TREES = 8  # trees kept open per worker thread: a file's next chunks skip opening it (~10 ms CPU each)
+_opened = threading.local()
 
 
 class ReadFailed(Exception):
@@ -57,11 +62,13 @@ def where_am_i() -> tuple[str, str | None, str]:
 
 
 def _open(url: str, timeout: float) -> Any:
+    """No array cache: files stay open between chunks, and a chunk read again must come from storage (memory
+    stays bounded, and re-runs measure reading, not uproot's cache)."""
     import uproot
 
     if url.startswith(("root://", "xroot://")):
-        return uproot.open(url, handler=uproot.source.xrootd.XRootDSource, timeout=timeout)
-    return uproot.open(url)
+        return uproot.open(url, handler=uproot.source.xrootd.XRootDSource, timeout=timeout, array_cache=None)
+    return uproot.open(url, array_cache=None)
 
 
 def branch_names(tree: Any, branches: Sequence[str]) -> list[str]:
@@ -73,28 +80,65 @@ def branch_names(tree: Any, branches: Sequence[str]) -> list[str]:
     return out
 
 
+def _cached_tree(url: str, tree: str, timeout: float) -> tuple[Any, Any, bool]:
+    """The open file and tree for ``url`` from this thread's small LRU, opening it on a miss (third value: came
+    from the cache). Replicas do not change under a DID, so a handle stays valid until the storage fails it."""
+    cache: OrderedDict[tuple[str, str], tuple[Any, Any]] = _opened.__dict__.setdefault("trees", OrderedDict())
+    key = (url, tree)
+    if key in cache:
+        cache.move_to_end(key)
+        return *cache[key], True
+    handle = _open(url, timeout)
+    try:
+        events = handle[tree]
+    except BaseException:
+        handle.close()
+        raise
+    cache[key] = (handle, events)
+    while len(cache) > OPEN_TREES:
+        cache.popitem(last=False)[1][0].close()
+    return handle, events, False
+
+
+def _forget(url: str, tree: str) -> None:
+    cache = _opened.__dict__.get("trees", {})
+    entry = cache.pop((url, tree), None)
+    if entry is not None:
+        with contextlib.suppress(Exception):  # closing a handle the storage already failed: nothing to keep
+            entry[0].close()
+
+
 def read(url: str, tree: str, branches: Sequence[str], start: int, stop: int,
          timeout: float = TIMEOUT) -> tuple[Any, ReadStats]:  # fmt: skip
     """``tree.arrays(branches, entry_start=start, entry_stop=stop)`` of the file at ``url``; storage failures
-    become ``ReadFailed``. A missing tree or branch is the request's fault (``KeyError``), not the replica's."""
+    become ``ReadFailed``. A missing tree or branch is the request's fault (``KeyError``), not the replica's.
+    Files stay open between chunks of the same worker thread; a failure on a kept handle is retried once on a
+    fresh one (the server may have restarted) before the replica is given up."""
     import uproot
 
     began = time.perf_counter()
-    try:
-        with _open(url, timeout) as handle:
-            events = handle[tree]
+    for attempt in (1, 2):
+        cached = False
+        try:
+            handle, events, cached = _cached_tree(url, tree, timeout)
+            source = handle.file.source
+            before = (source.num_requested_bytes, source.num_requests) if cached else (0, 0)
             names = branch_names(events, branches)
             missing = [n for n in names if n not in events]
             if missing:
                 raise KeyError(f"{url}: tree {tree!r} has no branch {', '.join(missing)}")
             arrays = events.arrays(names, entry_start=start, entry_stop=stop)
-            source = handle.file.source
-            stats = ReadStats(source.num_requested_bytes, source.num_requests, time.perf_counter() - began)
-    except KeyError:
-        raise
-    except (OSError, uproot.deserialization.DeserializationError, ValueError, RuntimeError) as err:
-        raise ReadFailed(url, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
-    return arrays, stats
+            stats = ReadStats(source.num_requested_bytes - before[0], source.num_requests - before[1],
+                              time.perf_counter() - began)  # fmt: skip
+            return arrays, stats
+        except KeyError:
+            raise
+        except (OSError, uproot.deserialization.DeserializationError, ValueError, RuntimeError) as err:
+            _forget(url, tree)
+            if attempt == 1 and cached:
+                continue
+            raise ReadFailed(url, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
