@@ -4,8 +4,10 @@ always a ``CopyFailed`` whose ``kind`` tells the engine what to do next."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from datalake.errors import ConfigError, TransferError
@@ -108,14 +110,20 @@ class XRootD:
 
         endpoint, path = split_url(url)
         fs = client.FileSystem(endpoint)
-        status, info = fs.stat(path, timeout=60)
+        status, info = _bounded(lambda done: fs.stat(path, timeout=60, callback=done), 90, f"stat {url}")
         if not status.ok:
             if status.errno in _XRD_SOURCE:
                 return None
             raise CopyFailed(RECOVERABLE, f"stat {url}: {_line(status.message)}")
         value = None
         if algorithm:
-            status, answer = fs.query(QueryCode.CHECKSUM, f"{path}?cks.type={algorithm}", timeout=120)
+            query = f"{path}?cks.type={algorithm}"
+            seconds = 120 + info.size / 50e6  # the server may have to read the whole file
+
+            def ask(done: Callable[..., None]) -> Any:
+                return fs.query(QueryCode.CHECKSUM, query, timeout=int(seconds), callback=done)
+
+            status, answer = _bounded(ask, seconds + 30, f"checksum {url}")
             if status.ok:
                 value = checksum_answer(answer, algorithm)
         return Found(size=info.size, checksum=value)
@@ -126,9 +134,29 @@ class XRootD:
         from datalake.storage import split_url
 
         endpoint, path = split_url(url)
-        status, _ = client.FileSystem(endpoint).rm(path, timeout=60)
+        fs = client.FileSystem(endpoint)
+        status, _ = _bounded(lambda done: fs.rm(path, timeout=60, callback=done), 90, f"delete {url}")
         if not status.ok and status.errno not in _XRD_SOURCE:
             raise CopyFailed(RECOVERABLE, f"delete {url}: {_line(status.message)}")
+
+
+def _bounded(start: Callable[[Callable[..., None]], Any], seconds: float, what: str) -> tuple[Any, Any]:
+    """An asynchronous XRootD call waited for at most ``seconds`` of wall time: XrdCl's own ``timeout`` does not
+    bound a request the server keeps answering with "wait" (a checksum query on a file still held open by a
+    killed writer hung a re-run for over 10 minutes)."""
+    answered = threading.Event()
+    result: list[Any] = []
+
+    def done(status: Any, response: Any, _hosts: Any = None) -> None:
+        result.append((status, response))
+        answered.set()
+
+    status = start(done)
+    if not status.ok:
+        return status, None
+    if not answered.wait(seconds):
+        raise CopyFailed(RECOVERABLE, f"{what}: no answer from the storage in {seconds:.0f} s")
+    return result[0]
 
 
 def _line(message: str) -> str:
