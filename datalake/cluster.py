@@ -51,6 +51,8 @@ def connect(address: str | None = None, timeout: float = 10) -> Any:
         return Client(address, timeout=timeout)
     except OSError as err:
         raise ConfigError(f"cannot reach the Dask scheduler at {address}: {err}") from None
+    except ValueError as err:  # what Dask raises for a malformed address
+        raise ConfigError(f"not a Dask scheduler address: {err}") from None
 
 
 def worker_sites(client: Any) -> dict[str, int]:

@@ -30,7 +30,7 @@ def name_problem(name: str) -> str | None:
     """Why Rucio would refuse ``name`` as a DID name (generic schema), or None."""
     if len(name) > NAME_LENGTH:
         return f"DID name longer than {NAME_LENGTH} characters"
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         return f"DID name {name!r} breaks Rucio's naming rules (letters, digits, / . - _; not starting with . - _)"
     return None
 
@@ -39,7 +39,7 @@ def parse(text: str) -> DID:
     scope, sep, name = text.partition(":")
     if not sep or not scope or not name:
         raise ConfigError(f"{text!r} is not a DID (write SCOPE:NAME)")
-    if len(scope) > SCOPE_LENGTH or not _SCOPE.match(scope):
+    if len(scope) > SCOPE_LENGTH or not _SCOPE.fullmatch(scope):
         raise ConfigError(f"{text!r}: scope {scope!r} breaks Rucio's naming rules (letters, digits, _ - .; <= 25)")
     problem = name_problem(name)
     if problem:

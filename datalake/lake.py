@@ -142,10 +142,11 @@ class Lake:
         from datalake.process import process
 
         userfn.ship(fn)
+        target = dids.parse(did)  # a bad DID is one line now, not after waiting for the scheduler
         own = client is None
         client = client or cluster.connect(scheduler)
         try:
-            result, summary = process(self.catalog, dids.parse(did), fn, branches, client=client, tree=tree,
+            result, summary = process(self.catalog, target, fn, branches, client=client, tree=tree,
                                       chunk_size=chunk_size, progress=progress)  # fmt: skip
         finally:
             if own:
@@ -164,10 +165,11 @@ class Lake:
         from datalake.deliver import deliver
 
         chosen = selection.parse(where) if where else None
+        source, output = dids.parse(did), dids.parse(as_did)  # checked before waiting for the scheduler
         own = client is None
         client = client or cluster.connect(scheduler)
         try:
-            return deliver(self.catalog, dids.parse(did), columns, chosen, to, dids.parse(as_did), client=client,
+            return deliver(self.catalog, source, columns, chosen, to, output, client=client,
                            policies=self.policies, meta=meta, tree=tree, chunk_size=chunk_size, progress=progress,
                            now=now)  # fmt: skip
         finally:

@@ -77,6 +77,10 @@ def parse(text: str) -> Selection:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as err:
         raise ConfigError(f"--where {text!r} is not an expression: {err.msg}") from None
+    except (RecursionError, MemoryError):  # how CPython's parser gives up on very deep nesting
+        raise ConfigError(f"--where {text!r} is nested too deeply") from None
+    except ValueError as err:  # text that is not Unicode (a command line in another encoding)
+        raise ConfigError(f"--where {text!r} is not an expression: {err}") from None
     names: list[tuple[int, int, str]] = []
     called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in ast.walk(tree):
@@ -93,6 +97,9 @@ def parse(text: str) -> Selection:
         elif isinstance(node, ast.Constant):
             if not isinstance(node.value, int | float | bool):
                 raise ConfigError(f"--where {text!r}: only numbers and True/False are allowed as constants")
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            if not any(isinstance(n, ast.Name) for n in ast.walk(node)):  # 10**10**10: exact, and without end
+                raise ConfigError(f"--where {text!r}: ** between plain numbers is not allowed (write the value)")
         elif not isinstance(node, _ALLOWED):
             raise ConfigError(f"--where {text!r}: {type(node).__name__} is not allowed in a selection")
     return Selection(text.strip(), tuple(dict.fromkeys(name for *_, name in sorted(names))))  # as written

@@ -45,7 +45,8 @@ def _root(
 
 
 def fail(message: str, code: int) -> None:
-    err_console.print(f"datalake: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)  # one line, no terminal escapes
+    err_console.print(f"datalake: error: {shown}", markup=False, highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

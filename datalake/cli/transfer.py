@@ -69,8 +69,11 @@ def status(
 def token(account: str = typer.Argument(..., help="Account the token authenticates.")) -> None:
     """Make a new bearer token: prints the token (give it to the client) and the line for the service's config
     (which keeps only its SHA-256)."""
+    from datalake.errors import ConfigError
     from datalake.transfer.auth import digest
 
+    if not account.strip():
+        raise ConfigError("name the account the token authenticates")
     value = secrets.token_urlsafe(32)
     console.print(f"token:  {value}", markup=False)
-    console.print(f"config: tokens: {json.dumps({account: digest(value)})}", markup=False)
+    console.print(f"config: tokens: {json.dumps({account: digest(value)})}", markup=False, soft_wrap=True)  # one line

@@ -13,6 +13,28 @@ from pydantic import ValidationError
 from datalake.errors import PolicyError
 from datalake.policy.model import SharingPolicy
 
+# A policy is a page of YAML (the examples: under 3 KiB, 100 nodes, 4 levels). Far larger is a mistake or an
+# attack, refused before PyYAML builds it: deep nesting makes its composer recurse past Python's limit, and
+# aliases of aliases ("billion laughs") or an alias inside its own anchor expand without end.
+MAX_CHARS = 1 << 20
+MAX_DEPTH = 32
+MAX_NODES = 10_000  # after expanding aliases
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, whose constructors fail with KeyError, IndexError, AttributeError or ValueError when
+    a value does not fit its tag (``!!bool maybe``, ``!!int ""``, ``!!timestamp soon``, ``2027-02-30``): here
+    that is a YAML error that points at the value."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (LookupError, AttributeError, ValueError):
+            tag = node.tag.rsplit(":", 1)[-1]
+            value = node.value if isinstance(node, yaml.ScalarNode) else ""
+            problem = f"{value[:60]!r}{'...' if len(value) > 60 else ''} is not a valid {tag}"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -23,18 +45,30 @@ class Problem:
 
     def __str__(self) -> str:
         where = f" {self.field}:" if self.field else ""
-        return f"{self.file}:{self.line}:{where} {self.message}"
+        return _one_line(f"{self.file}:{self.line}:{where} {self.message}")
+
+
+def _one_line(text: str) -> str:
+    """Keys and values from the file may hold newlines or terminal escapes ("\\x1b" in a quoted string): shown
+    escaped, so one problem stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def parse(text: str, source: str = "<policy>") -> tuple[SharingPolicy | None, list[Problem]]:
     """A policy from YAML text, or every problem found in it."""
+    if len(text) > MAX_CHARS:
+        return None, [Problem(source, 1, "", f"larger than {MAX_CHARS >> 20} MiB: not a policy file")]
     try:
+        too_big = _shape_problem(text, source)
+        if too_big:
+            return None, [too_big]
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.SafeLoader(text).get_single_data()
-    except (yaml.YAMLError, ValueError) as err:  # PyYAML raises ValueError for dates such as 2027-02-30
+        data = _Loader(text).get_single_data()
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: should PyYAML raise one outside _Loader
         mark = getattr(err, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        return None, [Problem(source, line, "", f"not valid YAML ({getattr(err, 'problem', None) or err})")]
+        line = mark.line + 1 if mark else text.count("\n", 0, getattr(err, "position", 0)) + 1  # ReaderError
+        why = getattr(err, "problem", None) or next(iter(str(err).splitlines()), "")
+        return None, [Problem(source, line, "", f"not valid YAML ({why})")]
     if node is None:
         return None, [Problem(source, 1, "", "empty file")]
     problems = list(_duplicate_keys(node, source))
@@ -100,6 +134,38 @@ def find(directory: str | Path, name: str) -> SharingPolicy:
     if bad:
         raise PolicyError("; ".join(str(p) for p in bad))
     raise PolicyError(f"no policy named {name!r} in {directory}")
+
+
+def _shape_problem(text: str, source: str) -> Problem | None:
+    """Nesting deeper than MAX_DEPTH, an alias inside its own anchor, or more than MAX_NODES nodes once aliases are
+    expanded; found from PyYAML's event stream (no recursion, nothing expanded)."""
+    sizes: dict[str, int] = {}  # expanded node count of each anchor seen so far
+    open_: list[list[Any]] = [[None, 0]]  # [anchor, nodes so far] of each collection being read; [0]: the stream
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_.append([event.anchor, 1])
+            if len(open_) - 1 > MAX_DEPTH:
+                return Problem(source, line, "", f"nested deeper than {MAX_DEPTH} levels")
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, count = open_.pop()
+            if anchor is not None:
+                sizes[anchor] = count
+        elif isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in open_):
+                return Problem(source, line, "", f"alias *{event.anchor} is inside its own anchor")
+            count = sizes.get(event.anchor, 1)  # an undefined alias is reported by the composer
+        elif isinstance(event, yaml.ScalarEvent):
+            count = 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        else:
+            continue
+        open_[-1][1] += count
+        if open_[-1][1] > MAX_NODES:
+            return Problem(source, line, "", f"more than {MAX_NODES} values once aliases are expanded")
+    return None
 
 
 def _message(error: dict[str, Any]) -> str:

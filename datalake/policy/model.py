@@ -20,6 +20,7 @@ SLUG = r"^[a-z0-9][a-z0-9_.-]{0,62}$"  # policy and rule ids: safe in Rucio meta
 OPEN_DATA_RULE = "open-data"  # the rule id of the public replica that publication adds
 DOI_PREFIX = r"^10\.\d{4,9}$"
 _DURATION = re.compile(r"(\d+)\s*(y|mo|w|d|h)")
+MAX_YEARS = 1000  # longer is a typo, and would overflow dates and Rucio lifetimes when the policy is applied
 
 
 class Model(BaseModel):
@@ -71,9 +72,11 @@ class Duration(Model):
         return out
 
     @model_validator(mode="after")
-    def _non_negative(self) -> Duration:
+    def _in_range(self) -> Duration:
         if min(self.years, self.months, self.days, self.hours) < 0:
             raise ValueError("a duration cannot be negative")
+        if self.years * 8760 + self.months * 730 + self.days * 24 + self.hours > MAX_YEARS * 8760:  # in hours
+            raise ValueError(f"a duration is at most {MAX_YEARS} years")
         return self
 
     def after(self, start: date | datetime) -> datetime:

@@ -25,8 +25,11 @@ class ServiceClient:
         if not url:
             raise ConfigError("no transfer service: pass --url or set DATALAKE_TRANSFER_URL")
         env = os.environ.get
-        return cls(url.rstrip("/"), token or env("DATALAKE_TRANSFER_TOKEN"), cert or env("DATALAKE_TRANSFER_CERT"),
-                   ca or env("DATALAKE_TRANSFER_CA"))  # fmt: skip
+        token = token or env("DATALAKE_TRANSFER_TOKEN")
+        if token and not (token.isascii() and token.isprintable() and " " not in token):
+            # it goes into an HTTP header: anything else fails deep in http.client, not as one line
+            raise ConfigError("the transfer token must be printable ASCII without spaces (see datalake transfer token)")
+        return cls(url.rstrip("/"), token, cert or env("DATALAKE_TRANSFER_CERT"), ca or env("DATALAKE_TRANSFER_CA"))
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         import requests

@@ -94,7 +94,7 @@ def load(path: Path | None, **overrides: Any) -> ServiceSettings:
             values = yaml.safe_load(path.read_text())
         except OSError as err:
             raise ConfigError(f"cannot read {path}: {err.strerror}") from None
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, ValueError) as err:  # ValueError: not UTF-8, or a date such as 2027-02-30
             raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(values, dict | None):
             raise ConfigError(f"{path} must be a mapping of settings")

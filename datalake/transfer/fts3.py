@@ -27,7 +27,7 @@ class SubmittedFile(BaseModel):
 
     sources: list[str] = Field(min_length=1)
     destinations: list[str] = Field(min_length=1, max_length=1)
-    filesize: int | None = Field(default=None, ge=0)
+    filesize: int | None = Field(default=None, ge=0, le=2**63 - 1)  # SQLite's INTEGER
     checksum: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     activity: str = "default"
@@ -40,7 +40,7 @@ class SubmittedFile(BaseModel):
         algorithm, sep, digest = value.partition(":")
         hexdigits = set("0123456789abcdefABCDEF")
         if not sep or algorithm.strip().lower() not in ("adler32", "md5") or not set(digest.strip()) <= hexdigits:
-            raise ValueError(f"checksum {value!r} is not ADLER32:<hex> or MD5:<hex>")
+            raise ValueError(f"checksum {_shown(value)} is not ADLER32:<hex> or MD5:<hex>")
         return value
 
     @field_validator("sources", "destinations")
@@ -48,7 +48,7 @@ class SubmittedFile(BaseModel):
     def _urls(cls, urls: list[str]) -> list[str]:
         for url in urls:
             if "://" not in url:
-                raise ValueError(f"{url!r} is not a URL")
+                raise ValueError(f"{_shown(url)} is not a URL")
         return urls
 
 
@@ -109,6 +109,11 @@ def to_job(submission: Submission, default_retry: int) -> JobSpec:
     retry = params.retry + 1 if params.retry else default_retry  # FTS3: retries after the first try; 0: default
     return JobSpec(files=files, verify_checksum=mode, overwrite=params.overwrite, priority=params.priority,
                    job_metadata=params.job_metadata, retry=max(retry, 1))  # fmt: skip
+
+
+def _shown(value: str, limit: int = 100) -> str:
+    """``value`` quoted for an error message, cut short: a body may hold megabytes, the answer should not."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}..."
 
 
 def clamp_priority(value: int) -> int:

@@ -9,6 +9,7 @@ application, as Apache's mod_ssl does for FTS3 itself.
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import ssl
 import threading
@@ -29,6 +30,36 @@ from datalake.transfer.store import DuplicateJob, Store
 
 log = logging.getLogger("datalake.transfer.service")
 MAX_BODY = 64 << 20  # bytes: a 10,000-file job is ~10 MiB of JSON
+MAX_DEPTH = 32  # levels of JSON nesting: Rucio's bodies have 4 or 5
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class BadBody(Exception):
+    """A request body refused with 400: ``str(err)`` says why."""
+
+
+def json_body() -> Any:
+    """The request's JSON (None if it is not JSON). Refused here, not half-way through storing a job: nesting
+    deeper than MAX_DEPTH (the decoder, then storing and rendering the job, would recurse), and strings with lone
+    surrogates (legal JSON escapes such as \\ud800, which SQLite cannot store as text)."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise BadBody(f"the JSON body is nested deeper than {MAX_DEPTH} levels") from None
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise BadBody("the JSON body has text that is not Unicode (a lone surrogate such as \\ud800)")
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_DEPTH:
+            raise BadBody(f"the JSON body is nested deeper than {MAX_DEPTH} levels")
+        items = [*value, *value.values()] if isinstance(value, dict) else value
+        stack.extend((item, depth + 1) for item in items)
+    return body
 
 
 def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask:
@@ -72,6 +103,10 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
         log.error("%s %s failed: %s", request.method, request.path, getattr(err, "original_exception", err))
         return refuse(500, "internal error (logged by the service)")
 
+    @app.errorhandler(BadBody)
+    def _bad_body(err: BadBody):
+        return refuse(400, str(err))
+
     @app.errorhandler(405)
     def _no_method(_err):
         return refuse(400, f"{request.method} is not supported on {request.path}")
@@ -90,7 +125,7 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
 
     @app.post("/jobs")
     def submit():
-        body = request.get_json(silent=True)
+        body = json_body()
         if not isinstance(body, dict):
             return refuse(400, "the body must be a JSON object with 'files' and 'params'")
         try:
@@ -128,17 +163,23 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
     @app.get("/jobs/<ids>")
     def status(ids: str):
         wanted = [i for i in ids.split(",") if i]
+        if not wanted:
+            return refuse(400, "no job id in the path")
         return answer([fts3.render_job(job) if (job := store.job(i)) else fts3.not_found(i) for i in wanted])
 
     @app.delete("/jobs/<ids>")
     def cancel(ids: str):
+        wanted = [i for i in ids.split(",") if i]
+        if not wanted:
+            return refuse(400, "no job id in the path")
+        jobs = [(job_id, store.job(job_id)) for job_id in wanted]
+        for job_id, job in jobs:  # all or nothing: a refusal must not leave the others cancelled
+            if job is not None and not may_change(job):
+                return refuse(403, f"job {job_id} belongs to {job['job']['account']}")
         answers = []
-        for job_id in [i for i in ids.split(",") if i]:
-            job = store.job(job_id)
+        for job_id, job in jobs:
             if job is None:
                 answers.append(fts3.not_found(job_id))
-            elif not may_change(job):
-                return refuse(403, f"job {job_id} belongs to {job['job']['account']}")
             else:
                 store.cancel(job_id)
                 answers.append(fts3.render_job(store.job(job_id)))
@@ -146,7 +187,7 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
 
     @app.post("/jobs/<job_id>")
     def modify(job_id: str):
-        body = request.get_json(silent=True)
+        body = json_body()
         params = body.get("params") if isinstance(body, dict) else None
         priority = params.get("priority") if isinstance(params, dict) else None
         if not isinstance(priority, int) or isinstance(priority, bool):
