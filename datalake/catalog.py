@@ -40,6 +40,7 @@ class ClientConfig:
     ca_cert: str | None
     path: Path | None = None
     token_file: str | None = None  # the config's auth_token_file_path, if it names one
+    keytab: Path | None = None  # [datalake] xrootd_keytab: this account's storage identity (storage_identity)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None, *, env_account: bool = True) -> ClientConfig:
@@ -76,6 +77,7 @@ class ClientConfig:
             ca_cert=client.get("ca_cert"),
             path=file,
             token_file=client.get("auth_token_file_path"),
+            keytab=_keytab(parser, file),
         )
 
     def token_cache(self) -> Path:
@@ -85,6 +87,12 @@ class ClientConfig:
             return Path(self.token_file).expanduser()
         key = hashlib.sha256(f"{self.rucio_host}|{self.auth_host}|{self.account}".encode()).hexdigest()[:16]
         return Path.home() / ".cache" / "datalake" / "tokens" / key / "auth_token"
+
+
+def _keytab(parser: configparser.ConfigParser, file: Path) -> Path | None:
+    """``[datalake] xrootd_keytab``, relative to the config's directory unless absolute."""
+    raw = parser.get("datalake", "xrootd_keytab", fallback="").strip()
+    return (file.parent / Path(raw).expanduser()) if raw else None
 
 
 @contextmanager

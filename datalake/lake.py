@@ -46,6 +46,17 @@ class Lake:
     def account(self) -> str:
         return self.config.account
 
+    def _storage_identity(self) -> str | None:
+        """Talk to storage as this account (its keytab), fixed for the process at its first storage call; returns
+        the storage user (None: no keytab configured)."""
+        from datalake import storage_identity
+
+        if self.config.keytab is None:
+            return None
+        keytab = storage_identity.read(self.config.keytab)
+        storage_identity.use(keytab)
+        return keytab.user
+
     @cached_property
     def catalog(self) -> Catalog:
         return Catalog(self.config, timeout=self.timeout)
@@ -95,6 +106,7 @@ class Lake:
         run and adds nothing twice."""
         from datalake.register import run
 
+        self._storage_identity()
         plan = self.prepare_registration(paths, dataset, policy, rse, meta, now=now)
         return run(self.catalog, plan, self.policies, progress=progress, parallel=parallel, now=now)
 
@@ -108,6 +120,7 @@ class Lake:
         ``.failed``, ``.bad_replicas``); raises ``NotAllowed`` when the sharing policy excludes this account."""
         from datalake.pull import pull
 
+        self._storage_identity()
         targets = [dids.parse(d) for d in ([did] if isinstance(did, str) else did)]
         return pull(self.catalog, targets, to, rse_expression=rse_expression, prefer=prefer, site=site,
                     parallel=parallel, progress=progress, keep_files=keep_files)  # fmt: skip
@@ -120,6 +133,7 @@ class Lake:
         from datalake.transfer.engine import EngineSettings
         from datalake.transfer.optimizer import Settings
 
+        self._storage_identity()
         the_plan = replicate.plan(self.catalog, dids.parse(did), to, self.account)
         if dry_run:
             return the_plan
@@ -141,11 +155,14 @@ class Lake:
         from datalake import cluster, userfn
         from datalake.process import process
 
+        user = self._storage_identity()
         userfn.ship(fn)
         target = dids.parse(did)  # a bad DID is one line now, not after waiting for the scheduler
         own = client is None
         client = client or cluster.connect(scheduler)
         try:
+            if user is not None:
+                cluster.check_identity(client, user)
             result, summary = process(self.catalog, target, fn, branches, client=client, tree=tree,
                                       chunk_size=chunk_size, progress=progress)  # fmt: skip
         finally:
@@ -164,11 +181,14 @@ class Lake:
         from datalake import cluster, selection
         from datalake.deliver import deliver
 
+        user = self._storage_identity()
         chosen = selection.parse(where) if where else None
         source, output = dids.parse(did), dids.parse(as_did)  # checked before waiting for the scheduler
         own = client is None
         client = client or cluster.connect(scheduler)
         try:
+            if user is not None:
+                cluster.check_identity(client, user)
             return deliver(self.catalog, source, columns, chosen, to, output, client=client,
                            policies=self.policies, meta=meta, tree=tree, chunk_size=chunk_size, progress=progress,
                            now=now)  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 
 from datalake.catalog import Catalog, transient_retry, translated
 from datalake.dids import DID
-from datalake.errors import CatalogError
+from datalake.errors import CatalogError, NotAllowed
 from datalake.pull import Progress
 from datalake.ranking import Context, Replica, RseFacts, rank
 from datalake.transfer.engine import Engine, EngineSettings
@@ -128,6 +128,10 @@ def run(catalog: Catalog, the_plan: Plan, settings: EngineSettings | None = None
     finally:
         if progress:
             progress.stop()
+    refused = [r for r in outcome.failed.values() if "permission denied" in r.lower() or "[3010]" in r]
+    if refused and len(refused) == len(outcome.failed) and not outcome.copied and not outcome.verified_in_place:
+        raise NotAllowed(f"not allowed: {the_plan.rse} refused to store {the_plan.did} for this account "
+                         "(permission denied); its scope's data manager replicates it")  # fmt: skip
     if not outcome.failed and not the_plan.unreadable and not the_plan.pending and outcome.rule is None:
         outcome.rule = catalog.add_rule(the_plan.did, copies=1, rse_expression=the_plan.rse,
                                         comment="datalake replicate")  # fmt: skip

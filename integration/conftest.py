@@ -28,7 +28,7 @@ def free_port_base(start: int = 29100) -> str:
     from datalake.testbed.processes import port_in_use
 
     for base in range(start, 31000, 100):
-        if not any(port_in_use(base + offset) for offset in (*range(5), *range(10, 20))):
+        if not any(port_in_use(base + offset) for offset in (*range(7), *range(10, 20), *range(30, 40))):
             return str(base)
     raise RuntimeError("no free port base for a test testbed")
 
@@ -52,9 +52,15 @@ def tb(*args: str, **kw) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def lake_env() -> dict[str, str]:
     """Bring the testbed up once; yield a base environment for the data manager (as the README's eval gives)."""
+    from datalake import storage_identity
+    from datalake.catalog import ClientConfig
+
     try:
         tb("up")
-        yield {**os.environ, **json.loads(tb("env", "--json").stdout)}
+        env = {**os.environ, **json.loads(tb("env", "--json").stdout)}
+        # this process's own XRootD calls (test helpers, in-process Lake calls) are the data manager's
+        storage_identity.use(storage_identity.read(ClientConfig.from_file(env["RUCIO_CONFIG"]).keytab))
+        yield env
     finally:
         if not os.environ.get("DATALAKE_TEST_KEEP_TESTBED"):
             tb("down", "--wipe", check=False)

@@ -4,13 +4,15 @@ deleted or corrupted replica (reported to Rucio), and a pull the sharing policy 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import datalake
 from lakedata import make_files, on_disk, register, replicate
 
-from datalake import Lake, NotAllowed
+from datalake import Lake
 
 
 def pull(env, *args, check=True, more_env=None):
@@ -137,8 +139,14 @@ def test_the_sharing_policy_refuses_an_analyst_outside_it(lake_env, analyst_env,
         "darkmatter-closed, readable by datamanager"
     ]
     assert not out.exists()
-    with pytest.raises(NotAllowed):
-        Lake(analyst_env["RUCIO_CONFIG"]).pull(f"darkmatter:{unique}", to=out)
+    # the API too, in a process of the analyst's own (a process has one storage identity; this one is the data
+    # manager's)
+    api = (f"from datalake import Lake, NotAllowed\ntry:\n    Lake().pull('darkmatter:{unique}', to='{out}')\n"
+           f"except NotAllowed as err:\n    print('refused', err)")  # fmt: skip
+    refused_api = subprocess.run([sys.executable, "-c", api], env=analyst_env, capture_output=True, text=True,
+                                 timeout=120)  # fmt: skip
+    assert refused_api.stdout.startswith("refused not allowed: analyst may not read"), refused_api.stderr
+    assert not out.exists()
     # the collaboration's own analyst reads collaboration data
     did, _lhc_files = lhc_dataset(lake_env, tmp_path, f"{unique}c", 2)
     assert summary_of(pull(analyst_env, did, "--to", out))["copied"] == 2

@@ -57,13 +57,18 @@ for _ in $(seq 1 240); do
 done
 rucio rule list --did "$dataset"
 "$DATALAKE" transfer status
-analyst_cfg="$(dirname "$RUCIO_CONFIG")/rucio-analyst.cfg"
+as_analyst() { (eval "$("$DATALAKE" testbed env --account analyst)" && "$@"); }  # the analyst's key and cluster
+step "the storage checks who asks: an anonymous xrdcp of a collaboration-only file is refused"
+url=$(rucio replica list file "darkmatter:$name" --protocols root --pfns | head -1)
+if (unset XrdSecPROTOCOL XrdSecSSSKT; xrdcp -f "$url" "$work/anonymous.dat" 2>&1); then
+    echo "anonymous read was NOT refused" >&2; exit 1
+fi
 step "as the analyst: datalake pull $dataset   (parallel, adler32-verified, resumable)"
-RUCIO_CONFIG="$analyst_cfg" "$DATALAKE" pull "$dataset" --to "$work/pulled"
+as_analyst "$DATALAKE" pull "$dataset" --to "$work/pulled"
 for f in "$work"/run2025/*.root; do cmp "$f" "$work/pulled/${dataset%%:*}/$(basename "$f")"; done
 echo "all 20 files byte-identical to the originals"
 step "pulled again: nothing is copied twice"
-RUCIO_CONFIG="$analyst_cfg" "$DATALAKE" pull "$dataset" --to "$work/pulled"
+as_analyst "$DATALAKE" pull "$dataset" --to "$work/pulled"
 step "datalake policy plan $dataset --now 2036-01-01   (what-if: ten years after the run, it is open data)"
 "$DATALAKE" policy plan "$dataset" --now 2036-01-01
 
@@ -76,7 +81,7 @@ PYTHON="$(dirname "$DATALAKE")/python"
     --meta publication_year=2026 --meta resource_type=Dataset --meta experiment=TOUR --meta run_period=Run2025 \
     --meta run_end=2025-12-31 --meta collision_energy_tev=13.6 --meta event_count=400000 >/dev/null
 step "as the analyst: datalake process $nano --fn datalake.examples.dimuon:mass_spectrum   (beside the data, on Dask)"
-RUCIO_CONFIG="$analyst_cfg" "$DATALAKE" process "$nano" --fn datalake.examples.dimuon:mass_spectrum \
+as_analyst "$DATALAKE" process "$nano" --fn datalake.examples.dimuon:mass_spectrum \
     --out "$DATALAKE_TESTBED_DIR/tour/dimuon"   # dimuon.png stays for a look
 step "datalake deliver: a dimuon skim as Parquet on XRD2, registered with provenance"
 "$DATALAKE" deliver "$nano" --columns 'Muon_*' --where 'nMuon >= 2 and max(Muon_pt) > 25' --to XRD2 \

@@ -34,8 +34,8 @@ def test_topology_has_collaboration_and_public_rses():
     assert all({"site", "country", "tier"} <= set(r.attributes) for r in topo.rses)
     assert len({r.attributes["site"] for r in topo.rses}) == 3  # one site per RSE
     assert {r.attributes["fts"] for r in topo.rses} == {"https://127.0.0.1:30002"}  # Rucio hands transfers to us
-    assert topo.rses[0].protocol()["port"] == 30010
-    assert topo.rses[0].protocol()["domains"]["wan"]["third_party_copy_write"] == 1
+    assert topo.rses[0].protocols()[0]["port"] == 30010
+    assert topo.rses[0].protocols()[0]["domains"]["wan"]["third_party_copy_write"] == 1
 
 
 def test_distances_are_symmetric_positive_and_cover_every_pair():
@@ -63,13 +63,23 @@ def test_server_and_client_configs_render_and_stay_apart():
     assert server["policy"]["package"] == "datalake_policy"
     client = configparser.ConfigParser(interpolation=None)
     client.read_string(
-        configs.render("rucio-client.cfg", url="http://h:1", account="analyst", password="p", token_file="/t/token")
+        configs.render(
+            "rucio-client.cfg",
+            url="http://h:1",
+            account="analyst",
+            password="p",
+            token_file="/t/token",
+            keytab="/k/analyst.keytab",
+        )
     )
     # a [database] section would switch rucio-clients into server mode
     assert not client.has_section("database") and client["client"]["account"] == "analyst"
     assert client["client"]["auth_token_file_path"] == "/t/token"  # a token cache per testbed and account
-    xrd = configs.render("xrootd.cfg", rse="XRD1", port=1094, data="/d", admin="/a")
+    assert client["datalake"]["xrootd_keytab"] == "/k/analyst.keytab"  # the account's storage identity
+    xrd = configs.render("xrootd.cfg", rse="XRD1", door="collaboration", port=1094, data="/d", admin="/a",
+                         export_options="", security="sec.protocol sss -s /k", authdb="/e/authdb")  # fmt: skip
     assert "xrootd.chksum max 64 adler32 md5" in xrd and "pgm /usr/bin/xrdcp --server" in xrd
+    assert "sec.protocol sss -s /k" in xrd and "acc.authdb /e/authdb" in xrd and "ofs.authorize" in xrd
 
 
 def test_a_missing_template_value_is_an_error_not_a_blank():

@@ -35,10 +35,13 @@ def serve(
 ) -> None:
     """Serve FTS3's REST API (what Rucio's FTS3 transfertool calls) and run the transfers. Point an RSE's `fts`
     attribute at it. Jobs are on disk before they are acknowledged; a restart resumes them."""
+    from datalake import storage_identity
     from datalake.transfer import config as service_config
     from datalake.transfer.service import serve as run
 
     settings = service_config.load(config, host=host, port=port, database=database)
+    if settings.xrootd_keytab:
+        storage_identity.use(storage_identity.read(settings.xrootd_keytab))
     logging.basicConfig(level=log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(settings)
 

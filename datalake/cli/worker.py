@@ -19,8 +19,10 @@ def worker(
     name: str | None = typer.Option(None, "--name", help="Worker name (default: Dask's)."),
 ) -> None:
     """Start a Dask worker tied to SITE: it offers the resource `site-SITE`, so `datalake process` and `deliver`
-    send it the chunks whose replicas are at SITE. Same as `dask worker ADDR --resources site-SITE=N --nthreads N`
-    with DATALAKE_SITE=SITE set; other `dask worker` options (--host, --memory-limit...) are passed through."""
+    send it the chunks whose replicas are at SITE. It reads and writes storage as the account of $RUCIO_CONFIG
+    (that config's XRootD keytab): one user's cluster, as dask-gateway gives each user. Same as `dask worker ADDR
+    --resources site-SITE=N --nthreads N` with DATALAKE_SITE=SITE set; other `dask worker` options (--host,
+    --memory-limit...) are passed through."""
     address = scheduler or os.environ.get("DATALAKE_SCHEDULER")
     if not address:
         raise ConfigError("no Dask scheduler: pass --scheduler or set $DATALAKE_SCHEDULER")
@@ -28,6 +30,14 @@ def worker(
         raise ConfigError(f"--site {site!r}: a site name has no spaces, '=' or ','")
     import dask
     from distributed.cli.dask_worker import main as dask_worker
+
+    from datalake import storage_identity
+    from datalake.catalog import ClientConfig
+
+    if os.environ.get("RUCIO_CONFIG"):  # the account this worker reads and writes storage as
+        config = ClientConfig.from_file()
+        if config.keytab is not None:
+            storage_identity.use(storage_identity.read(config.keytab))  # the worker process inherits it
 
     args = [address, "--resources", f"site-{site}={nthreads}", "--nthreads", str(nthreads), "--nworkers", "1",
             *(["--name", name] if name else []), *ctx.args]  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-ACCOUNTS = ("datamanager", "analyst", "root")  # a client config is written for each
+ACCOUNTS = ("datamanager", "analyst", "dmanalyst", "root")  # a client config is written for each
 DEFAULT_ACCOUNT = "datamanager"
 
 __all__ = ["ACCOUNTS", "DEFAULT_ACCOUNT", "Testbed", "TestbedSettings"]

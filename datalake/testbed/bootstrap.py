@@ -18,6 +18,25 @@ def _ignore_duplicate(call: Callable[[], Any]) -> None:
         call()
 
 
+def _protocols(client: Any, rse: str, wanted: list[dict], existed: bool) -> None:
+    """Make the RSE's root:// protocols exactly ``wanted`` (ports and priorities change between versions)."""
+    have = {p["port"]: p for p in client.get_protocols(rse, protocol_domain="ALL") if p["scheme"] == "root"
+            } if existed else {}  # fmt: skip
+    ports = {p["port"] for p in wanted}
+    stale = {p["port"] for p in wanted if p["port"] in have and have[p["port"]].get("impl") != p["impl"]}
+    for port in (set(have) - ports) | stale:
+        client.delete_protocols(rse, "root", hostname=have[port]["hostname"], port=port)
+    for proto in wanted:
+        old = None if proto["port"] in stale else have.get(proto["port"])
+        if old is None:
+            client.add_protocol(rse, proto)
+        elif any(
+            (old["domains"].get(d) or {}).get(k) != v for d, ops in proto["domains"].items() for k, v in ops.items()
+        ):
+            client.update_protocols(rse, "root", {"domains": proto["domains"]}, hostname=proto["hostname"],
+                                    port=proto["port"])  # fmt: skip
+
+
 def apply(client: Any, topology: Topology, passwords: dict[str, str]) -> None:
     """Create what is missing, update what changed; never deletes (a user's data may live there)."""
     from rucio.common.exception import Duplicate
@@ -29,14 +48,7 @@ def apply(client: Any, topology: Topology, passwords: dict[str, str]) -> None:
                 client.add_rse(rse.name, deterministic=True)
             for key, value in rse.attributes.items():
                 client.add_rse_attribute(rse.name, key, value)
-            have = {(p["scheme"], p["port"]) for p in client.get_protocols(rse.name, protocol_domain="ALL")
-                    } if rse.name in existing else set()  # fmt: skip
-            proto = rse.protocol()
-            if ("root", proto["port"]) not in have:
-                for scheme, port in have:
-                    if scheme == "root":  # port changed since the last bootstrap
-                        client.delete_protocols(rse.name, scheme, hostname=proto["hostname"], port=port)
-                client.add_protocol(rse.name, proto)
+            _protocols(client, rse.name, rse.protocols(), rse.name in existing)
         for (src, dst), dist in topology.distances.items():
             try:
                 client.add_distance(src, dst, {"distance": dist})

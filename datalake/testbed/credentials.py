@@ -7,8 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
-NAMES = ("postgres", "rucio_db", "root", "datamanager", "analyst")
-TOKENS = tuple(f"transfer_{account}" for account in ("root", "datamanager", "analyst"))  # bearer tokens
+NAMES = ("postgres", "rucio_db", "root", "datamanager", "analyst", "dmanalyst")
+TOKENS = tuple(f"transfer_{account}" for account in ("root", "datamanager", "analyst", "dmanalyst"))  # bearer tokens
 
 
 def load_or_create(path: Path) -> dict[str, str]:

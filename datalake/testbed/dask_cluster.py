@@ -1,5 +1,9 @@
-"""The testbed's Dask cluster: one scheduler and one worker per site that has an RSE, each worker tied to its
+"""The testbed's Dask clusters: one scheduler and one worker per site that has an RSE, each worker tied to its
 site by the resource ``site-<SITE>`` (``datalake worker``), so ``datalake process`` runs chunks beside the data.
+
+A cluster belongs to one account and its workers read and write storage with that account's key, as dask-gateway
+gives every user a cluster of their own: an XRootD client has one identity per process, and workers that held
+several users' keys would hand any user's task all of them. The data manager and the analyst each have one.
 """
 
 from __future__ import annotations
@@ -9,10 +13,24 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from datalake.testbed import DEFAULT_ACCOUNT, storage_auth, topology
 from datalake.testbed.component import Component, Context
 from datalake.testbed.processes import Launch
-from datalake.testbed.settings import HOST
+from datalake.testbed.settings import HOST, TestbedSettings
 from datalake.testbed.topology import site_of
+
+CLUSTERS = {DEFAULT_ACCOUNT: 0, "analyst": 2}  # account -> port offset from the data manager's scheduler
+
+
+def scheduler_address(settings: TestbedSettings, account: str) -> str | None:
+    """The account's own cluster, or None if it has none."""
+    return f"tcp://{HOST}:{settings.dask_port + CLUSTERS[account]}" if account in CLUSTERS else None
+
+
+def dashboard_url(settings: TestbedSettings, account: str) -> str | None:
+    if account not in CLUSTERS:
+        return None
+    return f"http://{HOST}:{settings.dask_dashboard_port + CLUSTERS[account]}/status"
 
 
 def _bin(name: str) -> str:
@@ -29,21 +47,30 @@ def sites(rses: int) -> list[str]:
     return out
 
 
+def _suffix(account: str) -> str:
+    return "" if account == DEFAULT_ACCOUNT else f"-{account}"
+
+
 class DaskScheduler(Component):
-    name = "dask-scheduler"
+    def __init__(self, ctx: Context, account: str = DEFAULT_ACCOUNT) -> None:
+        super().__init__(ctx)
+        self.account = account
+        self.name = f"dask-scheduler{_suffix(account)}"
 
     def ports(self) -> list[int]:
-        return [self.settings.dask_port, self.settings.dask_dashboard_port]
+        offset = CLUSTERS[self.account]
+        return [self.settings.dask_port + offset, self.settings.dask_dashboard_port + offset]
 
     def launch(self) -> Launch:
         self.home.mkdir(parents=True, exist_ok=True)
-        argv = [_bin("dask"), "scheduler", "--host", HOST, "--port", str(self.settings.dask_port),
-                "--dashboard-address", f"{HOST}:{self.settings.dask_dashboard_port}", "--no-show"]  # fmt: skip
+        port, dashboard = self.ports()
+        argv = [_bin("dask"), "scheduler", "--host", HOST, "--port", str(port),
+                "--dashboard-address", f"{HOST}:{dashboard}", "--no-show"]  # fmt: skip
         return Launch(argv=argv, cwd=self.home)
 
     def identity(self) -> dict | None:
         """The scheduler's own account of itself and its workers (its HTTP JSON route)."""
-        url = f"http://{HOST}:{self.settings.dask_dashboard_port}/json/identity.json"
+        url = f"http://{HOST}:{self.ports()[1]}/json/identity.json"
         try:
             with urllib.request.urlopen(url, timeout=2) as reply:
                 return json.load(reply)
@@ -55,33 +82,40 @@ class DaskScheduler(Component):
 
     def detail(self) -> str:
         identity = self.identity() or {}
-        return (f"Dask at {self.settings.scheduler_address}, {len(identity.get('workers', {}))} workers, "
-                f"dashboard {self.settings.dashboard_url}")  # fmt: skip
+        workers = len(identity.get("workers", {}))
+        address, dashboard = scheduler_address(self.settings, self.account), dashboard_url(self.settings, self.account)
+        return f"{self.account}'s Dask at {address}, {workers} workers, dashboard {dashboard}"
 
 
 class DaskWorker(Component):
-    """A Dask worker at one site."""
+    """A Dask worker at one site, in one account's cluster."""
 
-    needs = ("dask-scheduler",)
-
-    def __init__(self, ctx: Context, site: str) -> None:
+    def __init__(self, ctx: Context, site: str, account: str = DEFAULT_ACCOUNT) -> None:
         super().__init__(ctx)
         self.site = site
-        self.name = f"worker-{site}"
+        self.account = account
+        self.scheduler = DaskScheduler(ctx, account)
+        self.needs = (self.scheduler.name,)
+        self.name = f"worker-{site}{_suffix(account)}"
 
     def ports(self) -> list[int]:
         return []
 
+    def prepare(self) -> None:
+        storage_auth.Keys(self.ctx.state).ensure(storage_auth.identities(topology.build(self.settings)))
+
     def launch(self) -> Launch:
         self.home.mkdir(parents=True, exist_ok=True)
-        argv = [_bin("datalake"), "worker", "--site", self.site, "--scheduler", self.settings.scheduler_address,
-                "--name", self.name, "--nthreads", str(self.settings.worker_threads), "--host", HOST,
-                "--local-directory", str(self.home)]  # fmt: skip
-        return Launch(argv=argv, cwd=self.home)
+        argv = [_bin("datalake"), "worker", "--site", self.site, "--scheduler",
+                str(scheduler_address(self.settings, self.account)), "--name", self.name, "--nthreads",
+                str(self.settings.worker_threads), "--host", HOST, "--local-directory", str(self.home)]  # fmt: skip
+        keytab = storage_auth.Keys(self.ctx.state).client(self.account)  # the cluster's owner, for every task
+        env = {"XrdSecPROTOCOL": "sss", "XrdSecSSSKT": str(keytab), "RUCIO_CONFIG": ""}
+        return Launch(argv=argv, env=env, cwd=self.home)
 
     def ready(self) -> bool:
-        identity = DaskScheduler(self.ctx).identity() or {}
+        identity = self.scheduler.identity() or {}
         return any(w.get("name") == self.name for w in identity.get("workers", {}).values())
 
     def detail(self) -> str:
-        return f"Dask worker at site {self.site} (resource site-{self.site})"
+        return f"{self.account}'s Dask worker at site {self.site} (resource site-{self.site})"

@@ -23,6 +23,8 @@ DEBIAN = {
     "xrootd": "xrootd-server",
     "xrdcp": "xrootd-client",
     "xrdfs": "xrootd-client",
+    "xrdsssadmin": "xrootd-server",  # the testbed's shared-secret keys (storage_auth)
+    "/usr/lib/*/libXrdSecsss-5.so": "xrootd-plugins",  # the sss protocol, for clients and servers
     "/usr/lib/postgresql/*/bin/postgres": "postgresql",
     # the gfal2 copy backend (davs/https/s3, and root:// through gfal2): bindings and the plugins it uses
     "/usr/lib/python3/dist-packages/gfal2.cpython-*.so": "python3-gfal2",
@@ -119,7 +121,20 @@ def link_gfal2(say=print) -> Path | None:
     return link
 
 
+def expose_policy_package() -> Path | None:
+    """Make ``datalake_policy`` importable in this venv: the RSEs' protocol implementation lives there, and the
+    stock ``rucio`` CLI imports it as the server does (Rucio policy packages belong on clients as well)."""
+    if sys.prefix == sys.base_prefix:
+        return None
+    where = Path(__file__).resolve().parent / "rucio_policy"
+    pth = Path(sysconfig.get_paths()["purelib"]) / "datalake_policy.pth"
+    if not pth.exists() or pth.read_text().strip() != str(where):
+        pth.write_text(f"{where}\n")
+    return pth
+
+
 def ensure_all(settings: TestbedSettings, say=print) -> None:
     ensure_debian_packages(say)
     link_gfal2(say)
+    expose_policy_package()
     ensure_server_venv(settings, say)

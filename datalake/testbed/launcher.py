@@ -16,9 +16,9 @@ from pathlib import Path
 
 from datalake.catalog import Catalog, ClientConfig
 from datalake.errors import TestbedError
-from datalake.testbed import ACCOUNTS, DEFAULT_ACCOUNT, bootstrap, configs, install, topology
+from datalake.testbed import ACCOUNTS, DEFAULT_ACCOUNT, bootstrap, configs, install, storage_auth, topology
 from datalake.testbed.component import Component, Context, is_root
-from datalake.testbed.dask_cluster import DaskScheduler, DaskWorker, sites
+from datalake.testbed.dask_cluster import CLUSTERS, DaskScheduler, DaskWorker, dashboard_url, scheduler_address, sites
 from datalake.testbed.locking import exclusive
 from datalake.testbed.postgres import PG_USER, Postgres
 from datalake.testbed.processes import PidRecord, log_tail, port_in_use, port_owner, spawn, stop, wait_until
@@ -59,10 +59,19 @@ class Testbed:
             Postgres(self.ctx),
             RucioServer(self.ctx),
             *(XRootD(self.ctx, i) for i in range(1, self.settings.rses + 1)),
+            *(XRootD(self.ctx, i, anonymous=True) for i in range(1, self.settings.rses + 1) if self._public(i)),
             TransferService(self.ctx),
             Conveyor(self.ctx),
-            DaskScheduler(self.ctx),
-            *(DaskWorker(self.ctx, site) for site in sites(self.settings.rses)),
+            *(comp for account in CLUSTERS for comp in self._cluster(account)),
+        ]
+
+    def _public(self, index: int) -> bool:
+        return topology.is_public(index, self.settings.rses)
+
+    def _cluster(self, account: str) -> list[Component]:
+        return [
+            DaskScheduler(self.ctx, account),
+            *(DaskWorker(self.ctx, s, account) for s in sites(self.settings.rses)),
         ]
 
     def component(self, name: str) -> Component:
@@ -95,6 +104,7 @@ class Testbed:
 
     def _start_all(self, comps: list[Component], running: set[str], say: Say) -> list[tuple[str, str]]:
         report, started_now = [], []
+        self.write_client_configs()  # workers read their account's key before Rucio is up
         try:
             for comp in comps:
                 if comp.name in running:
@@ -159,10 +169,14 @@ class Testbed:
         return self.settings.state / "client" / name
 
     def write_client_configs(self) -> None:
+        """Each account's rucio.cfg, naming its storage key too (``[datalake] xrootd_keytab``)."""
+        keys = storage_auth.Keys(self.settings.state)
+        keys.ensure(storage_auth.identities(topology.build(self.settings)))
         for account in ACCOUNTS:
             token = self.settings.state / "client" / "tokens" / account / "auth_token"
             text = configs.render("rucio-client.cfg", url=self.settings.rucio_url, account=account,
-                                  password=self.ctx.secrets[account], token_file=token)  # fmt: skip
+                                  password=self.ctx.secrets[account], token_file=token,
+                                  keytab=keys.client(account))  # fmt: skip
             configs.write(self.client_config(account), text, private=True)
 
     def bootstrap(self) -> None:
@@ -180,11 +194,16 @@ class Testbed:
             "DATALAKE_TRANSFER_URL": self.settings.transfer_url,
             "DATALAKE_TRANSFER_CA": str(pki(self.settings.state).ca),
             "DATALAKE_TRANSFER_TOKEN": self.ctx.secrets[f"transfer_{account}"],
-            "DATALAKE_SCHEDULER": self.settings.scheduler_address,  # datalake process / deliver run there
-            "DATALAKE_DASHBOARD": self.settings.dashboard_url,
+            # the stock XRootD tools (xrdcp, rucio download) authenticate as this account; datalake reads the
+            # same keytab from the rucio.cfg
+            "XrdSecPROTOCOL": "sss",
+            "XrdSecSSSKT": str(storage_auth.Keys(self.settings.state).client(account)),
             # XrdCl tools started together can stall on reverse-DNS; cap the resolver's wait
             "RES_OPTIONS": "timeout:1 attempts:1",
         }
+        if scheduler := scheduler_address(self.settings, account):  # datalake process / deliver run there
+            variables["DATALAKE_SCHEDULER"] = scheduler
+            variables["DATALAKE_DASHBOARD"] = str(dashboard_url(self.settings, account))
         bindir = str(Path(sys.executable).parent)
         if bindir not in os.environ.get("PATH", "").split(os.pathsep):
             variables["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"

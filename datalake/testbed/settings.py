@@ -16,7 +16,8 @@ class TestbedSettings(BaseSettings):
     """Where the testbed lives and which ports it takes.
 
     Port layout from ``port_base`` (each overridable): PostgreSQL +0, Rucio REST +1, transfer service +2,
-    Dask scheduler +3, Dask dashboard +4, XRootD RSE *i* +10+i.
+    Dask scheduler +3, Dask dashboard +4, the analyst's Dask scheduler +5 and dashboard +6, XRootD RSE *i* +10+i,
+    the anonymous read-only door of a public RSE *i* +30+i.
     """
 
     __test__ = False
@@ -56,6 +57,10 @@ class TestbedSettings(BaseSettings):
     def xrootd_port(self, index: int) -> int:
         """Port of RSE ``XRD{index}`` (1-based)."""
         return (self.xrootd_port_base or self.port_base + 10) + index - 1
+
+    def xrootd_anon_port(self, index: int) -> int:
+        """Anonymous read-only port of a public RSE ``XRD{index}`` (its sss port is ``xrootd_port``)."""
+        return self.xrootd_port(index) + 20
 
     @property
     def rucio_url(self) -> str:

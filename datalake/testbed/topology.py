@@ -26,23 +26,33 @@ QUOTA_BYTES = 10**12
 @dataclass(frozen=True)
 class RseSpec:
     name: str
-    port: int
+    port: int  # the authenticated (sss) door: every operation
     attributes: dict[str, str | int | bool]
+    anon_port: int | None = None  # a public RSE's anonymous read-only door to the same files
 
-    def protocol(self) -> dict:
-        """Rucio protocol entry for this xrootd server (read/write/delete/TPC on lan and wan)."""
-        ops = {"read": 1, "write": 1, "delete": 1}
-        return {
-            "scheme": "root",
-            "hostname": HOST,
-            "port": self.port,
-            "prefix": XROOTD_PREFIX,
-            "impl": "rucio.rse.protocols.xrootd.Default",
-            "domains": {
-                "lan": ops,
-                "wan": {**ops, "third_party_copy_read": 1, "third_party_copy_write": 1},
-            },
-        }
+    def protocols(self) -> list[dict]:
+        """Rucio protocol entries (priority 1 is preferred; None: not offered, since Rucio 41 takes 0 as a
+        priority): reads of a public RSE go through its anonymous door, everything else through the sss door."""
+        doors: list[tuple[int, dict[str, int | None]]] = [
+            (self.port, {"read": 1 if self.anon_port is None else 2, "write": 1, "delete": 1})
+        ]
+        if self.anon_port is not None:
+            doors.append((self.anon_port, {"read": 1, "write": None, "delete": None}))
+        return [
+            {
+                "scheme": "root",
+                "hostname": HOST,
+                "port": port,
+                "prefix": XROOTD_PREFIX,
+                # Rucio's xrootd.Default, minus its forced GSI: the account's sss key (XrdSecSSSKT) is used
+                "impl": "datalake_policy.xrootd.Default",
+                "domains": {
+                    "lan": ops,
+                    "wan": {**ops, "third_party_copy_read": ops["read"], "third_party_copy_write": ops["write"]},
+                },
+            }
+            for port, ops in doors
+        ]
 
 
 @dataclass(frozen=True)
@@ -68,12 +78,17 @@ def site_of(index: int) -> tuple[str, str, int]:
     return SITES[index - 1] if index <= len(SITES) else (f"SITE{index}", "XX", 2)
 
 
+def is_public(index: int, rses: int) -> bool:
+    """The last RSE is the public (open-data) one, when there are several."""
+    return index == rses and rses > 1
+
+
 def build(settings: TestbedSettings) -> Topology:
     """RSEs XRD1..XRDn; the last one is the public (open-data) RSE, the others collaboration-only."""
     rses = []
     for i in range(1, settings.rses + 1):
         site, country, tier = site_of(i)
-        access = "public" if (i == settings.rses and settings.rses > 1) else "collaboration"
+        access = "public" if is_public(i, settings.rses) else "collaboration"
         attributes = {
             "site": site,
             "country": country,
@@ -82,12 +97,15 @@ def build(settings: TestbedSettings) -> Topology:
             "xrootd": True,
             "fts": settings.transfer_url,  # Rucio's conveyor hands this RSE's transfers to our service
         }
-        rses.append(RseSpec(name=f"XRD{i}", port=settings.xrootd_port(i), attributes=attributes))
+        anon = settings.xrootd_anon_port(i) if access == "public" else None
+        rses.append(RseSpec(name=f"XRD{i}", port=settings.xrootd_port(i), attributes=attributes, anon_port=anon))
     distances = {(a.name, b.name): distance(a.attributes, b.attributes) for a in rses for b in rses if a.name != b.name}
     accounts = [
         AccountSpec("datamanager", (*EXPERIMENT_SCOPES, "user.datamanager"), "dm@testbed.local", DATA_MANAGER),
         # a collider analyst: member of that collaboration (group), nothing else
         AccountSpec("analyst", ("user.analyst",), "analyst@testbed.local", {"group.collider": "True"}),
+        # an analyst of another collaboration (dark matter): refused where the collider analyst is let in
+        AccountSpec("dmanalyst", ("user.dmanalyst",), "dmanalyst@testbed.local", {"group.darkmatter": "True"}),
     ]
     return Topology(rses=rses, distances=distances, accounts=accounts)
 

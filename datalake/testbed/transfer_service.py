@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from datalake.testbed import ACCOUNTS, configs
+from datalake.testbed import ACCOUNTS, configs, storage_auth, topology
 from datalake.testbed.component import Component
 from datalake.testbed.pki import CONVEYOR_DN, Pki
 from datalake.testbed.processes import Launch
@@ -44,6 +44,8 @@ class TransferService(Component):
 
         certs = pki(self.ctx.state)
         certs.ensure()
+        keys = storage_auth.Keys(self.ctx.state)
+        keys.ensure(storage_auth.identities(topology.build(self.settings)))
         settings = {
             "host": HOST,
             "port": self.settings.service_port,
@@ -52,6 +54,7 @@ class TransferService(Component):
             "certificates": {CONVEYOR_DN: "rucio"},
             "submitters": ["rucio", "root", "datamanager"],  # the analyst's token may only look
             "tokens": {account: digest(self.ctx.secrets[f"transfer_{account}"]) for account in ACCOUNTS},
+            "xrootd_keytab": str(keys.client(storage_auth.LAKE)),  # every copy it makes is the lake's
         }
         configs.write(self.config, yaml.safe_dump(settings, sort_keys=False))
 

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from datalake import storage_identity
 from datalake.errors import ConfigError
 from datalake.transfer.auth import AuthSettings
 from datalake.transfer.engine import EngineSettings
@@ -37,6 +38,7 @@ class ServiceSettings(BaseSettings):
     certificates: dict[str, str] = Field(default_factory=dict)  # subject DN -> account (others refused)
     submitters: list[str] = Field(default_factory=list)  # accounts that may submit and change any job ([]: all)
     allow_anonymous: bool = False  # loopback callers without credentials (a local testbed over http only)
+    xrootd_keytab: Path | None = None  # the service's own storage identity (sss), for every copy it makes
     # the engine
     stream_below: int = Field(default=EngineSettings.stream_below, ge=0)  # bytes: smaller streamed, larger TPC
     max_active: int = Field(default=64, ge=1, le=1024)
@@ -114,6 +116,8 @@ def load(path: Path | None, **overrides: Any) -> ServiceSettings:
             return p if p.is_absolute() else (base / p).resolve()
 
         update: dict[str, Any] = {"database": rooted(settings.database)} if database_from_file(overrides) else {}
+        if settings.xrootd_keytab:
+            update["xrootd_keytab"] = rooted(settings.xrootd_keytab)
         if settings.tls:
             tls = settings.tls
             update["tls"] = TLS(cert=rooted(tls.cert), key=rooted(tls.key), ca=rooted(tls.ca) if tls.ca else None)
@@ -122,6 +126,8 @@ def load(path: Path | None, **overrides: Any) -> ServiceSettings:
         for what, file in (("cert", settings.tls.cert), ("key", settings.tls.key), ("ca", settings.tls.ca)):
             if file is not None and not file.exists():
                 raise ConfigError(f"transfer service setting tls.{what}: {file} does not exist")
+    if settings.xrootd_keytab:
+        storage_identity.read(settings.xrootd_keytab)  # a bad keytab is one line now, not a failed copy later
     return settings
 
 

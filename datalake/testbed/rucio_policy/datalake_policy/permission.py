@@ -7,7 +7,11 @@ needs to govern the datasets of the scopes it owns under their sharing policies:
 - add locked rules on DIDs of its own scopes, change their ``locked``/``lifetime``/``activity``/``comment``,
   and delete them (generic: unlocked own rules only; update/delete for root/admin only).
 
-Which scopes an account may create DIDs in stays generic: its own scopes only.
+Which scopes an account may create DIDs in, or change metadata (a policy) of, stays generic: its own scopes only.
+
+Tighter than generic for everyone else: generic lets any account add an unlocked rule on any DID, so an analyst
+could copy a collaboration's embargoed data to the public RSE. Here an account adds, changes and deletes rules
+only on DIDs of scopes it owns (root and ``admin`` accounts excepted), so experiment scopes are the data manager's.
 """
 
 from typing import Any
@@ -50,8 +54,28 @@ def _allowed(issuer: Any, action: str, kwargs: dict[str, Any], session: Any) -> 
     return _owns(issuer, get_rule(kwargs["rule_id"], session=session)["scope"], session)
 
 
+def _is_admin(issuer: Any, session: Any) -> bool:
+    if issuer.external == "root":
+        return True
+    attributes = {a["key"]: a["value"] for a in list_account_attributes(account=issuer, session=session)}
+    return str(attributes.get("admin", "")).lower() in ("true", "1", "yes")
+
+
+def _own_rule(issuer: Any, action: str, kwargs: dict[str, Any], session: Any) -> bool:
+    """Rules an ordinary account may touch: on DIDs of its own scopes (and, to change or delete, its own rules)."""
+    if action == "add_rule":
+        return all(_owns(issuer, did["scope"], session) for did in kwargs.get("dids", []))
+    rule = get_rule(kwargs["rule_id"], session=session)
+    return str(rule["account"]) == issuer.external and _owns(issuer, rule["scope"], session)
+
+
 def has_permission(issuer: Any, action: str, kwargs: dict[str, Any], session: Any = None) -> bool:
     managed = action in REPLICAS | OPEN_DATA | RULES
     if managed and _is_data_manager(issuer, session) and _allowed(issuer, action, kwargs, session):
         return True
+    if action in RULES and not _is_admin(issuer, session):
+        if not _own_rule(issuer, action, kwargs, session):
+            return False
+        if action != "add_rule":  # generic: only root/admin change or delete rules; owners may, on their scopes
+            return action == "del_rule" or set(kwargs.get("options", {})) <= RULE_OPTIONS
     return generic.has_permission(issuer, action, kwargs, session=session)
