@@ -59,10 +59,11 @@ rucio rule list --did "$dataset"
 "$DATALAKE" transfer status
 as_analyst() { (eval "$("$DATALAKE" testbed env --account analyst)" && "$@"); }  # the analyst's key and cluster
 step "the storage checks who asks: an anonymous xrdcp of a collaboration-only file is refused"
-url=$(rucio replica list file "darkmatter:$name" --protocols root --pfns | head -1)
-if (unset XrdSecPROTOCOL XrdSecSSSKT; xrdcp -f "$url" "$work/anonymous.dat" 2>&1); then
-    echo "anonymous read was NOT refused" >&2; exit 1
-fi
+url=$(rucio replica list file "darkmatter:$name" --pfns | head -1)
+echo "xrdcp $url   (no key)"
+refusal=$( (unset XrdSecPROTOCOL XrdSecSSSKT; HOME="$work" xrdcp -f "$url" "$work/anonymous.dat" 2>&1) || true)
+echo "$refusal"
+grep -q "Auth failed" <<< "$refusal" || { echo "the anonymous read was not refused by the server" >&2; exit 1; }
 step "as the analyst: datalake pull $dataset   (parallel, adler32-verified, resumable)"
 as_analyst "$DATALAKE" pull "$dataset" --to "$work/pulled"
 for f in "$work"/run2025/*.root; do cmp "$f" "$work/pulled/${dataset%%:*}/$(basename "$f")"; done
