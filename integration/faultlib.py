@@ -177,19 +177,13 @@ def disk_full(directory: Path, size_kib: int) -> Iterator[Path]:
     finally:
         kept = Path(tempfile.mkdtemp(prefix="datalake-full-", dir=directory.parent))
         try:
-            shutil.copytree(directory, kept, dirs_exist_ok=True, symlinks=True)
+            subprocess.run(["cp", "-a", f"{directory}/.", str(kept)], check=True)  # owners and modes kept
             _umount(directory)
             _cleanups.pop(key, None)
             assert not _mounted(directory), f"{directory} is still mounted"
-            shutil.copytree(kept, directory, dirs_exist_ok=True, symlinks=True, copy_function=_copy_owned)
+            subprocess.run(["cp", "-a", f"{kept}/.", str(directory)], check=True)
         finally:
             shutil.rmtree(kept, ignore_errors=True)
-
-
-def _copy_owned(src: str, dst: str) -> None:
-    shutil.copy2(src, dst)
-    st = os.stat(src)
-    os.chown(dst, st.st_uid, st.st_gid)
 
 
 # -- a cut network --------------------------------------------------------------------------------------------------
