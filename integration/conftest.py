@@ -138,7 +138,7 @@ def moto() -> Iterator[str]:
 
 # -- the fault-injection table (integration/test_faults.py) ---------------------------------------------------------
 
-FAULTS_JSON = ROOT / ".ci-artifacts" / "faults.json"
+FAULTS_JSON = Path(os.environ.get("DATALAKE_FAULTS_JSON") or ROOT / ".ci-artifacts" / "faults.json")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -238,9 +238,7 @@ def test_pull_fails_over_when_the_preferred_rse_dies_mid_pull(lake_env, tmp_path
         t.injected += 1
 
     try:
-        summary = lake.pull(
-            did, to, prefer=["XRD1"], parallel=4, progress=Trigger(at, inject), scheduler=lake_env["DATALAKE_SCHEDULER"]
-        )
+        summary = lake.pull(did, to, prefer=["XRD1"], parallel=4, progress=Trigger(at, inject))
     finally:
         for c in cut:
             c.__exit__(None, None, None)
@@ -325,9 +323,7 @@ def test_replicate_survives_the_destination_server_killed_mid_run(lake_env, tmp_
         kill("xrd3")
         t.injected += 1
 
-    outcome = lake.replicate(
-        did, "XRD3", parallel=2, progress=Trigger(at, inject), scheduler=lake_env["DATALAKE_SCHEDULER"]
-    )
+    outcome = lake.replicate(did, "XRD3", parallel=2, progress=Trigger(at, inject))
     assert t.injected == 1
     assert outcome.ok or (outcome.failed and outcome.rule is None)  # no rule while a file is missing
     restart()
@@ -363,7 +359,7 @@ def test_a_rule_is_fulfilled_although_a_server_was_killed_under_it(lake_env, tmp
     kill(component)
     t.injected += 1
     restart()
-    wait_for(lambda: rule_state(rule) == "OK", 120, f"rule {rule} OK")
+    wait_for(lambda: rule_state(rule) == "OK", 150, f"rule {rule} OK")  # a killed submitter: requeued after 30 s
     t.recovered += 1
     checked(t, check([did], expect_files=8))
 
