@@ -125,6 +125,8 @@ def run(
     ready: list[Any] = []
     results: list[Any] = []
     current: dict[int, Placed] = dict(enumerate(placed))
+    covers: dict[Any, list[int]] = {}  # the chunks behind each result (a chunk's, or a merge's)
+    merges: dict[Any, tuple[Any, Any]] = {}  # a merge's two inputs
 
     def submit(index: int, item: Placed) -> None:
         resources = {site_resource(item.site): 1} if item.site else None
@@ -132,6 +134,7 @@ def run(
         future = client.submit(task, item, *args, key=key, resources=resources, pure=False)
         pending[future] = (index, item)
         current[index] = item
+        covers[future] = [index]
 
     def retry(index: int, item: Placed, failed: set[str], live: Sequence[str], reason: str) -> None:
         moved = item.next(failed, live)
@@ -159,10 +162,13 @@ def run(
                         results.append(future.result())
                         continue
                     ready.append(future)
+                    for merged_input in merges.pop(future, ()):  # merged: its inputs are not needed any more
+                        covers.pop(merged_input, None)
                     while len(ready) >= 2:
                         a, b = ready.pop(0), ready.pop(0)
                         merged = client.submit(reduce, a, b, key=f"merge-{run_id}-{uuid.uuid4().hex[:8]}", pure=False)
                         pending[merged] = (-1, None)
+                        merges[merged], covers[merged] = (a, b), covers[a] + covers[b]
                     continue
                 error = future.exception() if future.status == "error" else None
                 if item is not None and isinstance(error, ReadFailed):
@@ -173,6 +179,13 @@ def run(
                 raise _as_error(error, item)
             if not done:
                 _move_stranded(client, pending, failed_rses, retry, outcome)
+                lost = _lost_results(client, ready, pending, merges, covers, current)
+                for index in lost:
+                    outcome.moved += 1
+                    retry(index, current[index], failed_rses.get(index, set()), list(worker_sites(client)),
+                          f"its result was lost with the last worker of site {current[index].site}")  # fmt: skip
+            if not pending and ready:
+                pending.update(_waiting(client, ready))  # a lost result Dask is computing again: wait for it
         if reduce is not None:
             outcome.result = ready[0].result() if ready else None
         else:
@@ -194,6 +207,58 @@ def _move_stranded(client: Any, pending: dict, failed_rses: dict, retry: Callabl
         future.cancel()
         outcome.moved += 1
         retry(index, item, failed_rses.get(index, set()), live, f"site {item.site} has no worker")
+
+
+def _held(client: Any, futures: list) -> set[str]:
+    """Keys of the results some worker holds (the client still calls a result lost with its worker finished)."""
+    return {str(key) for key, where in client.who_has(futures).items() if where} if futures else set()
+
+
+def _waiting(client: Any, ready: list) -> dict:
+    """Lost results being recomputed, watched like pending work (taken out of ``ready`` until they finish)."""
+    held = _held(client, ready)
+    lost = [f for f in ready if str(f.key) not in held]
+    for f in lost:
+        ready.remove(f)
+    return {f: (-2, None) for f in lost}
+
+
+def _lost_results(client: Any, ready: list, pending: dict, merges: dict, covers: dict,
+                  current: dict[int, Placed]) -> list[int]:  # fmt: skip
+    """Chunks to send again because their finished result died with a worker and Dask cannot compute it again:
+    it would rerun them only at their site, which has no worker left. Lost results and the merges waiting on
+    them are cancelled; a merge's surviving input goes back to ``ready``."""
+    live = set(worker_sites(client))
+    waiting = [f for f, (index, _) in pending.items() if index == -2]
+    held = _held(client, [*ready, *waiting, *(f for m in merges if m in pending for f in merges[m])])
+
+    def stranded(future: Any) -> bool:
+        return str(future.key) not in held and any(current[i].site not in live for i in covers.get(future, []))
+
+    redo: list[int] = []
+    for merged, inputs in list(merges.items()):
+        if merged not in pending or not any(stranded(f) for f in inputs):
+            continue
+        del pending[merged], merges[merged]
+        covers.pop(merged, None)
+        merged.cancel()
+        for f in inputs:
+            if stranded(f):
+                redo += covers.pop(f, [])
+                f.cancel()
+            else:
+                ready.append(f)
+    for f in [f for f in ready if stranded(f)]:
+        ready.remove(f)
+        pending.pop(f, None)
+        redo += covers.pop(f, [])
+        f.cancel()
+    for f, (index, _) in list(pending.items()):
+        if index == -2 and stranded(f):
+            del pending[f]
+            redo += covers.pop(f, [])
+            f.cancel()
+    return redo
 
 
 def _as_error(error: BaseException | None, item: Placed | None) -> ProcessingError:

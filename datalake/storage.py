@@ -24,6 +24,9 @@ os.environ.setdefault("RES_OPTIONS", "timeout:1 attempts:1")  # XrdCl reverse-DN
 os.environ.setdefault("XRD_CONNECTIONRETRY", "2")
 os.environ.setdefault("XRD_CONNECTIONWINDOW", "10")  # a dead server costs seconds, not XrdCl's default minutes
 os.environ.setdefault("XRD_REQUESTTIMEOUT", "120")
+# After a server was unreachable, XrdCl fails every request to it at once for this long (default 1800 s): a
+# long-lived client (a notebook, the transfer service) could not reach a restarted RSE for half an hour.
+os.environ.setdefault("XRD_STREAMERRORWINDOW", "10")
 
 IN_FLIGHT = 64  # requests outstanding per bulk call (the servers compute at most 64 checksums at once)
 BLOCK = 4 << 20

@@ -140,3 +140,20 @@ def moto() -> Iterator[str]:
     finally:
         stop(process)
         shutil.rmtree(home, ignore_errors=True)
+
+
+# -- the fault-injection table (integration/test_faults.py) ---------------------------------------------------------
+
+FAULTS_JSON = Path(os.environ.get("DATALAKE_FAULTS_JSON") or ROOT / ".ci-artifacts" / "faults.json")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fault table, printed whenever the fault cases ran (also when all passed), and kept as JSON."""
+    faultlib = sys.modules.get("faultlib")
+    if faultlib is None or not faultlib.TABLE:
+        return
+    terminalreporter.section("fault injection")
+    for line in faultlib.table_lines():
+        terminalreporter.write_line(line)
+    faultlib.write_json(FAULTS_JSON)
+    terminalreporter.write_line(f"(also in {FAULTS_JSON})")

@@ -31,6 +31,8 @@ DEBIAN = {
     "/usr/lib/*/gfal2-plugins/libgfal_plugin_http.so": "gfal2-plugin-http",
     "/usr/lib/*/gfal2-plugins/libgfal_plugin_xrootd.so": "gfal2-plugin-xrootd",
     "/usr/lib/*/gfal2-plugins/libgfal_plugin_file.so": "gfal2-plugin-file",
+    # the fault-injection suite cuts an RSE off the network with a DROP rule on its loopback port
+    "iptables": "iptables",
 }
 DEBIAN_PYTHON = Path("/usr/lib/python3/dist-packages")
 SERVER_PACKAGES = [f"rucio[postgresql]=={RUCIO_VERSION}", "gunicorn>=23", "psycopg[binary]>=3.1"]

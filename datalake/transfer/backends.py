@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from datalake import storage  # noqa: F401 - its XrdCl settings must be in place before XRootD loads
 from datalake.errors import ConfigError, TransferError
 
 # What a failure means for the engine:
