@@ -50,6 +50,9 @@ class Backend(Protocol):
 _XRD_SOURCE = {3011, 3015, 3016}  # NotFound, NotFile, isDirectory
 _XRD_FATAL = {3000, 3001, 3002, 3006, 3009, 3010, 3013, 3021, 3022}  # bad args, NoSpace, NotAuthorized, quota...
 _XRD_EXISTS = 3018
+# XrdCl waits up to 10 min (its default) for the files of a copy to open: a destination still held by a killed
+# writer kept a re-run waiting that long; a retry after this bound finds it released
+OPEN_TIMEOUT = 120
 _XRD_CHECKSUM = 305  # XrdCl::errCheckSumError
 _MODES = {"none": "none", "source": "source", "target": "target", "both": "end2end"}
 
@@ -92,6 +95,7 @@ class XRootD:
             source, destination, force=overwrite, mkdir=True, thirdparty="only" if third_party else "none",
             checksummode=_MODES[checksum_mode] if checksum else "none", checksumtype=algorithm,
             checksumpreset=value, rmBadCksum=True, tpctimeout=timeout, cptimeout=timeout,
+            inittimeout=min(timeout, OPEN_TIMEOUT),
         )  # fmt: skip
         status = process.prepare()
         if not status.ok:
