@@ -14,7 +14,7 @@ test: install lint
 bench: install  # needs a running testbed: make demo (or datalake testbed up) first
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[test,bench]'
 	$(BIN)/datalake testbed up
-	eval "$$($(BIN)/datalake testbed env)" && $(BIN)/python bench/register.py && $(BIN)/python bench/pull.py && $(BIN)/python bench/transfer.py && $(BIN)/python bench/process.py
+	eval "$$($(BIN)/datalake testbed env)" && $(BIN)/python bench/register.py && $(BIN)/python bench/pull.py && $(BIN)/python bench/transfer.py && $(BIN)/python bench/process.py && $(BIN)/python bench/load.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -142,13 +142,19 @@ def moto() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-# -- the fault-injection table (integration/test_faults.py) ---------------------------------------------------------
+# -- the fault-injection and load tables (integration/test_faults.py, test_load.py) ----------------------------
 
 FAULTS_JSON = Path(os.environ.get("DATALAKE_FAULTS_JSON") or ROOT / ".ci-artifacts" / "faults.json")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """The fault table, printed whenever the fault cases ran (also when all passed), and kept as JSON."""
+    """The fault and load tables, printed whenever those tests ran (also when all passed); both kept as JSON."""
+    load = sys.modules.get("test_load")
+    if load is not None and load.REPORT:
+        terminalreporter.section("load")
+        for line in load.REPORT:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"(also in {load.LOAD_JSON})")
     faultlib = sys.modules.get("faultlib")
     if faultlib is None or not faultlib.TABLE:
         return

@@ -234,3 +234,22 @@ def test_rucio_priorities_are_clamped_as_fts3_does(service):
 def test_token_digests_must_be_digests():
     with pytest.raises(ValueError, match="SHA-256"):
         config.ServiceSettings(tokens={"rucio": "plain-token"})
+
+
+def test_metrics_count_answers_by_status_class_including_500s(tmp_path):
+    """The service's error count (a load test reads it): every answer counted once by class, a crash as 5xx."""
+    settings = config.ServiceSettings(database=tmp_path / "t.db", tokens={"conveyor": auth.digest(TOKEN)})
+    store = Store(settings.database)
+    app = create_app(store, Engine(store, settings.engine()), settings)
+    client = app.test_client()
+    assert client.post("/jobs", json=rucio_submission(1), headers=bearer()).status_code == 200
+    assert client.get("/jobs/nosuchjob", headers=bearer()).status_code == 404
+    assert client.get("/whoami", headers=bearer("wrong")).status_code == 401
+
+    def broken(*_args):
+        raise RuntimeError("disk gone")
+
+    store.job = broken  # the next status query crashes inside the handler
+    assert client.get("/jobs/x", headers=bearer()).status_code == 500
+    answered = client.get("/metrics", headers=bearer()).get_json()["requests"]
+    assert answered == {"2xx": 1, "4xx": 2, "5xx": 1}  # the /metrics call itself is counted after it answers

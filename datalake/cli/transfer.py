@@ -54,7 +54,8 @@ def status(
     ca: str | None = typer.Option(None, help="CA that signed the service (default $DATALAKE_TRANSFER_CA)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Per link: transfers allowed at once, active, queued, finished, failed, throughput, success rate."""
+    """Per link: transfers allowed at once, active, queued, finished, failed, throughput, success rate; then the
+    requests the service answered since it started, with its 4xx and 5xx counts."""
     from datalake.transfer.client import ServiceClient
 
     metrics = ServiceClient.from_env(url, token, cert, ca).metrics()
@@ -66,6 +67,9 @@ def status(
         table.add_row(name, str(m["limit"]), str(m["active"]), str(m["queued"]), str(m["finished"]), str(m["failed"]),
                       f"{m['throughput'] / 1e6:.1f}", f"{m['success_rate']:.0%}")  # fmt: skip
     console.print(table if metrics["links"] else "no transfers yet")
+    answered = metrics.get("requests", {})
+    console.print(f"requests answered since start: {sum(answered.values())} "
+                  f"(4xx {answered.get('4xx', 0)}, 5xx {answered.get('5xx', 0)})")  # fmt: skip
 
 
 @app.command()

@@ -13,6 +13,7 @@ import re
 import signal
 import ssl
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,8 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     auth_settings = settings.auth()
     base_id = store.base_id()
+    answered: Counter[str] = Counter()  # responses since start by status class: the service's error count
+    answered_lock = threading.Lock()
 
     def reply(body: Any, status: int):
         response = jsonify(body)
@@ -89,6 +92,12 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
             return refuse(401, who)
         g.identity = who
         return None
+
+    @app.after_request
+    def _count(response):
+        with answered_lock:
+            answered[f"{response.status_code // 100}xx"] += 1
+        return response
 
     @app.errorhandler(413)
     def _too_large(_err):
@@ -203,8 +212,16 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
 
     @app.get("/metrics")
     def metrics():
-        return reply({"links": engine.metrics(), "settings": {"stream_below": settings.stream_below,
-                                                              "max_active": settings.max_active}}, 200)  # fmt: skip
+        with answered_lock:
+            requests = {key: answered[key] for key in ("2xx", "4xx", "5xx")}
+        return reply(
+            {
+                "links": engine.metrics(),
+                "requests": requests,
+                "settings": {"stream_below": settings.stream_below, "max_active": settings.max_active},
+            },
+            200,
+        )
 
     return app
 
