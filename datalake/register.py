@@ -276,17 +276,28 @@ def _pfns(rse_info: dict[str, Any], scope: str, names: list[str]) -> dict[str, s
     return {k: _norm(v) for k, v in pfns.items()}
 
 
+def _still_to_copy(jobs: list[storage.CopyJob]) -> tuple[list[storage.CopyJob], int]:
+    """The jobs whose target is not already on storage with the source's size and checksum, and how many are. A
+    re-run after a kill finds the killed run's uploads: checked, not sent again, and not overwritten while the
+    server may still hold the dead session's file open (its checksum query then fails). A target the server
+    cannot stat or checksum is copied again (overwritten)."""
+    found, _unreadable = storage.stat_many([j.target for j in jobs])
+    todo = [j for j in jobs if (f := found.get(j.target)) is None or (f.size, f.checksum) != (j.size, j.checksum)]
+    return todo, len(jobs) - len(todo)
+
+
 @dataclass
 class Result:
     plan: Plan
     uploaded: int = 0
+    kept: int = 0  # found whole on the RSE, left by an interrupted run: not sent again
     registered: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     governed: Outcome | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
 
     def summary(self) -> dict[str, Any]:
-        out = self.plan.summary() | {"uploaded": self.uploaded, "registered": self.registered}
+        out = self.plan.summary() | {"uploaded": self.uploaded, "kept": self.kept, "registered": self.registered}
         out["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
         if self.governed is not None:
             out["tier"] = str(self.governed.desired.tier)
@@ -334,6 +345,8 @@ def run(
                 storage.CopyJob(str(s.local), pfns[f"{dataset.scope}:{s.name}"], s.size, s.checksum)
                 for s in plan.upload
             ]
+            if plan.dataset_exists:  # a re-run: what an interrupted run already uploaded whole stays
+                jobs, result.kept = _still_to_copy(jobs)
             result.failed = storage.copy_many(jobs, parallel=parallel, progress=lambda f, b: progress.advance(0, b))
             result.uploaded = len(jobs) - len(result.failed)
             crash_point("register:uploaded")
