@@ -171,6 +171,16 @@ def run(
                         merges[merged], covers[merged] = (a, b), covers[a] + covers[b]
                     continue
                 error = future.exception() if future.status == "error" else None
+                if future.status == "cancelled" or _lost_with_worker(error):
+                    # Dask gave up on it: something it needed died with a worker and cannot be computed again
+                    # (a merged result whose inputs were already released, or a chunk killed with its worker
+                    # too often). The chunks behind it run again; nothing else covers them.
+                    merges.pop(future, None)
+                    live = list(worker_sites(client))
+                    for lost in covers.pop(future, []):
+                        outcome.moved += 1
+                        retry(lost, current[lost], failed_rses.get(lost, set()), live, "lost with a worker")
+                    continue
                 if item is not None and isinstance(error, ReadFailed):
                     failed = failed_rses.setdefault(index, set())
                     failed.add(item.sources[0].rse)
@@ -259,6 +269,13 @@ def _lost_results(client: Any, ready: list, pending: dict, merges: dict, covers:
             redo += covers.pop(f, [])
             f.cancel()
     return redo
+
+
+def _lost_with_worker(error: BaseException | None) -> bool:
+    """Dask's "this task's worker died (too often)": the work is fine, its worker was not."""
+    from distributed.scheduler import KilledWorker
+
+    return isinstance(error, KilledWorker)
 
 
 def _as_error(error: BaseException | None, item: Placed | None) -> ProcessingError:

@@ -12,6 +12,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import awkward as ak
 import cloudpickle
@@ -535,6 +536,29 @@ def test_a_chunk_without_a_readable_replica_ends_in_failed(client):
     assert item.chunk == only_bad.chunk and "root://bad-b//f: unreachable" in reason
     assert outcome.retried == 1  # BAD-A -> BAD-B, then nothing left
     assert sorted(chunk for _, _, chunk in outcome.result) == sorted(str(p.chunk) for p in fine)
+
+
+KILLED_ONCE: set[str] = set()  # chunks whose first run "lost its worker" (in-process workers share this)
+
+
+def killed_once_task(placed: Placed) -> tuple[str, str, str]:
+    """As where_task, but the first run of an even chunk ends as Dask ends a task whose worker died too often."""
+    from distributed.scheduler import KilledWorker
+
+    if placed.chunk.start % 20 == 0 and str(placed.chunk) not in KILLED_ONCE:
+        KILLED_ONCE.add(str(placed.chunk))
+        raise KilledWorker(str(placed.chunk), SimpleNamespace(address="tcp://gone:1"), 3)
+    return where_task(placed)
+
+
+def test_a_chunk_lost_with_its_worker_runs_again(client):
+    """Dask giving up on a chunk because its worker died (KilledWorker) is not the chunk's fault: it runs again,
+    and every chunk's result arrives exactly once."""
+    KILLED_ONCE.clear()
+    placed = place(chunks_at(6, (A1, B1)), {"A", "B"})
+    outcome = cluster.run(client, placed, killed_once_task)
+    assert outcome.failed == [] and outcome.moved == 3 and outcome.retried == 3
+    assert sorted(chunk for _, _, chunk in outcome.result) == sorted(str(p.chunk) for p in placed)
 
 
 @pytest.mark.parametrize(
