@@ -55,9 +55,9 @@ def main() -> int:
             if report.exists():
                 for row in json.loads(report.read_text())["rows"]:
                     total = totals.setdefault((row["operation"], row["fault"]), {**row, "injected": 0,
-                                              "recovered": 0, "violations": 0, "detail": ""})  # fmt: skip
-                    for key in ("injected", "recovered", "violations"):
-                        total[key] += row[key]
+                                              "recovered": 0, "violations": 0, "silent": 0, "detail": ""})  # fmt: skip
+                    for key in ("injected", "recovered", "violations", "silent"):
+                        total[key] += row.get(key, 0)
     os.environ.update(env)  # faultlib's conftest reads the testbed from it
     from faultlib import Tally, table_lines
 

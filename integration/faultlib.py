@@ -49,6 +49,7 @@ class Tally:
     injected: int = 0
     recovered: int = 0
     violations: int = 0
+    silent: int = 0  # wrong results no reader can detect (bytes changed inside a block the format does not check)
     detail: str = ""  # the random point(s) drawn, for replaying a case
 
 
@@ -63,11 +64,12 @@ def table_lines(rows: list[Tally] | None = None, seed: int = SEED) -> list[str]:
     """The table printed at the end of a session (and of a soak): one row per operation x fault, then totals."""
     rows = sorted(TABLE.values() if rows is None else rows, key=lambda t: (t.operation, t.fault))
     total = Tally("TOTAL", "", sum(t.injected for t in rows), sum(t.recovered for t in rows),
-                  sum(t.violations for t in rows))  # fmt: skip
-    head = f"{'operation':<10} {'fault':<26} {'injected':>8} {'recovered':>9} {'violations':>10}  point"
+                  sum(t.violations for t in rows), sum(t.silent for t in rows))  # fmt: skip
+    head = f"{'operation':<10} {'fault':<26} {'injected':>8} {'recovered':>9} {'violations':>10} {'silent':>6}  point"
     lines = [f"fault injection (seed {seed}; replay with DATALAKE_FAULT_SEED={seed})", head, "-" * len(head)]
     for t in [*rows, total]:
-        lines.append(f"{t.operation:<10} {t.fault:<26} {t.injected:>8} {t.recovered:>9} {t.violations:>10}  {t.detail}")
+        lines.append(f"{t.operation:<10} {t.fault:<26} {t.injected:>8} {t.recovered:>9} {t.violations:>10} "
+                     f"{t.silent:>6}  {t.detail}")  # fmt: skip
     return lines
 
 
@@ -77,7 +79,7 @@ def write_json(path: Path, rows: list[Tally] | None = None, seed: int = SEED) ->
     data = {
         "seed": seed,
         "rows": [asdict(t) for t in rows],
-        "totals": {k: sum(getattr(t, k) for t in rows) for k in ("injected", "recovered", "violations")},
+        "totals": {k: sum(getattr(t, k) for t in rows) for k in ("injected", "recovered", "violations", "silent")},
     }
     path.write_text(json.dumps(data, indent=1) + "\n")
 
