@@ -1,9 +1,12 @@
 # The README's two commands: `make demo` (testbed up + a tour with the stock rucio CLI) and `make test`.
-# Both install everything on a fresh machine first: Debian packages, the project venv, the Rucio server venv.
+# Both install everything on a fresh machine first: Debian packages, the project venv, the Rucio server venv,
+# the two venvs exactly as the lock files say (uv.lock, datalake/testbed/locks/rucio-server.txt).
 VENV ?= .venv
 BIN := $(VENV)/bin
+UV := $(CURDIR)/scripts/uv
+SERVER_LOCK := datalake/testbed/locks/rucio-server
 
-.PHONY: demo test install lint bench
+.PHONY: demo test install lint lock lock-upgrade lock-check bench
 
 demo: install
 	bash scripts/tour.sh
@@ -11,18 +14,30 @@ demo: install
 test: install lint
 	$(BIN)/pytest -ra
 
-bench: install  # needs a running testbed: make demo (or datalake testbed up) first
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[test,bench]'
+bench: install  # starts the testbed if it is not up (make demo leaves it up)
+	bash scripts/setup-venv.sh $(VENV) bench
 	$(BIN)/datalake testbed up
 	eval "$$($(BIN)/datalake testbed env)" && $(BIN)/python bench/register.py && $(BIN)/python bench/pull.py && $(BIN)/python bench/transfer.py && $(BIN)/python bench/process.py && $(BIN)/python bench/load.py
 
-lint: install
+lint: install lock-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-install: $(VENV)/.installed
-	$(BIN)/datalake testbed install
-
-$(VENV)/.installed: pyproject.toml scripts/setup-venv.sh
+# The venv is synced on every run (a no-op in a fraction of a second when it already matches uv.lock).
+install:
 	bash scripts/setup-venv.sh $(VENV)
-	touch $@
+	UV=$(UV) $(BIN)/datalake testbed install
+
+# Re-resolve deliberately: after changing pyproject.toml or rucio-server.in (`lock` keeps every pin it can), or to
+# move everything to the newest releases the ranges allow (`lock-upgrade`). Commit the lock files with the change.
+lock:
+	$(UV) lock
+	bash scripts/lock-server.sh $(SERVER_LOCK)
+
+lock-upgrade:
+	$(UV) lock --upgrade
+	bash scripts/lock-server.sh $(SERVER_LOCK) --upgrade
+
+lock-check:  # CI fails when a lock no longer matches what it was resolved from
+	$(UV) lock --check --quiet
+	bash scripts/lock-server.sh $(SERVER_LOCK) --check

@@ -6,9 +6,11 @@ from datalake.errors import (
     DatalakeError,
     NotAllowed,
     PolicyError,
+    ProcessingError,
     StorageError,
     TestbedError,
     TransferError,
+    UserCodeError,
 )
 from datalake.lake import Lake
 
@@ -32,8 +34,10 @@ __all__ = [
     "Lake",
     "NotAllowed",
     "PolicyError",
+    "ProcessingError",
     "StorageError",
     "TestbedError",
     "TransferError",
+    "UserCodeError",
     "__version__",
 ]

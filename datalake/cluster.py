@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalake import tracebacks
 from datalake.columnar import ReadFailed
-from datalake.errors import ConfigError, DatalakeError
+from datalake.errors import ConfigError, ProcessingError, UserCodeError
 from datalake.placement import Placed
 
 RESOURCE_PREFIX = "site-"
@@ -24,16 +26,40 @@ SCHEDULER_ENV = "DATALAKE_SCHEDULER"
 POLL = 1.0  # seconds between checks for sites that lost their workers
 
 
-class ProcessingError(DatalakeError):
-    """A chunk could not be processed from any replica, or the user's function failed."""
-
-
 class FunctionFailed(Exception):
-    """The user's function (or the result merge) raised; carries the traceback text for DATALAKE_DEBUG."""
+    """Raised on a worker when the user's function (or the result merge) raised, with the user's frames."""
 
-    def __init__(self, where: str, message: str, details: str = "") -> None:
-        super().__init__(where, message, details)
-        self.where, self.message, self.details = where, message, details
+    def __init__(self, where: str, message: str, frames: tuple[tracebacks.Frame, ...] = ()) -> None:
+        super().__init__(where, message, frames)
+        self.where, self.message, self.frames = where, message, frames
+
+
+class ClusterVersions(UserWarning):
+    """The cluster runs other versions of some packages than this client (one line, once per connection)."""
+
+
+def mismatch(versions: dict[str, Any]) -> str:
+    """'lz4 (here 4.4.4, scheduler 4.4.4, workers missing); ...' from ``Client.get_versions()``: the packages
+    whose versions differ between this client and the cluster, compared as Dask compares them."""
+    from distributed.versions import scheduler_relevant_packages
+
+    def packages(part: dict | None) -> dict[str, str | None]:
+        return (part or {}).get("packages", {})
+
+    def shown(version: str | None) -> str:
+        return "missing" if version is None else str(version)
+
+    here, scheduler = packages(versions.get("client")), packages(versions.get("scheduler"))
+    workers = [packages(w) for w in (versions.get("workers") or {}).values()]
+    out = []
+    for name in sorted({*here, *(k for w in workers for k in w)}):
+        theirs = {w.get(name) for w in workers}
+        compared = {here.get(name), *theirs} | ({scheduler.get(name)} if name in scheduler_relevant_packages else set())
+        if len(compared) > 1:
+            mine, central = shown(here.get(name)), shown(scheduler.get(name))
+            at_workers = ", ".join(sorted(shown(v) for v in theirs))
+            out.append(f"{name} (here {mine}, scheduler {central}, workers {at_workers})")
+    return "the Dask cluster runs other versions than this client: " + ("; ".join(out) or "see the scheduler log")
 
 
 def site_resource(site: str) -> str:
@@ -43,12 +69,18 @@ def site_resource(site: str) -> str:
 def connect(address: str | None = None, timeout: float = 10) -> Any:
     """A client of the scheduler at ``address`` (or ``$DATALAKE_SCHEDULER``)."""
     from distributed import Client
+    from distributed.versions import VersionMismatchWarning
 
     address = address or os.environ.get(SCHEDULER_ENV)
     if not address:
         raise ConfigError(f"no Dask scheduler: pass --scheduler or set ${SCHEDULER_ENV} (`datalake testbed env` does)")
     try:
-        return Client(address, timeout=timeout)
+        with warnings.catch_warnings(record=True) as caught:  # Dask's multi-line table: reported as one line
+            warnings.simplefilter("always", VersionMismatchWarning)
+            client = Client(address, timeout=timeout)
+        if any(issubclass(w.category, VersionMismatchWarning) for w in caught):
+            warnings.warn(ClusterVersions(mismatch(client.get_versions(check=False))), stacklevel=2)
+        return client
     except OSError as err:
         raise ConfigError(f"cannot reach the Dask scheduler at {address}: {err}") from None
     except ValueError as err:  # what Dask raises for a malformed address
@@ -281,9 +313,7 @@ def _lost_with_worker(error: BaseException | None) -> bool:
 def _as_error(error: BaseException | None, item: Placed | None) -> ProcessingError:
     where = str(item.chunk) if item is not None else "merging results"
     if isinstance(error, FunctionFailed):
-        if os.environ.get("DATALAKE_DEBUG"):
-            return ProcessingError(f"{error.where}: {error.message}\n{error.details}")
-        return ProcessingError(f"{error.where}: {error.message}")
+        return tracebacks.attach(UserCodeError(f"{error.where}: {error.message}"), error.frames)
     if isinstance(error, KeyError):
         return ProcessingError(str(error.args[0]) if error.args else f"{where}: {error}")
     if error is None:

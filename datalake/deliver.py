@@ -26,7 +26,7 @@ from datalake.chunks import Chunk
 from datalake.columnar import Target, read, scratch, store, where_am_i
 from datalake.didmeta import DERIVED_KEY, POLICY_KEY
 from datalake.dids import DID
-from datalake.errors import CatalogError, PolicyError
+from datalake.errors import CatalogError, ConfigError, PolicyError
 from datalake.placement import Placed, place
 from datalake.process import CHUNK, TREE, plan
 from datalake.selection import Selection
@@ -70,7 +70,7 @@ def deliver_file(
             read_bytes += stats.bytes
             events_in += len(events)
             if selection is not None:
-                events = events[selection.mask(events)]
+                events = events[_selected(selection, events, placed)]
             kept = events[[c for c in events.fields if c in columns or _matches(c, columns)]]
             events_out += len(kept)
             table = ak.to_arrow_table(kept, extensionarray=False)
@@ -87,6 +87,17 @@ def deliver_file(
                        read_bytes, worker, site, source.site)  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _selected(selection: Selection, events: Any, placed: Placed) -> Any:
+    """The ``--where`` mask; an expression that fails on these events is the user's error and says which."""
+    try:
+        return selection.mask(events)
+    except ConfigError:
+        raise
+    except Exception as err:
+        where = f"--where {selection.text!r}: {type(err).__name__}: {err}"
+        raise cluster.FunctionFailed(str(placed.chunk), where) from None
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:

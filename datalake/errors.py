@@ -10,6 +10,8 @@ Every error a user can cause or meet is one of these; the CLI prints its message
     │   └── NotAllowed    ... because the account lacks the right
     ├── StorageError      XRootD / S3 / local storage failed
     ├── TransferError     a copy could not be completed
+    ├── ProcessingError   a chunk could not be processed from any replica
+    │   └── UserCodeError ... because the user's own code raised (``frames``: their traceback)
     └── TestbedError      the local testbed cannot be installed, started or stopped
 """
 
@@ -46,6 +48,17 @@ class TransferError(DatalakeError):
     pass
 
 
+class ProcessingError(DatalakeError):
+    """A chunk could not be processed from any replica, or the user's code failed."""
+
+
+class UserCodeError(ProcessingError):
+    """The user's function raised on a worker: their bug, so they get their own frames (``frames``, a tuple of
+    ``datalake.tracebacks.Frame``), shown by the CLI under the message and by Python as the exception's note."""
+
+    frames: tuple = ()
+
+
 class TestbedError(DatalakeError):
     __test__ = False  # not a pytest test class, despite the name
 
@@ -56,7 +69,9 @@ __all__ = [
     "DatalakeError",
     "NotAllowed",
     "PolicyError",
+    "ProcessingError",
     "StorageError",
     "TestbedError",
     "TransferError",
+    "UserCodeError",
 ]

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import functools
 import time
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from datalake import chunks as chunking
-from datalake import cluster
+from datalake import cluster, tracebacks
 from datalake.catalog import Catalog
 from datalake.chunks import Chunk
 from datalake.columnar import Inspection, ReadFailed, inspect, read, where_am_i
 from datalake.dids import DID
-from datalake.errors import CatalogError
+from datalake.errors import CatalogError, UserCodeError
 from datalake.merge import merge
 from datalake.placement import Placed, Source, beside_share, place
 from datalake.ranking import Context, Replica, RseFacts, rank
@@ -86,7 +85,8 @@ def run_chunk(placed: Placed, fn: bytes, tree: str, branches: Sequence[str], tim
     try:
         result = function(events)
     except Exception as err:
-        raise cluster.FunctionFailed(str(chunk), f"{type(err).__name__}: {err}", traceback.format_exc()) from None
+        frames = tracebacks.capture(err.__traceback__.tb_next if err.__traceback__ else None)  # from the user's frame
+        raise cluster.FunctionFailed(str(chunk), f"{type(err).__name__}: {err}", frames) from None
     worker, site, key = where_am_i()
     record = Record(str(chunk), key, source.rse, source.site, worker, site, chunk.entries, stats.bytes, stats.requests,
                     stats.seconds, time.perf_counter() - began)  # fmt: skip
@@ -236,8 +236,11 @@ def process(
     the_plan = plan(catalog, did, branches, tree=tree, chunk_size=chunk_size, sites=cluster.worker_sites(client),
                     timeout=timeout)  # fmt: skip
     payload = cloudpickle.dumps(fn)
-    outcome = cluster.run(client, the_plan.placed, run_chunk, (payload, tree, list(branches), timeout),
-                          reduce=merge_partials, progress=progress)  # fmt: skip
+    try:
+        outcome = cluster.run(client, the_plan.placed, run_chunk, (payload, tree, list(branches), timeout),
+                              reduce=merge_partials, progress=progress)  # fmt: skip
+    except UserCodeError as err:
+        raise tracebacks.attach(err, tracebacks.resolve(err.frames, fn)) from None  # their files, their lines
     if outcome.failed:
         item, reason = outcome.failed[0]
         raise cluster.ProcessingError(f"{len(outcome.failed)} chunks could not be read from any replica "

@@ -41,10 +41,24 @@ def plot(h: Any, path: Path) -> Path:
     ax.set_ylabel(f"entries / {axis.widths[0]:g}" if len(axis.widths) else "entries")
     ax.set_yscale("log" if h.values().max() > 100 * max(h.values().min(), 1) else "linear")
     ax.set_xlim(axis.edges[0], axis.edges[-1])
+    outside = _outside(h)
+    if outside:  # entries beyond the axis are not folded into its edge bins: the plot says how many there are
+        ax.text(0.99, 0.98, outside, transform=ax.transAxes, ha="right", va="top", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _outside(h: Any) -> str:
+    """'N below LOW, M above HIGH (not drawn)' for a histogram with entries in its under/overflow bins."""
+    axis = h.axes[0]
+    flow = h.values(flow=True)
+    under = float(flow[0]) if axis.traits.underflow else 0.0
+    over = float(flow[-1]) if axis.traits.overflow else 0.0
+    parts = [f"{n:,.0f} {side} {edge:g}" for n, side, edge in ((under, "below", axis.edges[0]),
+                                                              (over, "above", axis.edges[-1])) if n]  # fmt: skip
+    return f"{', '.join(parts)} (not drawn)" if parts else ""
 
 
 def rows(h: Any, at_most: int = 24) -> list[tuple[float, float, float]]:

@@ -23,7 +23,7 @@ import uproot
 from conftest import S3_KEYS, STATE, datalake, tb
 from lakedata import register
 
-from datalake import Lake, dids
+from datalake import Lake, UserCodeError, dids
 from datalake.examples.dimuon import BRANCHES, mass_spectrum
 from datalake.testbed import cms_samples, nanoaod
 from datalake.testbed.processes import PidRecord
@@ -281,6 +281,52 @@ def test_bad_input_and_refusals_are_one_line(lake_env, analyst_env, nano, unique
         assert result.stderr.startswith(start), (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
     assert Lake(lake_env["RUCIO_CONFIG"]).catalog.get_did(dids.parse(f"collider:pub_{unique}")) is None
+
+
+USER_ANALYSIS = """\
+def helper(events):
+    return len(events) // 0
+
+
+def spectrum(events):
+    return helper(events)
+"""
+
+
+def test_a_failing_user_function_shows_the_users_frames_in_the_cli_json_and_python(lake_env, nano, client, tmp_path):
+    """The function runs on the testbed's workers (other processes, which never see the user's file): the user
+    still gets their file, line numbers and source lines, under the one-line error, in --json and as the note of
+    the Python exception; no datalake frame is shown."""
+    did, _ = nano
+    analysis = tmp_path / f"ana_{uuid.uuid4().hex[:8]}.py"
+    analysis.write_text(USER_ANALYSIS)
+    args = ["process", did, "--fn", f"{analysis}:spectrum", "--branches", "nMuon"]
+    result = datalake(*args, env=lake_env, check=False)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"datalake: error: {did}") and lines[0].endswith(
+        "ZeroDivisionError: integer division or modulo by zero"
+    )
+    assert lines[1:] == [
+        "Traceback of your function (most recent call last):",
+        f'  File "{analysis}", line 6, in spectrum',
+        "    return helper(events)",
+        f'  File "{analysis}", line 2, in helper',
+        "    return len(events) // 0",
+    ]
+    as_json = datalake(*args, "--json", env=lake_env, check=False)
+    error = json.loads(as_json.stdout)["error"]
+    assert error["exit_code"] == 1 and error["message"] == lines[0].removeprefix("datalake: error: ")
+    assert [(f["file"], f["line"], f["code"]) for f in error["traceback"]] == [
+        (str(analysis), 6, "return helper(events)"),
+        (str(analysis), 2, "return len(events) // 0"),
+    ]
+    failing = lambda events: len(events) // 0  # noqa: E731 - a lambda, as typed in a notebook: sent by value
+    with pytest.raises(UserCodeError) as err:
+        Lake(lake_env["RUCIO_CONFIG"]).process(did, failing, ["nMuon"], client=client)
+    line = "failing = lambda events: len(events) // 0  # noqa: E731 - a lambda, as typed in a notebook: sent by value"
+    assert [(f.file, f.code) for f in err.value.frames] == [(__file__, line)]
+    assert f'File "{__file__}"' in err.value.__notes__[0]
 
 
 def test_real_cms_nanoaod_runs_beside_its_replicas_and_reads_only_the_requested_branches(lake_env, client, tmp_path):

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Create the project venv with datalake (editable) and its test tools. Installs python3-venv if missing.
+# Create or update the project venv from uv.lock: datalake (editable), its locked dependencies and the test tools,
+# exactly those and nothing else (extra groups as arguments: `setup-venv.sh .venv bench`). Installs python3-venv
+# if missing.
 set -euo pipefail
 VENV=${1:-.venv}
+shift || true
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+if ! "$PYTHON" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
         PYTHON=/usr/bin/python3
     else
-        echo "setup: need Python >= 3.11 with venv (apt-get install python3-venv)" >&2; exit 1
+        echo "setup: need CPython 3.11 with venv, the version uv.lock is for (apt-get install python3-venv)" >&2
+        exit 1
     fi
 fi
-"$PYTHON" -m venv "$VENV"
-"$VENV/bin/pip" install --disable-pip-version-check -q -U pip 2> >(grep -v "^WARNING: Location" >&2)
-"$VENV/bin/pip" install --disable-pip-version-check -q -e '.[test]' 2> >(grep -v "^WARNING: Location" >&2)
-echo "setup: $VENV ready ($("$VENV/bin/datalake" --version))"
+extras=(--extra test)
+for extra in "$@"; do extras+=(--extra "$extra"); done
+export PYTHON
+# --locked: a uv.lock that no longer matches pyproject.toml is an error (run `make lock`), never a silent re-resolve
+UV_PROJECT_ENVIRONMENT="$VENV" "$(dirname "$0")/uv" sync --locked --quiet --python "$PYTHON" "${extras[@]}"
+echo "setup: $VENV ready ($("$VENV/bin/datalake" --version), from uv.lock)"

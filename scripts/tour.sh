@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATALAKE=${DATALAKE:-.venv/bin/datalake}
+PYTHON="$(dirname "$(command -v "$DATALAKE")")/python"  # the venv datalake runs from
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -51,10 +52,25 @@ step "rucio sees the same: rule list, metadata"
 rucio rule list --did "$dataset"
 rucio did metadata list "$dataset" --plugin JSON
 step "Rucio's conveyor makes the policy's second custodial copy through datalake's transfer service"
-for _ in $(seq 1 240); do
-    rucio rule list --did "$dataset" | grep -Eq 'REPLICATING|STUCK|OK\[[0-9]+/[1-9]' || break
-    sleep 0.5
-done
+"$PYTHON" - "$dataset" <<'PY'
+"""Wait for the dataset's rules through Rucio's own client API: until every rule is OK (at most 120 s), failing
+at once on a STUCK one. Says what it waited for and how long."""
+import sys
+import time
+
+from rucio.client import Client
+
+scope, name = sys.argv[1].split(":", 1)
+client, began = Client(), time.monotonic()
+while True:
+    rules = list(client.list_did_rules(scope, name))
+    states = sorted(r["state"] for r in rules)
+    if set(states) == {"OK"} or "STUCK" in states or time.monotonic() - began > 120:
+        break
+    time.sleep(0.5)
+print(f"waited {time.monotonic() - began:.1f} s for {len(rules)} rules of {sys.argv[1]}: {', '.join(states)}")
+sys.exit(0 if set(states) == {"OK"} else 1)
+PY
 rucio rule list --did "$dataset"
 "$DATALAKE" transfer status
 as_analyst() { (eval "$("$DATALAKE" testbed env --account analyst)" && "$@"); }  # the analyst's key and cluster
@@ -75,7 +91,6 @@ step "datalake policy plan $dataset --now 2036-01-01   (what-if: ten years after
 
 nano="collider:nanoaod_$(date +%Y%m%dT%H%M%S)_$RANDOM"
 step "NanoAOD-like events (2 files x 200,000, a Z -> mumu component) registered as $nano"
-PYTHON="$(dirname "$DATALAKE")/python"
 "$PYTHON" -c "from datalake.testbed import nanoaod; nanoaod.write_files('$work/nano', 2, 200_000, prefix='${nano#*:}')"
 "$DATALAKE" register "$work/nano" --dataset "$nano" --policy policies/lhc-collaboration.yaml --rse XRD1 \
     --meta "creators=Tour Collaboration; Doe, Jane" --meta "title=Tour NanoAOD" --meta publisher=CERN \

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from datalake import cluster, results, userfn
 from datalake.chunks import Chunk, split
 from datalake.columnar import ReadFailed
-from datalake.errors import ConfigError
+from datalake.errors import ConfigError, UserCodeError
 from datalake.examples import dimuon
 from datalake.merge import merge
 from datalake.placement import Placed, Source, beside_share, place
@@ -36,6 +36,7 @@ from datalake.policy.metadata import validate
 from datalake.process import Partial, merge_partials, run_chunk
 from datalake.selection import parse
 from datalake.testbed import nanoaod
+from datalake.tracebacks import Frame
 
 # -- chunks.split -----------------------------------------------------------------------------------------------
 
@@ -435,6 +436,25 @@ def test_peak_is_the_centre_of_the_fullest_bin():
     assert 88 <= results.peak(spectrum()) <= 94
 
 
+def test_the_plot_says_how_many_entries_lie_outside_its_axis_and_never_folds_them(tmp_path):
+    h = hist.Hist.new.Reg(10, 0, 150, name="mass").Int64()
+    h.fill(mass=[-1.0, 10.0, 149.0, 151.0, 300.0, 1e6])
+    assert results._outside(h) == "1 below 0, 3 above 150 (not drawn)"
+    assert h.values()[-1] == 1  # the last bin holds its own entry only
+    assert results._outside(hist.Hist.new.Reg(10, 0, 150, name="m").Int64().fill([5.0])) == ""
+    assert results.plot(h, tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_generated_dimuon_masses_have_tails_and_no_pile_up_at_any_window_edge():
+    """No clipping: the tails go on past 50 and 150 GeV, and no bin near a window edge stands out."""
+    masses = nanoaod.dimuon_masses(np.random.default_rng(5), 2_000_000)
+    assert masses.min() > 2 * nanoaod.MUON_MASS and (masses > 150).sum() > 1000 and (masses < 50).sum() > 1000
+    for edge in (*nanoaod.MASS_WINDOW, 50.0, 150.0):
+        counts, _ = np.histogram(masses, bins=np.linspace(edge - 5, edge + 5, 11))
+        inside = counts[counts > 0]
+        assert inside.max() < 1.5 * np.median(inside) + 10, (edge, counts)  # smooth: no spike, no peak
+
+
 # -- cluster.run on a real in-process Dask cluster -----------------------------------------------------------------
 
 
@@ -470,7 +490,7 @@ def count_task(placed: Placed) -> dict:
 
 
 def function_failed_task(placed: Placed) -> None:
-    raise cluster.FunctionFailed(str(placed.chunk), "ZeroDivisionError: boom", "Traceback ...")
+    raise cluster.FunctionFailed(str(placed.chunk), "ZeroDivisionError: boom", (Frame("ana.py", 3, "fn", "1 / 0"),))
 
 
 def key_error_task(placed: Placed) -> None:
@@ -492,6 +512,30 @@ def site_of(client, address: str) -> set[str]:
 
 def chunks_at(n: int, sources: tuple[Source, ...], did: str = "s:f", size: int = 10) -> list[tuple]:
     return [(Chunk(did, i * size, (i + 1) * size), sources) for i in range(n)]
+
+
+def test_a_version_mismatch_is_one_line_naming_each_package_as_dask_compares_them():
+    """From Client.get_versions(): lz4 missing at the workers is a mismatch; numpy only at the scheduler is not
+    (Dask ignores the scheduler for packages it does not use); equal versions are not listed."""
+    versions = {
+        "client": {"packages": {"dask": "2026.8.0", "lz4": "4.4.4", "numpy": "2.3.0", "pandas": "2.3.1"}},
+        "scheduler": {"packages": {"dask": "2026.8.0", "lz4": "4.4.4", "numpy": "1.0", "pandas": "2.3.1"}},
+        "workers": {
+            "tcp://a": {"packages": {"dask": "2026.8.0", "lz4": None, "numpy": "2.3.0", "pandas": "2.3.1"}},
+            "tcp://b": {"packages": {"dask": "2026.8.0", "lz4": None, "numpy": "2.3.0", "pandas": "2.2.0"}},
+        },
+    }
+    line = cluster.mismatch(versions)
+    lz4 = "lz4 (here 4.4.4, scheduler 4.4.4, workers missing)"
+    pandas = "pandas (here 2.3.1, scheduler 2.3.1, workers 2.2.0, 2.3.1)"
+    assert line == f"the Dask cluster runs other versions than this client: {lz4}; {pandas}"
+    assert "\n" not in line
+
+
+def test_connecting_to_a_cluster_of_the_same_environment_warns_nothing(client, recwarn):
+    with cluster.connect(client.scheduler.address):
+        pass
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
 
 
 def test_worker_sites(client):
@@ -570,12 +614,19 @@ def test_a_chunk_lost_with_its_worker_runs_again(client):
     ],
 )
 def test_task_errors_become_processing_errors(client, monkeypatch, task, expected):
-    """A task raising FunctionFailed, KeyError or anything else (not ReadFailed) fails the run with one clear line."""
+    """A task raising FunctionFailed, KeyError or anything else (not ReadFailed) fails the run with one clear line;
+    the user's function failing is a UserCodeError that carries their frames, also as the exception's note."""
     monkeypatch.delenv("DATALAKE_DEBUG", raising=False)
     placed = place(chunks_at(1, (A1, B1)), {"A", "B"})
     with pytest.raises(cluster.ProcessingError) as err:
         cluster.run(client, placed, task)
     assert str(err.value) == expected
+    if task is function_failed_task:
+        assert isinstance(err.value, UserCodeError) and err.value.frames == (Frame("ana.py", 3, "fn", "1 / 0"),)
+        note = 'Traceback of your function (most recent call last):\n  File "ana.py", line 3, in fn\n    1 / 0'
+        assert err.value.__notes__ == [note]
+    else:
+        assert not isinstance(err.value, UserCodeError)
 
 
 def test_a_failing_merge_is_a_processing_error_naming_the_merge(client):
@@ -689,7 +740,7 @@ def test_run_chunk_errors(nano, tmp_path):
     with pytest.raises(cluster.FunctionFailed) as err:
         run_chunk(Placed(chunk, (here,), "A"), cloudpickle.dumps(broken), "Events", ["nMuon"], 30)
     assert err.value.where == str(chunk) and err.value.message == "ZeroDivisionError: division by zero"
-    assert "1 / 0" in err.value.details
+    assert [f.function for f in err.value.frames] == ["test_run_chunk_errors.<locals>.broken"]  # no datalake frame
     with pytest.raises(ReadFailed):
         run_chunk(Placed(chunk, (gone,), "A"), cloudpickle.dumps(len), "Events", ["nMuon"], 30)
     with pytest.raises(KeyError, match="no branch Nope"):

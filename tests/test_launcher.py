@@ -138,3 +138,19 @@ def test_wipe_deletes_only_a_marked_testbed(state):
     tb.up(say=quiet)
     tb.down(wipe=True, say=quiet)
     assert not state.exists()
+
+
+def test_servers_started_from_a_venv_that_changed_since_are_restarted(state, monkeypatch):
+    """`make bench` adds packages to the venv: the next up restarts what runs from it (Dask's workers must run what
+    the client runs), and leaves alone what does not."""
+    tb = small(state, ("a", free_port(), False), ("b", free_port(), False))
+    tb.up(say=quiet)
+    before = {r.name: r.pid for r in tb.status()}
+    assert tb.up(say=quiet)[0] == ("a", "already running")  # the same venv: nothing restarts
+    said: list[str] = []
+    monkeypatch.setattr(launcher, "python_environment", lambda: "another-venv")
+    report = tb.up(say=said.append)
+    assert [name for name, what in report if what.startswith("started")] == ["a", "b"]
+    assert all(r.pid != before[r.name] and r.state == "running" for r in tb.status())
+    changed = "stopped, the project venv changed since it started"
+    assert said[:2] == [f"b: {changed}", f"a: {changed}"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 
 from datalake.testbed.credentials import load_or_create
-from datalake.testbed.processes import Launch, PidRecord, port_in_use, spawn, stop, wait_until
+from datalake.testbed.processes import Launch, PidRecord, port_in_use, python_environment, spawn, stop, wait_until
 
 
 def test_spawn_record_and_stop(tmp_path):
@@ -58,3 +59,16 @@ def test_passwords_are_random_private_and_stable(tmp_path):
     assert len(set(first.values())) == len(first)
     assert oct((tmp_path / "secrets.json").stat().st_mode & 0o777) == "0o600"
     assert load_or_create(tmp_path / "other.json") != first
+
+
+def test_a_server_from_this_venv_records_its_environment_and_older_records_still_load(tmp_path):
+    ours = spawn(Launch(argv=[sys.executable, "-c", "import time; time.sleep(60)"]), tmp_path / "log")
+    other = spawn(Launch(argv=["/bin/sleep", "60"]), tmp_path / "log")
+    try:
+        assert ours.environment == python_environment() != "" and other.environment == ""
+        old = {"pid": ours.pid, "ticks": ours.ticks, "boot": ours.boot, "argv": ours.argv}  # before the field
+        (tmp_path / "old.json").write_text(json.dumps(old))
+        assert PidRecord.load(tmp_path / "old.json") == PidRecord(**old, environment="")
+    finally:
+        stop(ours)
+        stop(other)

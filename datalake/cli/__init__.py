@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import warnings
 
 import typer
 
 import datalake
 from datalake.cli import policy, process, pull, register, replicate, testbed, transfer, worker
-from datalake.cli.output import err_console
+from datalake.cli.output import console, err_console
 from datalake.errors import DatalakeError
 
 app = typer.Typer(
@@ -44,9 +46,27 @@ def _root(
     """Federated data-lake client and transfer orchestrator for Rucio/XRootD data lakes."""
 
 
-def fail(message: str, code: int) -> None:
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)  # one line, no terminal escapes
-    err_console.print(f"datalake: error: {shown}", markup=False, highlight=False, soft_wrap=True)
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)  # one line, no terminal escapes
+
+
+def fail(message: str, code: int, err: BaseException | None = None, as_json: bool = False) -> None:
+    """One line on stderr; under it the user's own frames if their code failed; with ``--json`` the same as an
+    ``{"error": ...}`` object on stdout, for scripts."""
+    frames = getattr(err, "frames", ())
+    err_console.print(f"datalake: error: {_printable(message)}", markup=False, highlight=False, soft_wrap=True)
+    if frames:
+        from datalake import tracebacks
+
+        shown = "\n".join(_printable(line) for line in tracebacks.render(frames).splitlines())
+        err_console.print(shown, markup=False, highlight=False, soft_wrap=True)
+    if as_json:
+        error: dict = {"message": message, "exit_code": code}
+        if frames:
+            from datalake import tracebacks
+
+            error["traceback"] = [f.as_dict() for f in tracebacks.shown(frames)[0]]
+        console.print_json(json.dumps({"error": error}))
     sys.exit(code)
 
 
@@ -60,20 +80,27 @@ class _Never(Exception):
     pass
 
 
+def _warn(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    err_console.print(f"datalake: warning: {_printable(str(message))}", markup=False, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: typer reports usage errors (exit 2) and Ctrl-C ("Aborted!", exit 1) itself; our
-    errors become one line, not a traceback."""
+    errors become one line, not a traceback, and so do warnings."""
+    warnings.showwarning = _warn
+    as_json = "--json" in (sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, prog_name="datalake")
     except DatalakeError as err:
-        fail(str(err), err.exit_code)
+        fail(str(err), err.exit_code, err, as_json)
     except _validation_error() as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "value"
-        fail(f"invalid {where}: {first['msg']}", 2)
+        fail(f"invalid {where}: {first['msg']}", 2, as_json=as_json)
     except OSError as err:
-        fail(f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}", 1)
+        fail(f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}", 1, as_json=as_json)
     except Exception as err:
         if os.environ.get("DATALAKE_DEBUG"):
             raise
-        fail(f"internal error ({err.__class__.__name__}: {err}); DATALAKE_DEBUG=1 shows the traceback", 70)
+        message = f"internal error ({err.__class__.__name__}: {err}); DATALAKE_DEBUG=1 shows the traceback"
+        fail(message, 70, as_json=as_json)

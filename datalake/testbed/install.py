@@ -1,12 +1,15 @@
 """Install what the testbed runs: Debian's servers (apt-get, as root) and the Rucio server's own venv.
 
 The server venv lives in a cache directory keyed by the Rucio version, so a second testbed (or a fresh clone)
-reuses it; it is rebuilt only when missing or incomplete.
+reuses it; it is built from the committed lock ``locks/rucio-server.txt`` (exact versions and hashes) and rebuilt
+only when missing, incomplete or built from another lock. uv installs it when the caller names one (``$UV``, as
+``make`` does, or on the PATH), else pip does, from the same hashed lock.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -35,7 +38,8 @@ DEBIAN = {
     "iptables": "iptables",
 }
 DEBIAN_PYTHON = Path("/usr/lib/python3/dist-packages")
-SERVER_PACKAGES = [f"rucio[postgresql]=={RUCIO_VERSION}", "gunicorn>=23", "psycopg[binary]>=3.1"]
+LOCKS = Path(__file__).resolve().parent / "locks"
+SERVER_LOCK = LOCKS / "rucio-server.txt"  # compiled from rucio-server.in by `make lock`
 
 
 def missing_debian_packages() -> list[str]:
@@ -62,10 +66,14 @@ def ensure_debian_packages(say=print) -> None:
             raise TestbedError(f"{' '.join(argv[:2])} failed: {tail}")
 
 
+def lock_digest() -> str:
+    return hashlib.sha256(SERVER_LOCK.read_bytes()).hexdigest()
+
+
 def server_venv_ok(venv: Path) -> bool:
-    """Complete, and built from the package list we want now (a changed pin rebuilds it)."""
+    """Complete, and built from the lock we have now (a changed lock rebuilds it)."""
     marker = venv / ".datalake-complete"
-    return (venv / "bin" / "gunicorn").exists() and marker.exists() and marker.read_text().split() == SERVER_PACKAGES
+    return (venv / "bin" / "gunicorn").exists() and marker.exists() and marker.read_text().strip() == lock_digest()
 
 
 def ensure_server_venv(settings: TestbedSettings, say=print) -> Path:
@@ -80,17 +88,27 @@ def ensure_server_venv(settings: TestbedSettings, say=print) -> Path:
 
 
 def _build_server_venv(venv: Path, say) -> None:
-    say(f"installing the Rucio {RUCIO_VERSION} server into {venv} (about a minute, once)")
+    uv = os.environ.get("UV") or shutil.which("uv")
+    say(f"installing the Rucio {RUCIO_VERSION} server into {venv} from its lock ({'uv' if uv else 'pip'}, once)")
     if venv.exists():
         shutil.rmtree(venv)
     venv.parent.mkdir(parents=True, exist_ok=True)
     log = venv.parent / f"{venv.name}.install.log"
-    pip = [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q"]
+    python = str(venv / "bin" / "python")
+    steps = (
+        [[uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+         [uv, "pip", "sync", "--quiet", "--require-hashes", "--python", python, str(SERVER_LOCK)]]
+        if uv else
+        [[sys.executable, "-m", "venv", str(venv)],
+         [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps", "--require-hashes",
+          "-r", str(SERVER_LOCK)]]
+    )  # fmt: skip
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
     with open(log, "w") as out:
-        for argv in ([sys.executable, "-m", "venv", str(venv)], [*pip, *SERVER_PACKAGES]):
-            if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+        for argv in steps:
+            if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env).returncode != 0:
                 raise TestbedError(f"installing the Rucio server venv failed (see {log})")
-    (venv / ".datalake-complete").write_text(" ".join(SERVER_PACKAGES) + "\n")
+    (venv / ".datalake-complete").write_text(lock_digest() + "\n")
 
 
 def link_gfal2(say=print) -> Path | None:

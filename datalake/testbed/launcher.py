@@ -21,7 +21,16 @@ from datalake.testbed.component import Component, Context, is_root
 from datalake.testbed.dask_cluster import CLUSTERS, DaskScheduler, DaskWorker, dashboard_url, scheduler_address, sites
 from datalake.testbed.locking import exclusive
 from datalake.testbed.postgres import PG_USER, Postgres
-from datalake.testbed.processes import PidRecord, log_tail, port_in_use, port_owner, spawn, stop, wait_until
+from datalake.testbed.processes import (
+    PidRecord,
+    log_tail,
+    port_in_use,
+    port_owner,
+    python_environment,
+    spawn,
+    stop,
+    wait_until,
+)
 from datalake.testbed.rucio_server import RucioServer
 from datalake.testbed.settings import TestbedSettings
 from datalake.testbed.transfer_service import Conveyor, TransferService, pki
@@ -91,6 +100,7 @@ class Testbed:
         self._claim_state_dir()
         with exclusive(self.settings.state, "testbed up", timeout=900, say=say):
             comps = self.components()
+            self._restart_if_environment_changed(comps, say)
             running = {c.name for c in comps if (r := c.record()) and r.alive()}
             for comp in comps:
                 for port in [] if comp.name in running else comp.ports():
@@ -101,6 +111,15 @@ class Testbed:
                         )
             install.ensure_all(self.settings, say)
             return self._start_all(comps, running, say)
+
+    def _restart_if_environment_changed(self, comps: list[Component], say: Say) -> None:
+        """Stop the running servers started from this venv before it changed (``make bench`` adds coffea, a new
+        uv.lock moves versions): they start again below, so Dask's workers run exactly what the client runs."""
+        now = python_environment()
+        stale = [c for c in comps if (r := c.record()) and r.alive() and r.environment and r.environment != now]
+        for comp in reversed(stale):
+            stop(comp.record(), comp.stop_signal)  # type: ignore[arg-type]
+            say(f"{comp.name}: stopped, the project venv changed since it started")
 
     def _start_all(self, comps: list[Component], running: set[str], say: Say) -> list[tuple[str, str]]:
         report, started_now = [], []

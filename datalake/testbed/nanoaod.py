@@ -2,8 +2,9 @@
 
 CMS NanoAOD's layout (one ``Events`` TTree, jagged ``Muon_*``/``Electron_*``/``Jet_*`` collections with their
 ``nMuon``... counters, flat ``MET_*`` and event ids), written by uproot as a real TTree. A share of the events
-are Z -> mu mu decays (a Breit-Wigner mass at 91.19 GeV, the Z boosted in pT and rapidity), the rest carry
-soft, uncorrelated muons, so a dimuon spectrum shows the Z peak on a falling background, as real data does.
+are Drell-Yan Z/gamma* -> mu mu decays (the dimuon boosted in pT and rapidity), the rest carry soft, uncorrelated
+muons, so a dimuon spectrum shows the Z peak on a falling background, as real data does. The Drell-Yan masses
+are drawn inside a generator window as real samples are (no clipping: nothing piles up at its edges).
 Deterministic for a given seed: two runs write the same events.
 """
 
@@ -16,6 +17,8 @@ import awkward as ak
 import numpy as np
 
 Z_MASS, Z_WIDTH = 91.1876, 2.4952  # GeV (PDG)
+MASS_WINDOW = (20.0, 500.0)  # GeV: where the Breit-Wigner is drawn (its density at the edges is ~1e-4 of the peak)
+CONTINUUM = 0.1  # share of the Drell-Yan events from the photon continuum (a smooth turn-on, then falling)
 MUON_MASS = 0.105658
 BASKET = 25_000  # events per basket (cluster): real NanoAOD files have a few thousand to tens of thousands
 
@@ -25,9 +28,21 @@ def _isotropic(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray
     return np.sqrt(1 - cos_theta**2), cos_theta
 
 
+def dimuon_masses(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Z/gamma* masses: the Z's Breit-Wigner (Cauchy) drawn inside ``MASS_WINDOW`` by inverting its CDF there, and
+    a ``CONTINUUM`` share from a smooth falling shape (1 GeV + a gamma distribution, mean 21 GeV). Tails are drawn,
+    never clipped, so no edge of any window shows as a peak."""
+    low, high = MASS_WINDOW
+    half = Z_WIDTH / 2
+    f_low, f_high = np.arctan((low - Z_MASS) / half), np.arctan((high - Z_MASS) / half)
+    peak = Z_MASS + half * np.tan(rng.uniform(f_low, f_high, n))
+    continuum = 1.0 + rng.gamma(2.0, 10.0, n)  # above the two muons' masses, density zero at its start
+    return np.where(rng.uniform(size=n) < CONTINUUM, continuum, peak)
+
+
 def _z_decays(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     """Two opposite-charge muons per decay, as (pt, eta, phi) arrays of shape (n, 2)."""
-    mass = np.clip(Z_MASS + Z_WIDTH / 2 * rng.standard_cauchy(n), 50, 150)
+    mass = dimuon_masses(rng, n)
     p_star = np.sqrt(mass**2 / 4 - MUON_MASS**2)
     sin_t, cos_t = _isotropic(rng, n)
     phi_star = rng.uniform(-np.pi, np.pi, n)

@@ -7,12 +7,14 @@ unrelated process after a reboot is never mistaken for ours and never signalled.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pwd
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -60,6 +62,7 @@ class PidRecord:
     ticks: int  # when the process started, so a PID reused after it died is never taken for ours
     boot: str  # and in which boot: ticks restart at every boot
     argv: list[str]
+    environment: str = ""  # python_environment() when it runs from our venv: a changed venv restarts it
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +79,19 @@ class PidRecord:
 
     def alive(self) -> bool:
         return self.boot == _boot_id() and _start_ticks(self.pid) == self.ticks
+
+
+def python_environment() -> str:
+    """A digest of the distributions installed in this venv (names and versions): the testbed's Python servers
+    must run what the client runs, or Dask reports mismatched versions and results may differ."""
+    from importlib.metadata import distributions
+
+    installed = sorted(f"{d.metadata['Name']}=={d.version}".lower() for d in distributions())
+    return hashlib.sha256("\n".join(installed).encode()).hexdigest()[:16]
+
+
+def runs_from_this_venv(argv: list[str]) -> bool:
+    return bool(argv) and Path(argv[0]).parent == Path(sys.executable).parent
 
 
 def spawn(launch: Launch, log: Path) -> PidRecord:
@@ -97,7 +113,9 @@ def spawn(launch: Launch, log: Path) -> PidRecord:
         except OSError as err:
             raise TestbedError(f"cannot start {launch.argv[0]}: {err.strerror}") from err
     ticks = _start_ticks(proc.pid)
-    return PidRecord(pid=proc.pid, ticks=ticks if ticks is not None else -1, boot=_boot_id(), argv=launch.argv)
+    environment = python_environment() if runs_from_this_venv(launch.argv) else ""
+    ticks = -1 if ticks is None else ticks
+    return PidRecord(pid=proc.pid, ticks=ticks, boot=_boot_id(), argv=launch.argv, environment=environment)
 
 
 def stop(record: PidRecord, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
