@@ -316,7 +316,8 @@ def test_a_failing_user_function_shows_the_users_frames_in_the_cli_json_and_pyth
     ]
     as_json = datalake(*args, "--json", env=lake_env, check=False)
     error = json.loads(as_json.stdout)["error"]
-    assert error["exit_code"] == 1 and error["message"] == lines[0].removeprefix("datalake: error: ")
+    assert error["exit_code"] == 1 and error["message"].startswith(did)  # the chunk that failed first may differ
+    assert error["message"].endswith("ZeroDivisionError: integer division or modulo by zero")
     assert [(f["file"], f["line"], f["code"]) for f in error["traceback"]] == [
         (str(analysis), 6, "return helper(events)"),
         (str(analysis), 2, "return len(events) // 0"),
