@@ -14,8 +14,9 @@ demo: install
 test: install lint
 	$(BIN)/pytest -ra
 
-bench: install  # starts the testbed if it is not up (make demo leaves it up)
-	bash scripts/setup-venv.sh $(VENV) bench
+# coffea, for bench/process.py's comparison with coffea's executor
+bench: EXTRAS = bench
+bench: install  # starts the testbed if it is not up (make demo leaves it up); restarts its Dask servers if the venv changed
 	$(BIN)/datalake testbed up
 	eval "$$($(BIN)/datalake testbed env)" && $(BIN)/python bench/register.py && $(BIN)/python bench/pull.py && $(BIN)/python bench/transfer.py && $(BIN)/python bench/process.py && $(BIN)/python bench/load.py
 
@@ -25,7 +26,7 @@ lint: install lock-check
 
 # The venv is synced on every run (a no-op in a fraction of a second when it already matches uv.lock).
 install:
-	bash scripts/setup-venv.sh $(VENV)
+	bash scripts/setup-venv.sh $(VENV) $(EXTRAS)
 	UV=$(UV) $(BIN)/datalake testbed install
 
 # Re-resolve deliberately: after changing pyproject.toml or rucio-server.in (`lock` keeps every pin it can), or to

@@ -56,8 +56,8 @@ def _outside(h: Any) -> str:
     flow = h.values(flow=True)
     under = float(flow[0]) if axis.traits.underflow else 0.0
     over = float(flow[-1]) if axis.traits.overflow else 0.0
-    parts = [f"{n:,.0f} {side} {edge:g}" for n, side, edge in ((under, "below", axis.edges[0]),
-                                                              (over, "above", axis.edges[-1])) if n]  # fmt: skip
+    beyond = ((under, "below", axis.edges[0]), (over, "above", axis.edges[-1]))
+    parts = [f"{n:,.0f} {side} {edge:g}" for n, side, edge in beyond if n]
     return f"{', '.join(parts)} (not drawn)" if parts else ""
 
 

@@ -283,6 +283,15 @@ def test_bad_input_and_refusals_are_one_line(lake_env, analyst_env, nano, unique
     assert Lake(lake_env["RUCIO_CONFIG"]).catalog.get_did(dids.parse(f"collider:pub_{unique}")) is None
 
 
+def test_a_process_run_from_the_cli_is_quiet(lake_env, nano, tmp_path):
+    """The testbed's workers run the client's own locked environment: no version-mismatch warning, no noise."""
+    did, _ = nano
+    args = ["process", did, "--fn", "datalake.examples.dimuon:mass_spectrum", "--out", str(tmp_path / "d"), "--json"]
+    result = datalake(*args, env=lake_env)
+    assert result.stderr == ""
+    assert json.loads(result.stdout)["events"] == FILES * EVENTS
+
+
 USER_ANALYSIS = """\
 def helper(events):
     return len(events) // 0

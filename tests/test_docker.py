@@ -37,3 +37,6 @@ def test_image_installs_what_the_native_installer_installs():
     packages = set(apt.group(1).replace("\\", " ").split())
     assert set(install.DEBIAN.values()) <= packages
     assert re.search(r"^RUN datalake testbed install$", dockerfile, re.M)  # the same server-venv installer
+    assert re.search(r"^COPY pyproject.toml uv.lock ", dockerfile, re.M)  # the project from its lock, as natively
+    assert re.search(r"^RUN scripts/uv sync --locked ", dockerfile, re.M)
+    assert re.search(r"^\s+UV=/opt/datalake/scripts/uv ", dockerfile, re.M)  # the server venv from its lock by uv

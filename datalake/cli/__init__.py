@@ -53,18 +53,16 @@ def _printable(text: str) -> str:
 def fail(message: str, code: int, err: BaseException | None = None, as_json: bool = False) -> None:
     """One line on stderr; under it the user's own frames if their code failed; with ``--json`` the same as an
     ``{"error": ...}`` object on stdout, for scripts."""
+    from datalake import tracebacks
+
     frames = getattr(err, "frames", ())
     err_console.print(f"datalake: error: {_printable(message)}", markup=False, highlight=False, soft_wrap=True)
     if frames:
-        from datalake import tracebacks
-
         shown = "\n".join(_printable(line) for line in tracebacks.render(frames).splitlines())
         err_console.print(shown, markup=False, highlight=False, soft_wrap=True)
     if as_json:
         error: dict = {"message": message, "exit_code": code}
         if frames:
-            from datalake import tracebacks
-
             error["traceback"] = [f.as_dict() for f in tracebacks.shown(frames)[0]]
         console.print_json(json.dumps({"error": error}))
     sys.exit(code)

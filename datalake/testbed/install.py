@@ -95,17 +95,16 @@ def _build_server_venv(venv: Path, say) -> None:
     venv.parent.mkdir(parents=True, exist_ok=True)
     log = venv.parent / f"{venv.name}.install.log"
     python = str(venv / "bin" / "python")
-    steps = (
-        [[uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
-         [uv, "pip", "sync", "--quiet", "--require-hashes", "--python", python, str(SERVER_LOCK)]]
-        if uv else
-        [[sys.executable, "-m", "venv", str(venv)],
-         [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps", "--require-hashes",
-          "-r", str(SERVER_LOCK)]]
-    )  # fmt: skip
+    if uv:
+        create = [uv, "venv", "--quiet", "--python", sys.executable, str(venv)]
+        fill = [uv, "pip", "sync", "--quiet", "--require-hashes", "--python", python, str(SERVER_LOCK)]
+    else:
+        create = [sys.executable, "-m", "venv", str(venv)]
+        fill = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps", "--require-hashes"]
+        fill += ["-r", str(SERVER_LOCK)]
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
     with open(log, "w") as out:
-        for argv in steps:
+        for argv in (create, fill):
             if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env).returncode != 0:
                 raise TestbedError(f"installing the Rucio server venv failed (see {log})")
     (venv / ".datalake-complete").write_text(lock_digest() + "\n")
