@@ -18,6 +18,7 @@ fi
 extras=(--extra test)
 for extra in "$@"; do extras+=(--extra "$extra"); done
 export PYTHON
-# --locked: a uv.lock that no longer matches pyproject.toml is an error (run `make lock`), never a silent re-resolve
-UV_PROJECT_ENVIRONMENT="$VENV" "$(dirname "$0")/uv" sync --locked --quiet --python "$PYTHON" "${extras[@]}"
+# --locked: a uv.lock that no longer matches pyproject.toml is an error (run `make lock`), never a silent re-resolve;
+# --compile-bytecode, as pip does: else every server and command of the testbed compiles its imports at start
+UV_PROJECT_ENVIRONMENT="$VENV" "$(dirname "$0")/uv" sync --locked --quiet --compile-bytecode --python "$PYTHON" "${extras[@]}"
 echo "setup: $VENV ready ($("$VENV/bin/datalake" --version), from uv.lock)"

@@ -97,7 +97,8 @@ def _build_server_venv(venv: Path, say) -> None:
     python = str(venv / "bin" / "python")
     if uv:
         create = [uv, "venv", "--quiet", "--python", sys.executable, str(venv)]
-        fill = [uv, "pip", "sync", "--quiet", "--require-hashes", "--python", python, str(SERVER_LOCK)]
+        fill = [uv, "pip", "sync", "--quiet", "--require-hashes", "--compile-bytecode", "--python", python]
+        fill += [str(SERVER_LOCK)]
     else:
         create = [sys.executable, "-m", "venv", str(venv)]
         fill = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps", "--require-hashes"]
