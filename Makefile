@@ -11,20 +11,23 @@ SERVER_LOCK := datalake/testbed/locks/rucio-server
 demo: install
 	bash scripts/tour.sh
 
+test: EXTRAS = test
 test: install lint
 	$(BIN)/pytest -ra
 
 # coffea, for bench/process.py's comparison with coffea's executor
-bench: EXTRAS = bench
+bench: EXTRAS = test bench
 bench: install  # starts the testbed if it is not up (make demo leaves it up); restarts its Dask servers if the venv changed
 	$(BIN)/datalake testbed up
-	eval "$$($(BIN)/datalake testbed env)" && $(BIN)/python bench/register.py && $(BIN)/python bench/pull.py && $(BIN)/python bench/transfer.py && $(BIN)/python bench/process.py && $(BIN)/python bench/load.py
+	eval "$$($(BIN)/datalake testbed env)" && $(BIN)/python bench/register.py && $(BIN)/python bench/pull.py && $(BIN)/python bench/transfer.py && $(BIN)/python bench/process.py && $(BIN)/python bench/load.py && $(BIN)/python bench/setup.py
 
+lint: EXTRAS = test
 lint: install lock-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The venv is synced on every run (a no-op in a fraction of a second when it already matches uv.lock).
+# The venv is synced on every run (a no-op in a fraction of a second when it already matches uv.lock): the demo
+# installs what it runs, the tests add their tools (EXTRAS).
 install:
 	bash scripts/setup-venv.sh $(VENV) $(EXTRAS)
 	UV=$(UV) $(BIN)/datalake testbed install
