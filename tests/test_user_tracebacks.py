@@ -9,6 +9,7 @@ import linecache
 import sys
 import uuid
 
+import awkward as ak
 import cloudpickle
 import pytest
 
@@ -151,3 +152,19 @@ def test_an_error_without_frames_stays_one_line(capsys):
 def test_frames_survive_pickling_as_dask_sends_them():
     frame = Frame("<dynamic-code>", 3, "fn", "", 1)
     assert cloudpickle.loads(cloudpickle.dumps(frame)) == frame
+
+
+def test_a_where_expression_failing_on_the_events_names_the_expression_and_the_chunk():
+    from datalake import cluster
+    from datalake.deliver import _selected
+    from datalake.errors import ConfigError
+    from datalake.selection import parse
+
+    events = {"Muon_pt": ak.Array([[1.0, 2.0], [3.0]]), "Jet_pt": ak.Array([[1.0], [2.0, 3.0]])}
+    placed = Placed(Chunk("collider:nano.root", 0, 2), (Source("LOCAL", "A", "x.root"),), "A")
+    with pytest.raises(cluster.FunctionFailed) as err:
+        _selected(parse("any(Muon_pt > Jet_pt)"), events, placed)  # lists of different lengths
+    assert err.value.where == "collider:nano.root[0:2]"
+    assert err.value.message.startswith("--where 'any(Muon_pt > Jet_pt)': ValueError: ")
+    with pytest.raises(ConfigError, match="must give one true/false per event"):  # bad input stays bad input
+        _selected(parse("Muon_pt > 1"), events, placed)
