@@ -97,6 +97,8 @@ def _library(file: str) -> bool:
     """Code the user did not write: installed packages, the standard library, datalake itself."""
     if file.startswith("<") and file.endswith(">"):
         return False  # a notebook cell or a string the user compiled
+    if {"site-packages", "dist-packages"} & set(Path(file).parts):
+        return True  # installed, here or in a worker's environment laid out otherwise
     path = Path(file).resolve()
     roots = [Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib", "stdlib")] + [_DATALAKE]
     return any(path.is_relative_to(r) for r in roots)

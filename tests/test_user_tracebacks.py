@@ -168,3 +168,13 @@ def test_a_where_expression_failing_on_the_events_names_the_expression_and_the_c
     assert err.value.message.startswith("--where 'any(Muon_pt > Jet_pt)': ValueError: ")
     with pytest.raises(ConfigError, match="must give one true/false per event"):  # bad input stays bad input
         _selected(parse("Muon_pt > 1"), events, placed)
+
+
+def test_library_frames_are_known_by_their_install_location_on_any_machine(monkeypatch):
+    monkeypatch.delenv("DATALAKE_DEBUG", raising=False)
+    frames = (
+        Frame("/home/me/ana.py", 3, "fn", "ak.num(x, axis=3)"),
+        Frame("/opt/conda/lib/python3.11/site-packages/awkward/operations/ak_num.py", 80, "num"),  # a worker's
+        Frame("/usr/lib/python3/dist-packages/numpy/core/fromnumeric.py", 10, "sum"),
+    )
+    assert tracebacks.shown(frames) == (frames[:1], 2)
