@@ -178,3 +178,18 @@ def test_library_frames_are_known_by_their_install_location_on_any_machine(monke
         Frame("/usr/lib/python3/dist-packages/numpy/core/fromnumeric.py", 10, "sum"),
     )
     assert tracebacks.shown(frames) == (frames[:1], 2)
+
+
+def test_a_json_run_prints_one_document_its_result_or_else_the_error(capsys):
+    """A summary printed before the failure (pull with failed files) stays the only JSON on stdout; an error
+    message with undecodable bytes of an argument is escaped, never a crash."""
+    from datalake.cli.output import console
+
+    console.print_json('{"files": 4, "failed": 2}')
+    with pytest.raises(SystemExit):
+        cli.fail("2 of 4 files could not be pulled (listed above)", 1, as_json=True)
+    assert json.loads(capsys.readouterr().out) == {"files": 4, "failed": 2}
+    console.printed_json = False  # as main() starts every run
+    with pytest.raises(SystemExit):
+        cli.fail("no such file: b\udcffd", 2, as_json=True)
+    assert json.loads(capsys.readouterr().out) == {"error": {"message": "no such file: b\udcffd", "exit_code": 2}}

@@ -51,8 +51,8 @@ def _printable(text: str) -> str:
 
 
 def fail(message: str, code: int, err: BaseException | None = None, as_json: bool = False) -> None:
-    """One line on stderr; under it the user's own frames if their code failed; with ``--json`` the same as an
-    ``{"error": ...}`` object on stdout, for scripts."""
+    """One line on stderr; under it the user's own frames if their code failed; with ``--json`` and no result
+    printed yet, the same as an ``{"error": ...}`` object on stdout, for scripts."""
     from datalake import tracebacks
 
     frames = getattr(err, "frames", ())
@@ -60,11 +60,11 @@ def fail(message: str, code: int, err: BaseException | None = None, as_json: boo
     if frames:
         shown = "\n".join(_printable(line) for line in tracebacks.render(frames).splitlines())
         err_console.print(shown, markup=False, highlight=False, soft_wrap=True)
-    if as_json:
+    if as_json and not console.printed_json:  # one JSON document: a summary printed before the error stands
         error: dict = {"message": message, "exit_code": code}
         if frames:
             error["traceback"] = [f.as_dict() for f in tracebacks.shown(frames)[0]]
-        console.print_json(json.dumps({"error": error}))
+        print(json.dumps({"error": error}, indent=2), flush=True)  # ASCII: any byte of a bad argument is escaped
     sys.exit(code)
 
 
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     errors become one line, not a traceback, and so do warnings."""
     warnings.showwarning = _warn
     as_json = "--json" in (sys.argv[1:] if argv is None else argv)
+    console.printed_json = False
     try:
         app(args=argv, prog_name="datalake")
     except DatalakeError as err:
