@@ -280,7 +280,18 @@ def test_an_unknown_did_is_one_clear_error(monkeypatch, tmp_path):
         pull_module.pull(FakeCatalog({}, {}), [DID("s", "nope")], tmp_path)
 
 
-def test_ctrl_c_stops_the_copies_and_keeps_partial_files(monkeypatch, tmp_path):
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler, as in any terminal: a shell that starts the suite in the background (`cmd &`)
+    hands it SIGINT ignored, and interrupt_main() then does nothing."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_the_copies_and_keeps_partial_files(monkeypatch, tmp_path, python_sigint):
     import _thread
     import time
 
