@@ -30,8 +30,18 @@ sys.path.insert(0, str(ROOT / "integration"))
 
 
 def testbed_env(account: str) -> dict[str, str]:
-    argv = [str(BIN / "datalake"), "testbed", "--dir", os.environ["DATALAKE_TESTBED_DIR"], "--port-base",
-            os.environ.get("DATALAKE_TESTBED_PORT_BASE", "28000"), "env", "--json", "--account", account]  # fmt: skip
+    argv = [
+        str(BIN / "datalake"),
+        "testbed",
+        "--dir",
+        os.environ["DATALAKE_TESTBED_DIR"],
+        "--port-base",
+        os.environ.get("DATALAKE_TESTBED_PORT_BASE", "28000"),
+        "env",
+        "--json",
+        "--account",
+        account,
+    ]
     return {**os.environ, **json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)}
 
 
@@ -44,8 +54,12 @@ def main() -> int:
         sys.exit('load: no testbed in the environment; run: eval "$(datalake testbed env)"')
     state = Path(os.environ["DATALAKE_TESTBED_DIR"])
     # invariants (via conftest) read the testbed from these, as in bench/soak.py
-    os.environ.update({"DATALAKE_TEST_TESTBED_DIR": str(state),
-                       "DATALAKE_TEST_PORT_BASE": os.environ.get("DATALAKE_TESTBED_PORT_BASE", "28000")})  # fmt: skip
+    os.environ.update(
+        {
+            "DATALAKE_TEST_TESTBED_DIR": str(state),
+            "DATALAKE_TEST_PORT_BASE": os.environ.get("DATALAKE_TESTBED_PORT_BASE", "28000"),
+        }
+    )
     import loadlib
 
     from datalake import Lake
@@ -72,8 +86,10 @@ def main() -> int:
     print("\n".join(loadlib.table_lines(ops, seconds, servers, after)))
     kinds = loadlib.per_kind(ops, seconds)
     print(f"\nagainst one client alone (same run; the load's last operations end {wall - seconds:.0f} s after it)")
-    print(f"{'operation':<9} {'alone s':>8} {'load s':>7} {'latency x':>9} {'1 client ops/min':>16} "
-          f"{'10 clients ops/min':>18} {'throughput x':>12}")  # fmt: skip
+    print(
+        f"{'operation':<9} {'alone s':>8} {'load s':>7} {'latency x':>9} {'1 client ops/min':>16} "
+        f"{'10 clients ops/min':>18} {'throughput x':>12}"
+    )
     for kind, k in kinds.items():
         good = [o.seconds for o in alone[kind] if o.ok]
         if not good:
@@ -81,8 +97,10 @@ def main() -> int:
             continue
         median = statistics.median(good)
         one = 60 / median
-        print(f"{kind:<9} {median:>8.1f} {k['median_s']:>7.1f} {k['median_s'] / median:>9.2f} {one:>16.1f} "
-              f"{k['ops_per_min']:>18.1f} {k['ops_per_min'] / one:>12.2f}")  # fmt: skip
+        print(
+            f"{kind:<9} {median:>8.1f} {k['median_s']:>7.1f} {k['median_s'] / median:>9.2f} {one:>16.1f} "
+            f"{k['ops_per_min']:>18.1f} {k['ops_per_min'] / one:>12.2f}"
+        )
     failed = [o for o in ops if not o.ok] + [o for ops_ in alone.values() for o in ops_ if not o.ok]
     for o in failed[:10]:
         print(f"FAILED client {o.client} {o.kind} ({o.account}): {o.error}")

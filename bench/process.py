@@ -43,9 +43,17 @@ from datalake.testbed import nanoaod
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 POLICY = ROOT / "policies" / "fermi-observatory.yaml"
-META = ["creators=Bench, B.", "title=Benchmark", "publisher=datalake", "publication_year=2026",
-        "resource_type=Dataset", "experiment=Fermi-LAT", "mission_week=901",
-        "observation_start=2026-11-12T00:00:00", "observation_end=2026-11-19T00:00:00"]  # fmt: skip
+META = [
+    "creators=Bench, B.",
+    "title=Benchmark",
+    "publisher=datalake",
+    "publication_year=2026",
+    "resource_type=Dataset",
+    "experiment=Fermi-LAT",
+    "mission_week=901",
+    "observation_start=2026-11-12T00:00:00",
+    "observation_end=2026-11-19T00:00:00",
+]
 
 
 def make_dataset(work: Path, files: int, events: int) -> tuple[str, list[Path]]:
@@ -53,8 +61,19 @@ def make_dataset(work: Path, files: int, events: int) -> tuple[str, list[Path]]:
     folder = work / tag
     paths = [nanoaod.write(folder / f"{tag}_{i:03d}.root", events, seed=i) for i in range(files)]
     did = f"gammaray:{tag}"
-    argv = [str(BIN / "datalake"), "register", str(folder), "--dataset", did, "--policy", str(POLICY),
-            "--rse", "XRD1", "--policies", str(POLICY.parent)]  # fmt: skip
+    argv = [
+        str(BIN / "datalake"),
+        "register",
+        str(folder),
+        "--dataset",
+        did,
+        "--policy",
+        str(POLICY),
+        "--rse",
+        "XRD1",
+        "--policies",
+        str(POLICY.parent),
+    ]
     for pair in META:
         argv += ["--meta", pair]
     subprocess.run(argv, check=True, capture_output=True)
@@ -107,8 +126,11 @@ def coffea_runner(client):
     def run(urls: list[str], chunk_size: int):
         runner = processor.Runner(
             executor=processor.DaskExecutor(client=client, status=False, retries=0),
-            schema=BaseSchema, chunksize=chunk_size, metadata_cache={}, savemetrics=True,
-        )  # fmt: skip
+            schema=BaseSchema,
+            chunksize=chunk_size,
+            metadata_cache={},
+            savemetrics=True,
+        )
         options = {"handler": uproot.source.xrootd.XRootDSource, "timeout": 30}
         output, metrics = runner({"bench": urls}, Dimuon(), treename="Events", uproot_options=options)
         return output["spectrum"], metrics
@@ -120,9 +142,12 @@ def replica_urls(lake: Lake, did: str) -> list[str]:
     """One root:// URL per file, the replicas spread over the sites round-robin (coffea reads what it is given)."""
     scope, name = did.split(":")
     urls = []
-    for i, replica in enumerate(sorted(lake.catalog.client.list_replicas([{"scope": scope, "name": name}],
-                                                                           schemes=["root"]),
-                                       key=lambda r: r["name"])):  # fmt: skip
+    for i, replica in enumerate(
+        sorted(
+            lake.catalog.client.list_replicas([{"scope": scope, "name": name}], schemes=["root"]),
+            key=lambda r: r["name"],
+        )
+    ):
         rses = sorted(replica["rses"])
         urls.append(replica["rses"][rses[i % len(rses)]][0])
     return urls
@@ -143,8 +168,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-process-") as tmp:
         did, paths = make_dataset(Path(tmp), args.files, args.events)
         total_events = args.files * args.events
-        print(f"dataset {did}: {args.files} files x {args.events:,} events, replicas on XRD1, XRD2, XRD3; "
-              f"{workers} Dask workers; local pool of {workers} processes")  # fmt: skip
+        print(
+            f"dataset {did}: {args.files} files x {args.events:,} events, replicas on XRD1, XRD2, XRD3; "
+            f"{workers} Dask workers; local pool of {workers} processes"
+        )
         run_coffea = coffea_runner(client)
         urls = replica_urls(lake, did)
         ours, local, coffea, summaries = [], [], [], []
@@ -159,8 +186,9 @@ def main() -> None:
                 for side in order:
                     if side == "ours":
                         began = time.perf_counter()
-                        result, summary = lake.process(did, mass_spectrum, BRANCHES, client=client,
-                                                       chunk_size=args.chunk_size, with_summary=True)  # fmt: skip
+                        result, summary = lake.process(
+                            did, mass_spectrum, BRANCHES, client=client, chunk_size=args.chunk_size, with_summary=True
+                        )
                         ours.append(time.perf_counter() - began)
                         summaries.append(summary)
                     elif side == "local":
@@ -176,16 +204,24 @@ def main() -> None:
         ours_rate = total_events / statistics.median(ours)
         local_rate = total_events / statistics.median(local)
         last = summaries[-1]
-        print(f"A. datalake process: {ours_rate:,.0f} events/s (median {statistics.median(ours):.2f} s; runs "
-              f"{', '.join(f'{s:.2f}' for s in ours)})")  # fmt: skip
-        print(f"   local uproot, {workers} processes: {local_rate:,.0f} events/s (median "
-              f"{statistics.median(local):.2f} s; runs {', '.join(f'{s:.2f}' for s in local)})")  # fmt: skip
+        print(
+            f"A. datalake process: {ours_rate:,.0f} events/s (median {statistics.median(ours):.2f} s; runs "
+            f"{', '.join(f'{s:.2f}' for s in ours)})"
+        )
+        print(
+            f"   local uproot, {workers} processes: {local_rate:,.0f} events/s (median "
+            f"{statistics.median(local):.2f} s; runs {', '.join(f'{s:.2f}' for s in local)})"
+        )
         print(f"   ratio {ours_rate / local_rate:.2f}x (goal >= 0.8x); identical histograms")
-        print(f"B. bytes read {last.bytes_read / 1e6:.1f} MB / compressed branches {last.compressed / 1e6:.1f} MB = "
-              f"{last.bytes_read / last.compressed:.3f}x (goal <= 1.1x)")  # fmt: skip
+        print(
+            f"B. bytes read {last.bytes_read / 1e6:.1f} MB / compressed branches {last.compressed / 1e6:.1f} MB = "
+            f"{last.bytes_read / last.compressed:.3f}x (goal <= 1.1x)"
+        )
         shares = [s.beside_share for s in summaries]
-        print(f"C. chunks beside their data: {statistics.median(shares):.1%} (runs: "
-              f"{', '.join(f'{s:.0%}' for s in shares)}; goal >= 95 %)")  # fmt: skip
+        print(
+            f"C. chunks beside their data: {statistics.median(shares):.1%} (runs: "
+            f"{', '.join(f'{s:.0%}' for s in shares)}; goal >= 95 %)"
+        )
         per_site: dict[str, int] = {}
         for record in last.records:
             per_site[record.worker_site or "?"] = per_site.get(record.worker_site or "?", 0) + 1
@@ -193,8 +229,10 @@ def main() -> None:
         if coffea:
             coffea_rate = total_events / statistics.median(coffea)
             runs = ", ".join(f"{s:.2f}" for s in coffea)
-            print(f"D. coffea DaskExecutor: {coffea_rate:,.0f} events/s (median {statistics.median(coffea):.2f} s; "
-                  f"runs {runs}; {metrics['bytesread'] / 1e6:.1f} MB read)")  # fmt: skip
+            print(
+                f"D. coffea DaskExecutor: {coffea_rate:,.0f} events/s (median {statistics.median(coffea):.2f} s; "
+                f"runs {runs}; {metrics['bytesread'] / 1e6:.1f} MB read)"
+            )
             print(f"   ratio datalake/coffea {ours_rate / coffea_rate:.2f}x (goal >= 1.0x); identical histograms")
         else:
             print("D. coffea comparison skipped: coffea is not installed (pip install -e '.[bench]')")

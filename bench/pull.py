@@ -48,8 +48,14 @@ def raw_copy(lake: Lake, did: str, to: Path, parallel: int) -> float:
     replicas = list(lake.catalog.client.list_replicas([{"scope": scope, "name": name}], schemes=["root"]))
     process = client.CopyProcess()
     for r in replicas:
-        process.add_job(next(iter(r["pfns"])), str(to / r["name"]), force=True, mkdir=True,
-                        checksummode="end2end", checksumtype="adler32")  # fmt: skip
+        process.add_job(
+            next(iter(r["pfns"])),
+            str(to / r["name"]),
+            force=True,
+            mkdir=True,
+            checksummode="end2end",
+            checksumtype="adler32",
+        )
     process.parallel(parallel)
     process.prepare()
     start = time.perf_counter()
@@ -73,15 +79,20 @@ def fresh(work: Path, label: str) -> Path:
 def many_small(lake: Lake, work: Path, did: str, repeat: int) -> dict:
     stock, ours, raw, mem = [], [], [], []
     for _ in range(repeat):
-        seconds, _ = timed([str(BIN / "rucio"), "download", did, "--dir", str(fresh(work, "stock")),
-                            "--ndownloader", "5"])  # fmt: skip
+        seconds, _ = timed(
+            [str(BIN / "rucio"), "download", did, "--dir", str(fresh(work, "stock")), "--ndownloader", "5"]
+        )
         stock.append(seconds)
         seconds, rss = timed(pull_argv(did, fresh(work, "ours")))
         ours.append(seconds)
         mem.append(rss)
         raw.append(raw_copy(lake, did, fresh(work, "raw"), 16))
-    out = {"rucio_download_s": statistics.median(stock), "datalake_pull_s": statistics.median(ours),
-           "raw_copyprocess_s": statistics.median(raw), "datalake_rss_mib": max(mem)}  # fmt: skip
+    out = {
+        "rucio_download_s": statistics.median(stock),
+        "datalake_pull_s": statistics.median(ours),
+        "raw_copyprocess_s": statistics.median(raw),
+        "datalake_rss_mib": max(mem),
+    }
     out["speedup_vs_rucio_download"] = out["rucio_download_s"] / out["datalake_pull_s"]
     return out
 

@@ -24,9 +24,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 POLICY = ROOT / "policies" / "darkmatter-closed.yaml"
-META = ["creators=Bench, B.", "title=Benchmark", "publisher=datalake", "publication_year=2026",
-        "resource_type=Dataset", "experiment=XENONnT", "science_run=SR1", "run_end=2025-06-30",
-        "detector_config=bench"]  # fmt: skip
+META = [
+    "creators=Bench, B.",
+    "title=Benchmark",
+    "publisher=datalake",
+    "publication_year=2026",
+    "resource_type=Dataset",
+    "experiment=XENONnT",
+    "science_run=SR1",
+    "run_end=2025-06-30",
+    "detector_config=bench",
+]
 SCOPE = "darkmatter"
 
 
@@ -47,11 +55,15 @@ _RSS = (
 
 def timed(argv: list[str], **kw) -> tuple[float, int]:
     """Wall seconds and peak RSS (MiB) of one command; its stdout is kept in LAST_OUTPUT."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
-            tempfile.NamedTemporaryFile("r") as rss:  # fmt: skip
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.NamedTemporaryFile("r") as rss,
+    ):
         start = time.perf_counter()
-        code = subprocess.run([sys.executable, "-S", "-c", _RSS, rss.name, *argv], stdout=out, stderr=err,
-                              text=True, **kw).returncode  # fmt: skip
+        code = subprocess.run(
+            [sys.executable, "-S", "-c", _RSS, rss.name, *argv], stdout=out, stderr=err, text=True, **kw
+        ).returncode
         elapsed = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
@@ -73,8 +85,19 @@ def make_files(directory: Path, count: int, size: int) -> list[Path]:
 
 
 def register_argv(dataset: str, rse: str, *paths: str) -> list[str]:
-    argv = [str(BIN / "datalake"), "register", *paths, "--dataset", f"{SCOPE}:{dataset}", "--policy", str(POLICY),
-            "--rse", rse, "--policies", str(POLICY.parent)]  # fmt: skip
+    argv = [
+        str(BIN / "datalake"),
+        "register",
+        *paths,
+        "--dataset",
+        f"{SCOPE}:{dataset}",
+        "--policy",
+        str(POLICY),
+        "--rse",
+        rse,
+        "--policies",
+        str(POLICY.parent),
+    ]
     for pair in META:
         argv += ["--meta", pair]
     return argv
@@ -97,14 +120,20 @@ def upload_local(work: Path, files: int, size: int, repeat: int) -> dict:
         seconds, mem = timed(register_argv(f"ours{tag}", "XRD1", str(b[0].parent)))
         ours.append(seconds)
         ours_mem.append(mem)
-        print(f"  run {run + 1}: rucio upload+attach {stock[-1]:.1f} s, datalake register {ours[-1]:.2f} s",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"  run {run + 1}: rucio upload+attach {stock[-1]:.1f} s, datalake register {ours[-1]:.2f} s",
+            file=sys.stderr,
+        )
     return {
-        "files": files, "bytes_each": size, "runs": repeat,
-        "rucio_upload_attach_s": statistics.median(stock), "datalake_register_s": statistics.median(ours),
+        "files": files,
+        "bytes_each": size,
+        "runs": repeat,
+        "rucio_upload_attach_s": statistics.median(stock),
+        "datalake_register_s": statistics.median(ours),
         "speedup": statistics.median(stock) / statistics.median(ours),
-        "rucio_upload_max_rss_mib": max(stock_mem), "datalake_max_rss_mib": max(ours_mem),
-    }  # fmt: skip
+        "rucio_upload_max_rss_mib": max(stock_mem),
+        "datalake_max_rss_mib": max(ours_mem),
+    }
 
 
 def register_in_place(work: Path, files: int, size: int, anchor_files: int) -> dict:
@@ -138,12 +167,18 @@ def register_in_place(work: Path, files: int, size: int, anchor_files: int) -> d
         client.add_replica("XRD2", SCOPE, p.name, size, checksum)
     anchor = time.perf_counter() - start
     return {
-        "files": files, "bytes_each": size, "placing_files_s": placed,
-        "datalake_register_s": seconds, "datalake_files_per_s": files / seconds, "datalake_max_rss_mib": mem,
-        "phases_s": phases, "registration_files_per_s": files / (seconds - phases["policy"]),
-        "anchor_files": anchor_files, "anchor_add_replica_files_per_s": anchor_files / anchor,
+        "files": files,
+        "bytes_each": size,
+        "placing_files_s": placed,
+        "datalake_register_s": seconds,
+        "datalake_files_per_s": files / seconds,
+        "datalake_max_rss_mib": mem,
+        "phases_s": phases,
+        "registration_files_per_s": files / (seconds - phases["policy"]),
+        "anchor_files": anchor_files,
+        "anchor_add_replica_files_per_s": anchor_files / anchor,
         "speedup_vs_anchor": (files / seconds) / (anchor_files / anchor),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -165,17 +200,21 @@ def main() -> None:
         if not args.skip_upload:
             print(f"A. {args.files} local files x {args.size} B, {args.repeat} runs each", file=sys.stderr)
             a = upload_local(work, args.files, args.size, args.repeat)
-            print(f"  median: rucio {a['rucio_upload_attach_s']:.1f} s, datalake {a['datalake_register_s']:.2f} s "
-                  f"-> {a['speedup']:.0f}x less wall time (goal >= 20x); max RSS rucio "
-                  f"{a['rucio_upload_max_rss_mib']} MiB, datalake {a['datalake_max_rss_mib']} MiB")  # fmt: skip
+            print(
+                f"  median: rucio {a['rucio_upload_attach_s']:.1f} s, datalake {a['datalake_register_s']:.2f} s "
+                f"-> {a['speedup']:.0f}x less wall time (goal >= 20x); max RSS rucio "
+                f"{a['rucio_upload_max_rss_mib']} MiB, datalake {a['datalake_max_rss_mib']} MiB"
+            )
             result["upload"] = a
         if not args.skip_in_place:
             print(f"B. {args.in_place_files} files already on XRD2, registered in place", file=sys.stderr)
             b = register_in_place(work, args.in_place_files, args.in_place_size, args.anchor_files)
-            print(f"  datalake {b['datalake_files_per_s']:.0f} files/s end to end ({b['datalake_register_s']:.1f} s), "
-                  f"{b['registration_files_per_s']:.0f} files/s without applying the policy (goal >= 500 files/s); "
-                  f"phases {b['phases_s']}; max RSS {b['datalake_max_rss_mib']} MiB; anchor add_replica per file "
-                  f"{b['anchor_add_replica_files_per_s']:.0f} files/s -> {b['speedup_vs_anchor']:.0f}x")  # fmt: skip
+            print(
+                f"  datalake {b['datalake_files_per_s']:.0f} files/s end to end ({b['datalake_register_s']:.1f} s), "
+                f"{b['registration_files_per_s']:.0f} files/s without applying the policy (goal >= 500 files/s); "
+                f"phases {b['phases_s']}; max RSS {b['datalake_max_rss_mib']} MiB; anchor add_replica per file "
+                f"{b['anchor_add_replica_files_per_s']:.0f} files/s -> {b['speedup_vs_anchor']:.0f}x"
+            )
             result["in_place"] = b
         print(json.dumps(result))
 

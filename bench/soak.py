@@ -32,9 +32,12 @@ def main() -> int:
     args = parser.parse_args()
     if not os.environ.get("DATALAKE_TESTBED_DIR") or not os.environ.get("RUCIO_CONFIG"):
         sys.exit('soak: no testbed in the environment; run: eval "$(datalake testbed env)"')
-    env = {**os.environ, "DATALAKE_TEST_TESTBED_DIR": os.environ["DATALAKE_TESTBED_DIR"],
-           "DATALAKE_TEST_PORT_BASE": os.environ.get("DATALAKE_TESTBED_PORT_BASE", "28000"),
-           "DATALAKE_TEST_KEEP_TESTBED": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATALAKE_TEST_TESTBED_DIR": os.environ["DATALAKE_TESTBED_DIR"],
+        "DATALAKE_TEST_PORT_BASE": os.environ.get("DATALAKE_TESTBED_PORT_BASE", "28000"),
+        "DATALAKE_TEST_KEEP_TESTBED": "1",
+    }
     deadline = time.monotonic() + 60 * args.minutes
     totals: dict[tuple[str, str], dict] = {}
     rounds, failed = 0, []
@@ -42,8 +45,16 @@ def main() -> int:
         while time.monotonic() < deadline:
             seed = args.seed + rounds
             report = Path(scratch) / f"round{rounds}.json"
-            argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    str(ROOT / "integration" / "test_faults.py"), *(["-k", args.k] if args.k else [])]  # fmt: skip
+            argv = [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                str(ROOT / "integration" / "test_faults.py"),
+                *(["-k", args.k] if args.k else []),
+            ]
             round_env = {**env, "DATALAKE_FAULT_SEED": str(seed), "DATALAKE_FAULTS_JSON": str(report)}
             result = subprocess.run(argv, env=round_env, capture_output=True, text=True)
             rounds += 1
@@ -54,8 +65,10 @@ def main() -> int:
                 print(f"round {rounds} (seed {seed}): ok", flush=True)
             if report.exists():
                 for row in json.loads(report.read_text())["rows"]:
-                    total = totals.setdefault((row["operation"], row["fault"]), {**row, "injected": 0,
-                                              "recovered": 0, "violations": 0, "silent": 0, "detail": ""})  # fmt: skip
+                    total = totals.setdefault(
+                        (row["operation"], row["fault"]),
+                        {**row, "injected": 0, "recovered": 0, "violations": 0, "silent": 0, "detail": ""},
+                    )
                     for key in ("injected", "recovered", "violations", "silent"):
                         total[key] += row.get(key, 0)
     os.environ.update(env)  # faultlib's conftest reads the testbed from it

@@ -30,8 +30,15 @@ from datalake import Lake
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 POLICY = ROOT / "policies" / "derived-results.yaml"
-META = ["creators=Bench, B.", "title=Benchmark", "publisher=datalake", "publication_year=2026",
-        "resource_type=Dataset", "experiment=CMS", "analysis=BENCH-26-001"]  # fmt: skip
+META = [
+    "creators=Bench, B.",
+    "title=Benchmark",
+    "publisher=datalake",
+    "publication_year=2026",
+    "resource_type=Dataset",
+    "experiment=CMS",
+    "analysis=BENCH-26-001",
+]
 SCOPE = "collider"
 
 
@@ -51,8 +58,19 @@ def fresh_dataset(work: Path, count: int, size: int) -> tuple[str, list[dict]]:
     folder.mkdir(parents=True)
     for i in range(count):
         (folder / f"{tag}_{i:04d}.dat").write_bytes(os.urandom(size))
-    argv = [str(BIN / "datalake"), "register", str(folder), "--dataset", f"{SCOPE}:{tag}", "--policy", str(POLICY),
-            "--rse", "XRD1", "--policies", str(POLICY.parent)]  # fmt: skip
+    argv = [
+        str(BIN / "datalake"),
+        "register",
+        str(folder),
+        "--dataset",
+        f"{SCOPE}:{tag}",
+        "--policy",
+        str(POLICY),
+        "--rse",
+        "XRD1",
+        "--policies",
+        str(POLICY.parent),
+    ]
     for pair in META:
         argv += ["--meta", pair]
     subprocess.run(argv, check=True, capture_output=True)
@@ -60,8 +78,11 @@ def fresh_dataset(work: Path, count: int, size: int) -> tuple[str, list[dict]]:
         path.unlink()
     folder.rmdir()
     lake = Lake()
-    replicas = list(lake.catalog.client.list_replicas([{"scope": SCOPE, "name": tag}], schemes=["root"],
-                                                      rse_expression="XRD1", sort="random"))  # fmt: skip
+    replicas = list(
+        lake.catalog.client.list_replicas(
+            [{"scope": SCOPE, "name": tag}], schemes=["root"], rse_expression="XRD1", sort="random"
+        )
+    )
     return tag, replicas
 
 
@@ -76,8 +97,9 @@ def by_rule(tag: str) -> tuple[float, float]:
         time.sleep(0.1)
     seconds = time.perf_counter() - start
     db = sqlite3.connect(f"file:{service_db()}?mode=ro", uri=True)
-    first, last = db.execute("SELECT MIN(start_time), MAX(finish_time) FROM files WHERE destination LIKE ?",
-                             (f"%/{tag}_%",)).fetchone()  # fmt: skip
+    first, last = db.execute(
+        "SELECT MIN(start_time), MAX(finish_time) FROM files WHERE destination LIKE ?", (f"%/{tag}_%",)
+    ).fetchone()
     return seconds, (last - first) if first and last else float("nan")
 
 
@@ -89,8 +111,9 @@ def by_xrdcp(replicas: list[dict], parallel: int) -> float:
     def one(replica: dict) -> None:
         source = next(iter(replica["pfns"]))
         target = f"{dst_base}//bench-raw/{tag}/{replica['name']}"
-        result = subprocess.run(["xrdcp", "-s", "-f", "--tpc", "only", "--cksum", "adler32", source, target],
-                                capture_output=True, text=True)  # fmt: skip
+        result = subprocess.run(
+            ["xrdcp", "-s", "-f", "--tpc", "only", "--cksum", "adler32", source, target], capture_output=True, text=True
+        )
         if result.returncode != 0:
             raise SystemExit(f"xrdcp failed: {result.stderr.strip()[-300:]}")
 
@@ -112,17 +135,26 @@ def case(name: str, count: int, size: int, repeat: int, parallel: int, work: Pat
                 spans.append(span)
             else:
                 raw.append(by_xrdcp(replicas, parallel))
-        print(f"{name} run {run + 1}: rule {ours[-1]:.2f} s (service {spans[-1]:.2f} s), xrdcp {raw[-1]:.2f} s",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{name} run {run + 1}: rule {ours[-1]:.2f} s (service {spans[-1]:.2f} s), xrdcp {raw[-1]:.2f} s",
+            file=sys.stderr,
+        )
     total = count * size / 1e6
     med_ours, med_raw, med_span = statistics.median(ours), statistics.median(raw), statistics.median(spans)
     return {
-        "case": name, "files": count, "bytes": count * size, "parallel": parallel,
-        "rule_seconds": round(med_ours, 2), "service_seconds": round(med_span, 2), "xrdcp_seconds": round(med_raw, 2),
-        "rule_mb_s": round(total / med_ours, 1), "xrdcp_mb_s": round(total / med_raw, 1),
-        "ratio": round(med_raw / med_ours, 2), "ratio_service_only": round(med_raw / med_span, 2),
+        "case": name,
+        "files": count,
+        "bytes": count * size,
+        "parallel": parallel,
+        "rule_seconds": round(med_ours, 2),
+        "service_seconds": round(med_span, 2),
+        "xrdcp_seconds": round(med_raw, 2),
+        "rule_mb_s": round(total / med_ours, 1),
+        "xrdcp_mb_s": round(total / med_raw, 1),
+        "ratio": round(med_raw / med_ours, 2),
+        "ratio_service_only": round(med_raw / med_span, 2),
         "runs": {"rule": [round(x, 2) for x in ours], "xrdcp": [round(x, 2) for x in raw]},
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -143,8 +175,10 @@ def main() -> None:
             results.append(case("B 200 x 100 KiB", 200, 100 << 10, args.repeat, parallel, Path(tmp)))
     print(f"{'case':<18}{'rule s':>9}{'service s':>11}{'xrdcp s':>9}{'ratio':>8}  goal")
     for r, goal in zip(results, ["0.8x", "5x"], strict=False):
-        print(f"{r['case']:<18}{r['rule_seconds']:>9}{r['service_seconds']:>11}{r['xrdcp_seconds']:>9}"
-              f"{r['ratio']:>7}x  {goal}")  # fmt: skip
+        print(
+            f"{r['case']:<18}{r['rule_seconds']:>9}{r['service_seconds']:>11}{r['xrdcp_seconds']:>9}"
+            f"{r['ratio']:>7}x  {goal}"
+        )
     print(json.dumps({"bench": "transfer", "results": results}))
 
 

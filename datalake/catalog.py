@@ -132,8 +132,12 @@ def transient_retry(call: Callable[..., T]) -> Callable[..., T]:
         from rucio.common.exception import DatabaseException
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-        for attempt in Retrying(retry=retry_if_exception_type(DatabaseException), stop=stop_after_attempt(5),
-                                wait=wait_random_exponential(multiplier=0.3, max=5), reraise=True):  # fmt: skip
+        for attempt in Retrying(
+            retry=retry_if_exception_type(DatabaseException),
+            stop=stop_after_attempt(5),
+            wait=wait_random_exponential(multiplier=0.3, max=5),
+            reraise=True,
+        ):
             with attempt:
                 return call(*args, **kwargs)
         raise AssertionError("unreachable")
@@ -175,9 +179,16 @@ class Catalog:
             token.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with translated(f"connecting to {c.rucio_host} as {c.account}"):
                 self._client = _client_class(str(token))(
-                    rucio_host=c.rucio_host, auth_host=c.auth_host, account=c.account, auth_type=c.auth_type,
-                    creds=c.creds, ca_cert=c.ca_cert, timeout=self.timeout, user_agent="datalake", logger=_QUIET,
-                )  # fmt: skip
+                    rucio_host=c.rucio_host,
+                    auth_host=c.auth_host,
+                    account=c.account,
+                    auth_type=c.auth_type,
+                    creds=c.creds,
+                    ca_cert=c.ca_cert,
+                    timeout=self.timeout,
+                    user_agent="datalake",
+                    logger=_QUIET,
+                )
         return self._client
 
     def whoami(self) -> dict[str, Any]:
@@ -233,15 +244,20 @@ class Catalog:
         with translated(f"listing files of {did}"):
             yield from self.client.list_files(did.scope, did.name)
 
-    def replicas(self, files: list[DID], rse_expression: str | None = None,
-                 all_states: bool = False) -> Iterator[dict[str, Any]]:  # fmt: skip
+    def replicas(
+        self, files: list[DID], rse_expression: str | None = None, all_states: bool = False
+    ) -> Iterator[dict[str, Any]]:
         """Readable root:// replicas of ``files`` (one request; RSEs disabled for reading left out); with
         ``all_states`` also those being copied or lost (their state in ``states``)."""
         with translated(f"listing replicas of {len(files)} files"):
             yield from self.client.list_replicas(
-                [f.as_dict() for f in files], schemes=["root"], rse_expression=rse_expression,
-                ignore_availability=False, sort="random", all_states=all_states,
-            )  # fmt: skip
+                [f.as_dict() for f in files],
+                schemes=["root"],
+                rse_expression=rse_expression,
+                ignore_availability=False,
+                sort="random",
+                all_states=all_states,
+            )
 
     def write_urls(self, rse: str, files: list[DID], scheme: str = "root") -> dict[DID, str]:
         """Where ``files`` go on a deterministic RSE (Rucio's lfn2pfn), for writing over ``scheme``."""
@@ -262,8 +278,10 @@ class Catalog:
     def children(self, did: DID) -> list[tuple[DID, str]]:
         """Datasets and containers directly inside a container, with their type."""
         with translated(f"listing the content of {did}"):
-            found = [(DID(c["scope"], c["name"]), str(c.get("type", "")).upper())
-                     for c in self.client.list_content(did.scope, did.name)]  # fmt: skip
+            found = [
+                (DID(c["scope"], c["name"]), str(c.get("type", "")).upper())
+                for c in self.client.list_content(did.scope, did.name)
+            ]
         return [(d, kind) for d, kind in found if kind in ("DATASET", "CONTAINER")]
 
     def parents(self, did: DID) -> list[DID]:

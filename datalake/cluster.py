@@ -141,9 +141,15 @@ class Outcome:
 
 
 def run(
-    client: Any, placed: Sequence[Placed], task: Callable[..., Any], args: tuple = (), *,
-    reduce: Callable[[Any, Any], Any] | None = None, progress: Progress | None = None, name: str = "chunk",
-) -> Outcome:  # fmt: skip
+    client: Any,
+    placed: Sequence[Placed],
+    task: Callable[..., Any],
+    args: tuple = (),
+    *,
+    reduce: Callable[[Any, Any], Any] | None = None,
+    progress: Progress | None = None,
+    name: str = "chunk",
+) -> Outcome:
     """Run ``task(placed, *args)`` for every chunk at its site; ``reduce`` merges results pairwise on the cluster
     as they arrive. Chunks whose reads fail go to their next replica; the run fails (``ProcessingError``) only
     when a chunk has no replica left or ``task`` raises anything but ``ReadFailed``."""
@@ -224,8 +230,13 @@ def run(
                 lost = _lost_results(client, ready, pending, merges, covers, current)
                 for index in lost:
                     outcome.moved += 1
-                    retry(index, current[index], failed_rses.get(index, set()), list(worker_sites(client)),
-                          f"its result was lost with the last worker of site {current[index].site}")  # fmt: skip
+                    retry(
+                        index,
+                        current[index],
+                        failed_rses.get(index, set()),
+                        list(worker_sites(client)),
+                        f"its result was lost with the last worker of site {current[index].site}",
+                    )
             if not pending and ready:
                 pending.update(_waiting(client, ready))  # a lost result Dask is computing again: wait for it
         if reduce is not None:
@@ -265,8 +276,9 @@ def _waiting(client: Any, ready: list) -> dict:
     return {f: (-2, None) for f in lost}
 
 
-def _lost_results(client: Any, ready: list, pending: dict, merges: dict, covers: dict,
-                  current: dict[int, Placed]) -> list[int]:  # fmt: skip
+def _lost_results(
+    client: Any, ready: list, pending: dict, merges: dict, covers: dict, current: dict[int, Placed]
+) -> list[int]:
     """Chunks to send again because their finished result died with a worker and Dask cannot compute it again:
     it would rerun them only at their site, which has no worker left. Lost results and the merges waiting on
     them are cancelled; a merge's surviving input goes back to ``ready``."""

@@ -108,8 +108,9 @@ def _forget(url: str, tree: str) -> None:
             entry[0].close()
 
 
-def read(url: str, tree: str, branches: Sequence[str], start: int, stop: int,
-         timeout: float = TIMEOUT) -> tuple[Any, ReadStats]:  # fmt: skip
+def read(
+    url: str, tree: str, branches: Sequence[str], start: int, stop: int, timeout: float = TIMEOUT
+) -> tuple[Any, ReadStats]:
     """``tree.arrays(branches, entry_start=start, entry_stop=stop)`` of the file at ``url``; storage failures
     become ``ReadFailed``. A missing tree or branch is the request's fault (``KeyError``), not the replica's.
     Files stay open between chunks of the same worker thread; a failure on a kept handle is retried once on a
@@ -128,8 +129,9 @@ def read(url: str, tree: str, branches: Sequence[str], start: int, stop: int,
             if missing:
                 raise KeyError(f"{url}: tree {tree!r} has no branch {', '.join(missing)}")
             arrays = events.arrays(names, entry_start=start, entry_stop=stop)
-            stats = ReadStats(source.num_requested_bytes - before[0], source.num_requests - before[1],
-                              time.perf_counter() - began)  # fmt: skip
+            stats = ReadStats(
+                source.num_requested_bytes - before[0], source.num_requests - before[1], time.perf_counter() - began
+            )
             return arrays, stats
         except KeyError:
             raise
@@ -163,9 +165,12 @@ def inspect(url: str, tree: str, branches: Sequence[str], timeout: float = TIMEO
             names = branch_names(events, branches)
             present = [n for n in names if n in events]
             offsets = list(events.common_entry_offsets(filter_name=present)) if present else []
-            return Inspection(int(events.num_entries), [int(o) for o in offsets],
-                              sum(int(events[n].compressed_bytes) for n in present),
-                              [n for n in names if n not in events])  # fmt: skip
+            return Inspection(
+                int(events.num_entries),
+                [int(o) for o in offsets],
+                sum(int(events[n].compressed_bytes) for n in present),
+                [n for n in names if n not in events],
+            )
     except (OSError, uproot.deserialization.DeserializationError, ValueError, RuntimeError) as err:
         raise ReadFailed(url, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
 
@@ -192,9 +197,12 @@ def s3_location(target: Target) -> tuple[Any, str]:
 
     parts = urlsplit(target.url)
     s3 = fs.S3FileSystem(
-        endpoint_override=parts.netloc, scheme=target.s3_scheme, access_key=target.s3_key,
-        secret_key=target.s3_secret, region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-    )  # fmt: skip
+        endpoint_override=parts.netloc,
+        scheme=target.s3_scheme,
+        access_key=target.s3_key,
+        secret_key=target.s3_secret,
+        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
     return s3, parts.path.lstrip("/")
 
 

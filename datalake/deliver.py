@@ -52,9 +52,16 @@ class Written:
 
 
 def deliver_file(
-    placed: Placed, tree: str, columns: Sequence[str], selection: Selection | None, target: Target, name: str,
-    chunk_size: int, boundaries: Sequence[int], timeout: float,
-) -> Written:  # fmt: skip
+    placed: Placed,
+    tree: str,
+    columns: Sequence[str],
+    selection: Selection | None,
+    target: Target,
+    name: str,
+    chunk_size: int,
+    boundaries: Sequence[int],
+    timeout: float,
+) -> Written:
     """On a worker: the passing events' columns of one input file, as one Parquet file at ``target``."""
     import awkward as ak
     import pyarrow.parquet as pq
@@ -83,8 +90,19 @@ def deliver_file(
         checksum = storage.adler32_file(local)
         store(local, target, checksum)
         worker, site, _ = where_am_i()
-        return Written(placed.chunk.did, name, target.url, local.stat().st_size, checksum, events_in, events_out,
-                       read_bytes, worker, site, source.site)  # fmt: skip
+        return Written(
+            placed.chunk.did,
+            name,
+            target.url,
+            local.stat().st_size,
+            checksum,
+            events_in,
+            events_out,
+            read_bytes,
+            worker,
+            site,
+            source.site,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -176,10 +194,22 @@ class Summary:
 
 
 def deliver(
-    catalog: Catalog, did: DID, columns: Sequence[str], selection: Selection | None, rse: str, output: DID, *,
-    client: Any, policies: Path, meta: dict[str, Any] | list[str] | None = None, tree: str = TREE,
-    chunk_size: int = CHUNK, timeout: float = 60, progress: cluster.Progress | None = None, now: datetime | None = None,
-) -> Summary:  # fmt: skip
+    catalog: Catalog,
+    did: DID,
+    columns: Sequence[str],
+    selection: Selection | None,
+    rse: str,
+    output: DID,
+    *,
+    client: Any,
+    policies: Path,
+    meta: dict[str, Any] | list[str] | None = None,
+    tree: str = TREE,
+    chunk_size: int = CHUNK,
+    timeout: float = 60,
+    progress: cluster.Progress | None = None,
+    now: datetime | None = None,
+) -> Summary:
     """Skim ``did`` into the dataset ``output`` on ``rse``; everything is checked before any work is sent."""
     from datalake.govern import input_state, policy_of, utcnow
     from datalake.policy import evaluate
@@ -205,8 +235,15 @@ def deliver(
     out_meta = derived_metadata(keys, metas, given)
     states = [input_state(catalog, d, policies, now) for d in sources]
     # the work: files, entries, replicas, placement (access to the inputs is checked here)
-    the_plan = plan(catalog, did, [*columns, *(selection.branches if selection else ())], tree=tree,
-                    chunk_size=chunk_size, sites=cluster.worker_sites(client), timeout=timeout)  # fmt: skip
+    the_plan = plan(
+        catalog,
+        did,
+        [*columns, *(selection.branches if selection else ())],
+        tree=tree,
+        chunk_size=chunk_size,
+        sites=cluster.worker_sites(client),
+        timeout=timeout,
+    )
     todo_names = {fp.did: output_name(output, dids.parse(fp.did).name) for fp in the_plan.files}
     registered = set(catalog.existing([DID(output.scope, n) for n in todo_names.values()]))
     todo = [fp for fp in the_plan.files if DID(output.scope, todo_names[fp.did]) not in registered]
@@ -226,25 +263,43 @@ def deliver(
     placed = place(whole, the_plan.sites)
     offsets = {fp.did: fp.inspection.offsets for fp in todo}
     outcome = cluster.run(
-        client, placed, _deliver_task,
-        (tree, list(columns), selection, {i.chunk.did: todo_names[i.chunk.did] for i in placed},
-         {todo_names[i.chunk.did]: urls[DID(output.scope, todo_names[i.chunk.did])] for i in placed},
-         (s3_scheme, key, secret), chunk_size, offsets, timeout),
-        progress=progress, name="deliver",
-    )  # fmt: skip
+        client,
+        placed,
+        _deliver_task,
+        (
+            tree,
+            list(columns),
+            selection,
+            {i.chunk.did: todo_names[i.chunk.did] for i in placed},
+            {todo_names[i.chunk.did]: urls[DID(output.scope, todo_names[i.chunk.did])] for i in placed},
+            (s3_scheme, key, secret),
+            chunk_size,
+            offsets,
+            timeout,
+        ),
+        progress=progress,
+        name="deliver",
+    )
     if outcome.failed:
         item, reason = outcome.failed[0]
-        raise cluster.ProcessingError(f"{len(outcome.failed)} inputs could not be read from any replica (first: "
-                                      f"{item.chunk.did}: {reason}); re-run to finish")  # fmt: skip
+        raise cluster.ProcessingError(
+            f"{len(outcome.failed)} inputs could not be read from any replica (first: "
+            f"{item.chunk.did}: {reason}); re-run to finish"
+        )
     written = list(outcome.result)
     summary.retried = outcome.retried
     # register the outputs (with the checks of `register`) and apply the policy, then record provenance
     files = [Source(w.name, w.bytes, w.adler32, url=w.url) for w in written]
     if files or not catalog.get_did(output):
         reg_plan = prepare(catalog, [], output, policy, rse, out_meta, now=now, written=files)
-        provenance = {DERIVED_KEY: [str(d) for d in sources], "datalake_columns": list(columns),
-                      "datalake_selection": selection.text if selection else "", "datalake_tree": tree,
-                      "datalake_code": f"datalake {datalake.__version__}", "datalake_input": str(did)}  # fmt: skip
+        provenance = {
+            DERIVED_KEY: [str(d) for d in sources],
+            "datalake_columns": list(columns),
+            "datalake_selection": selection.text if selection else "",
+            "datalake_tree": tree,
+            "datalake_code": f"datalake {datalake.__version__}",
+            "datalake_input": str(did),
+        }
         run(catalog, reg_plan, policies, now=now, extra_meta=provenance)
     summary.outputs = written
     summary.events_in = sum(w.events_in for w in written)
@@ -256,9 +311,18 @@ def deliver(
     return summary
 
 
-def _deliver_task(placed: Placed, tree: str, columns: list[str], selection: Selection | None,
-                  names: dict[str, str], urls: dict[str, str], s3: tuple, chunk_size: int,
-                  offsets: dict[str, list[int]], timeout: float) -> Written:  # fmt: skip
+def _deliver_task(
+    placed: Placed,
+    tree: str,
+    columns: list[str],
+    selection: Selection | None,
+    names: dict[str, str],
+    urls: dict[str, str],
+    s3: tuple,
+    chunk_size: int,
+    offsets: dict[str, list[int]],
+    timeout: float,
+) -> Written:
     name = names[placed.chunk.did]
     target = Target(urls[name], *s3)
     return deliver_file(placed, tree, columns, selection, target, name, chunk_size, offsets[placed.chunk.did], timeout)

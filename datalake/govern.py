@@ -38,12 +38,19 @@ def current_state(catalog: Catalog, did: DID) -> tuple[dict[str, Any], CurrentSt
     meta = catalog.metadata(did)
     rules = tuple(
         CurrentRule(
-            id=r["id"], account=str(r["account"]), rse_expression=r["rse_expression"], copies=int(r["copies"]),
-            grouping=str(r["grouping"]), activity=str(r.get("activity") or ""), locked=bool(r["locked"]),
-            expires_at=r.get("expires_at"), comment=r.get("comments"), state=str(r["state"]),
+            id=r["id"],
+            account=str(r["account"]),
+            rse_expression=r["rse_expression"],
+            copies=int(r["copies"]),
+            grouping=str(r["grouping"]),
+            activity=str(r.get("activity") or ""),
+            locked=bool(r["locked"]),
+            expires_at=r.get("expires_at"),
+            comment=r.get("comments"),
+            state=str(r["state"]),
         )
         for r in catalog.rules(did)
-    )  # fmt: skip
+    )
     od = catalog.opendata(did)
     state = CurrentState(
         did=str(did),
@@ -95,8 +102,17 @@ def _ungoverned(did: DID) -> DesiredState:
     from datalake.policy.model import ALLOWED_ACCESS, Tier
     from datalake.policy.release import ReleaseDecision
 
-    return DesiredState(str(did), "", Tier.RESTRICTED, ReleaseDecision(False, None, "ungoverned"), (), None,
-                        ALLOWED_ACCESS[Tier.RESTRICTED], (), False)  # fmt: skip
+    return DesiredState(
+        str(did),
+        "",
+        Tier.RESTRICTED,
+        ReleaseDecision(False, None, "ungoverned"),
+        (),
+        None,
+        ALLOWED_ACCESS[Tier.RESTRICTED],
+        (),
+        False,
+    )
 
 
 def govern(

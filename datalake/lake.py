@@ -89,9 +89,15 @@ class Lake:
         return [govern(self.catalog, t, self.policies, now=now, dry_run=dry_run) for t in targets]
 
     def prepare_registration(
-        self, paths: list[str], dataset: str, policy: str | os.PathLike, rse: str, meta: dict[str, Any],
-        *, now: datetime | None = None,
-    ) -> Plan:  # fmt: skip
+        self,
+        paths: list[str],
+        dataset: str,
+        policy: str | os.PathLike,
+        rse: str,
+        meta: dict[str, Any],
+        *,
+        now: datetime | None = None,
+    ) -> Plan:
         """Check a registration completely and work out what is left to do; changes nothing."""
         from datalake.policy import load
         from datalake.register import prepare
@@ -99,9 +105,17 @@ class Lake:
         return prepare(self.catalog, [str(p) for p in paths], dids.parse(dataset), load(policy), rse, meta, now=now)
 
     def register(
-        self, paths: list[str], dataset: str, policy: str | os.PathLike, rse: str, meta: dict[str, Any],
-        *, now: datetime | None = None, progress: Progress | None = None, parallel: int = 16,
-    ) -> Result:  # fmt: skip
+        self,
+        paths: list[str],
+        dataset: str,
+        policy: str | os.PathLike,
+        rse: str,
+        meta: dict[str, Any],
+        *,
+        now: datetime | None = None,
+        progress: Progress | None = None,
+        parallel: int = 16,
+    ) -> Result:
         """Upload/register files into ``dataset`` under ``policy`` and apply it; re-running finishes a crashed
         run and adds nothing twice."""
         from datalake.register import run
@@ -111,10 +125,17 @@ class Lake:
         return run(self.catalog, plan, self.policies, progress=progress, parallel=parallel, now=now)
 
     def pull(
-        self, did: str | list[str], to: str | os.PathLike, *, rse_expression: str | None = None,
-        prefer: list[str] | tuple[str, ...] = (), site: str | None = None, parallel: int = 16,
-        progress: Any = None, keep_files: bool = True,
-    ) -> Summary:  # fmt: skip
+        self,
+        did: str | list[str],
+        to: str | os.PathLike,
+        *,
+        rse_expression: str | None = None,
+        prefer: list[str] | tuple[str, ...] = (),
+        site: str | None = None,
+        parallel: int = 16,
+        progress: Any = None,
+        keep_files: bool = True,
+    ) -> Summary:
         """Copy the files of one or more DIDs to ``to/scope/name``: in parallel, verified, resumable, failing over
         between replicas and reporting bad ones to Rucio. Returns the summary (``summary.ok``, ``.files``,
         ``.failed``, ``.bad_replicas``); raises ``NotAllowed`` when the sharing policy excludes this account."""
@@ -122,8 +143,17 @@ class Lake:
 
         self._storage_identity()
         targets = [dids.parse(d) for d in ([did] if isinstance(did, str) else did)]
-        return pull(self.catalog, targets, to, rse_expression=rse_expression, prefer=prefer, site=site,
-                    parallel=parallel, progress=progress, keep_files=keep_files)  # fmt: skip
+        return pull(
+            self.catalog,
+            targets,
+            to,
+            rse_expression=rse_expression,
+            prefer=prefer,
+            site=site,
+            parallel=parallel,
+            progress=progress,
+            keep_files=keep_files,
+        )
 
     def replicate(self, did: str, to: str, *, dry_run: bool = False, parallel: int = 16, progress: Any = None) -> Any:
         """Copy a DID's files to the RSE ``to`` with the transfer engine, register the new replicas, then add a
@@ -141,10 +171,18 @@ class Lake:
         return replicate.run(self.catalog, the_plan, settings, progress)
 
     def process(
-        self, did: str, fn: Callable[[Any], Any], branches: list[str], *, tree: str = "Events",
-        chunk_size: int = 100_000, scheduler: str | None = None, client: Any = None, progress: Any = None,
+        self,
+        did: str,
+        fn: Callable[[Any], Any],
+        branches: list[str],
+        *,
+        tree: str = "Events",
+        chunk_size: int = 100_000,
+        scheduler: str | None = None,
+        client: Any = None,
+        progress: Any = None,
         with_summary: bool = False,
-    ) -> Any:  # fmt: skip
+    ) -> Any:
         """Run ``fn`` over the events of ``did`` beside the data and return the merged result.
 
         Each chunk (``chunk_size`` events, cut at cluster boundaries) runs on a Dask worker at the site of one of
@@ -163,18 +201,30 @@ class Lake:
         try:
             if user is not None:
                 cluster.check_identity(client, user)
-            result, summary = process(self.catalog, target, fn, branches, client=client, tree=tree,
-                                      chunk_size=chunk_size, progress=progress)  # fmt: skip
+            result, summary = process(
+                self.catalog, target, fn, branches, client=client, tree=tree, chunk_size=chunk_size, progress=progress
+            )
         finally:
             if own:
                 client.close()
         return (result, summary) if with_summary else result
 
     def deliver(
-        self, did: str, columns: list[str], *, to: str, as_did: str, where: str | None = None,
-        meta: dict[str, Any] | list[str] | None = None, tree: str = "Events", chunk_size: int = 100_000,
-        scheduler: str | None = None, client: Any = None, progress: Any = None, now: datetime | None = None,
-    ) -> Any:  # fmt: skip
+        self,
+        did: str,
+        columns: list[str],
+        *,
+        to: str,
+        as_did: str,
+        where: str | None = None,
+        meta: dict[str, Any] | list[str] | None = None,
+        tree: str = "Events",
+        chunk_size: int = 100_000,
+        scheduler: str | None = None,
+        client: Any = None,
+        progress: Any = None,
+        now: datetime | None = None,
+    ) -> Any:
         """Write ``columns`` of the events passing ``where`` as Parquet (one file per input) to the RSE ``to``,
         beside the data, and register them as the dataset ``as_did`` with provenance, under the inputs' policy.
         Returns the summary; re-running finishes an interrupted delivery."""
@@ -189,9 +239,21 @@ class Lake:
         try:
             if user is not None:
                 cluster.check_identity(client, user)
-            return deliver(self.catalog, source, columns, chosen, to, output, client=client,
-                           policies=self.policies, meta=meta, tree=tree, chunk_size=chunk_size, progress=progress,
-                           now=now)  # fmt: skip
+            return deliver(
+                self.catalog,
+                source,
+                columns,
+                chosen,
+                to,
+                output,
+                client=client,
+                policies=self.policies,
+                meta=meta,
+                tree=tree,
+                chunk_size=chunk_size,
+                progress=progress,
+                now=now,
+            )
         finally:
             if own:
                 client.close()

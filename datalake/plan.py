@@ -118,8 +118,12 @@ def _describe(rule: DesiredRule) -> str:
 
 
 def _remove(current: CurrentRule, why: str, did: str) -> Action:
-    return Action("remove-rule", did, f"{current.id} {current.rse_expression} ({why})",
-                  {"rule_id": current.id, "unlock": current.locked})  # fmt: skip
+    return Action(
+        "remove-rule",
+        did,
+        f"{current.id} {current.rse_expression} ({why})",
+        {"rule_id": current.id, "unlock": current.locked},
+    )
 
 
 def _rules(desired: DesiredState, current: CurrentState) -> tuple[list[Action], ...]:
@@ -138,8 +142,10 @@ def _rules(desired: DesiredState, current: CurrentState) -> tuple[list[Action], 
     for rule in desired.rules:
         have = managed.pop(rule.comment, None)
         if have is not None and (have.copies, have.rse_expression, have.grouping) != (
-            rule.copies, rule.rse_expression, rule.grouping
-        ):  # fmt: skip
+            rule.copies,
+            rule.rse_expression,
+            rule.grouping,
+        ):
             # Rucio refuses two rules with the same expression AND copies: only then remove first.
             same = (have.rse_expression, have.copies) == (rule.rse_expression, rule.copies)
             target = early if same else removals

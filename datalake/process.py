@@ -88,8 +88,19 @@ def run_chunk(placed: Placed, fn: bytes, tree: str, branches: Sequence[str], tim
         frames = tracebacks.capture(err.__traceback__.tb_next if err.__traceback__ else None)  # from the user's frame
         raise cluster.FunctionFailed(str(chunk), f"{type(err).__name__}: {err}", frames) from None
     worker, site, key = where_am_i()
-    record = Record(str(chunk), key, source.rse, source.site, worker, site, chunk.entries, stats.bytes, stats.requests,
-                    stats.seconds, time.perf_counter() - began)  # fmt: skip
+    record = Record(
+        str(chunk),
+        key,
+        source.rse,
+        source.site,
+        worker,
+        site,
+        chunk.entries,
+        stats.bytes,
+        stats.requests,
+        stats.seconds,
+        time.perf_counter() - began,
+    )
     return Partial(result, [record])
 
 
@@ -150,9 +161,16 @@ def _inspect(sources: tuple[Source, ...], tree: str, branches: Sequence[str], ti
 
 
 def plan(
-    catalog: Catalog, did: DID, branches: Sequence[str], *, tree: str = TREE, chunk_size: int = CHUNK,
-    sites: dict[str, int], timeout: float = 60, files: Iterable[DID] | None = None,
-) -> Plan:  # fmt: skip
+    catalog: Catalog,
+    did: DID,
+    branches: Sequence[str],
+    *,
+    tree: str = TREE,
+    chunk_size: int = CHUNK,
+    sites: dict[str, int],
+    timeout: float = 60,
+    files: Iterable[DID] | None = None,
+) -> Plan:
     """Check access, list files and replicas, read each file's entries and clusters, cut and place chunks.
     Raises one clear error if a file has no replica, a tree or branch is missing, or no replica answers."""
     from datalake.pull import _files, _Reader, check
@@ -226,31 +244,54 @@ class Summary:
 
 
 def process(
-    catalog: Catalog, did: DID, fn: Callable[[Any], Any], branches: Sequence[str], *, client: Any,
-    tree: str = TREE, chunk_size: int = CHUNK, timeout: float = 60, progress: cluster.Progress | None = None,
-) -> tuple[Any, Summary]:  # fmt: skip
+    catalog: Catalog,
+    did: DID,
+    fn: Callable[[Any], Any],
+    branches: Sequence[str],
+    *,
+    client: Any,
+    tree: str = TREE,
+    chunk_size: int = CHUNK,
+    timeout: float = 60,
+    progress: cluster.Progress | None = None,
+) -> tuple[Any, Summary]:
     """Run ``fn`` over every chunk of ``did`` beside its data; returns (the merged result, the summary)."""
     import cloudpickle
 
     began = time.perf_counter()
-    the_plan = plan(catalog, did, branches, tree=tree, chunk_size=chunk_size, sites=cluster.worker_sites(client),
-                    timeout=timeout)  # fmt: skip
+    the_plan = plan(
+        catalog, did, branches, tree=tree, chunk_size=chunk_size, sites=cluster.worker_sites(client), timeout=timeout
+    )
     payload = cloudpickle.dumps(fn)
     try:
-        outcome = cluster.run(client, the_plan.placed, run_chunk, (payload, tree, list(branches), timeout),
-                              reduce=merge_partials, progress=progress)  # fmt: skip
+        outcome = cluster.run(
+            client,
+            the_plan.placed,
+            run_chunk,
+            (payload, tree, list(branches), timeout),
+            reduce=merge_partials,
+            progress=progress,
+        )
     except UserCodeError as err:
         raise tracebacks.attach(err, tracebacks.resolve(err.frames, fn)) from None  # their files, their lines
     if outcome.failed:
         item, reason = outcome.failed[0]
-        raise cluster.ProcessingError(f"{len(outcome.failed)} chunks could not be read from any replica "
-                                      f"(first: {item.chunk}: {reason})")  # fmt: skip
+        raise cluster.ProcessingError(
+            f"{len(outcome.failed)} chunks could not be read from any replica (first: {item.chunk}: {reason})"
+        )
     partial: Partial | None = outcome.result
     records = partial.records if partial else []
     summary = Summary(
-        did=str(did), files=len(the_plan.files), chunks=len(the_plan.placed), events=sum(r.events for r in records),
-        seconds=time.perf_counter() - began, bytes_read=sum(r.bytes for r in records), compressed=the_plan.compressed,
-        beside=sum(r.beside for r in records), planned_beside=beside_share(the_plan.placed), retried=outcome.retried,
+        did=str(did),
+        files=len(the_plan.files),
+        chunks=len(the_plan.placed),
+        events=sum(r.events for r in records),
+        seconds=time.perf_counter() - began,
+        bytes_read=sum(r.bytes for r in records),
+        compressed=the_plan.compressed,
+        beside=sum(r.beside for r in records),
+        planned_beside=beside_share(the_plan.placed),
+        retried=outcome.retried,
         records=records,
-    )  # fmt: skip
+    )
     return (partial.result if partial else None), summary

@@ -149,9 +149,16 @@ class Puller:
     """One pull: its ranking context, its counters and the bad replicas it found (shared by the worker threads)."""
 
     def __init__(
-        self, catalog: Catalog, to: Path, *, rse_expression: str | None, prefer: tuple[str, ...], site: str | None,
-        progress: Progress | None, keep_files: bool,
-    ) -> None:  # fmt: skip
+        self,
+        catalog: Catalog,
+        to: Path,
+        *,
+        rse_expression: str | None,
+        prefer: tuple[str, ...],
+        site: str | None,
+        progress: Progress | None,
+        keep_files: bool,
+    ) -> None:
         self.catalog = catalog
         self.to = to
         self.rse_expression = rse_expression
@@ -268,8 +275,15 @@ class Puller:
             fresh_retry = _size(where.part) > 0  # a mismatch after resuming may be the old prefix's fault
             while True:
                 try:
-                    resumed = fetch(replica.url, where.part, f.size, f.algorithm, f.checksum,
-                                    progress=lambda n: self._advance(0, n), cancel=self.cancel)  # fmt: skip
+                    resumed = fetch(
+                        replica.url,
+                        where.part,
+                        f.size,
+                        f.algorithm,
+                        f.checksum,
+                        progress=lambda n: self._advance(0, n),
+                        cancel=self.cancel,
+                    )
                 except FetchError as err:
                     if err.kind == "corrupt" and fresh_retry:
                         os.truncate(where.part, 0)  # truncated, not removed: our lock is on this file
@@ -444,9 +458,10 @@ def _listed(catalog: Catalog, puller: Puller, records: list, rse_expression: str
                     found: dict[tuple[str, str], list[Replica]] = {}
                     for rep in catalog.replicas([DID(f.scope, f.name) for f in batch], rse_expression):
                         found[(str(rep["scope"]), rep["name"])] = [
-                            Replica(info["rse"], pfn) for pfn, info in (rep.get("pfns") or {}).items()
+                            Replica(info["rse"], pfn)
+                            for pfn, info in (rep.get("pfns") or {}).items()
                             if info.get("type", "DISK") == "DISK"
-                        ]  # fmt: skip
+                        ]
                     puller.learn({r.rse for reps in found.values() for r in reps})
                     if not put((batch, found)):
                         return
@@ -466,10 +481,18 @@ def _listed(catalog: Catalog, puller: Puller, records: list, rse_expression: str
 
 
 def pull(
-    catalog: Catalog, targets: list[DID], to: str | os.PathLike, *, rse_expression: str | None = None,
-    prefer: Iterable[str] = (), site: str | None = None, parallel: int = PARALLEL, progress: Progress | None = None,
-    keep_files: bool = True, declare: bool = True,
-) -> Summary:  # fmt: skip
+    catalog: Catalog,
+    targets: list[DID],
+    to: str | os.PathLike,
+    *,
+    rse_expression: str | None = None,
+    prefer: Iterable[str] = (),
+    site: str | None = None,
+    parallel: int = PARALLEL,
+    progress: Progress | None = None,
+    keep_files: bool = True,
+    declare: bool = True,
+) -> Summary:
     """Copy every file of ``targets`` into ``to/scope/name``; see the module docstring."""
     if parallel < 1:
         raise ConfigError("parallel must be at least 1")
@@ -481,8 +504,15 @@ def pull(
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"cannot create {root}: {err.strerror}") from None
-    puller = Puller(catalog, root, rse_expression=rse_expression, prefer=tuple(prefer), site=client_site(site),
-                    progress=progress, keep_files=keep_files)  # fmt: skip
+    puller = Puller(
+        catalog,
+        root,
+        rse_expression=rse_expression,
+        prefer=tuple(prefer),
+        site=client_site(site),
+        progress=progress,
+        keep_files=keep_files,
+    )
     if puller.site:
         puller.site_rses = [r["rse"] for r in catalog.rses("*") if r.get("site") == puller.site]
     if progress is not None:

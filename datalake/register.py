@@ -139,8 +139,10 @@ def prepare(
             desired = evaluate(policy, str(dataset), meta, now or utcnow())
             if access not in desired.allowed_access:
                 allowed = " or ".join(sorted(desired.allowed_access))
-                problems.append(f"RSE {rse} has access={access or '(none)'}: a {desired.tier} dataset may only be "
-                                f"on RSEs with access={allowed}")  # fmt: skip
+                problems.append(
+                    f"RSE {rse} has access={access or '(none)'}: a {desired.tier} dataset may only be "
+                    f"on RSEs with access={allowed}"
+                )
             # The rules the policy will create must be placeable too, or the dataset would end up ungoverned.
             rules = {r.rse_expression: catalog.placement(r.rse_expression) for r in desired.rules}
             problems += check_placement(desired, rules)
@@ -163,8 +165,10 @@ def prepare(
         if not problems:
             found, errors = storage.stat_many(urls, policy.checksum)
             problems += [f"{u}: {why}" for u, why in errors.items()]
-            sources += [Source(u.rsplit("/", 1)[-1], s.size, s.checksum, url=u, checksum_key=policy.checksum)
-                        for u, s in found.items()]  # fmt: skip
+            sources += [
+                Source(u.rsplit("/", 1)[-1], s.size, s.checksum, url=u, checksum_key=policy.checksum)
+                for u, s in found.items()
+            ]
     sources += [replace(w, at_rse_path=True) for w in written or []]
     names: dict[str, Source] = {}
     for source in sources:
@@ -217,11 +221,14 @@ def _work_out(catalog: Catalog, plan: Plan, rse_info: dict[str, Any], problems: 
         attached = set(attached_files)
         for source in plan.sources:
             have = attached_files.get(source.name)
-            if have and source.checksum_key == "adler32" and (_size(have), str(have.get("adler32"))) != (
-                source.size, source.checksum
-            ):  # fmt: skip
-                problems.append(f"{dataset.scope}:{source.name} is already in {dataset} with a different size or "
-                                "checksum")  # fmt: skip
+            if (
+                have
+                and source.checksum_key == "adler32"
+                and (_size(have), str(have.get("adler32"))) != (source.size, source.checksum)
+            ):
+                problems.append(
+                    f"{dataset.scope}:{source.name} is already in {dataset} with a different size or checksum"
+                )
         if not record.get("open", True) and any(s.name not in attached for s in plan.sources):
             problems.append(f"{dataset} is closed (published data is frozen): it cannot take new files")
     todo = [s for s in plan.sources if s.name not in attached]
@@ -235,8 +242,10 @@ def _work_out(catalog: Catalog, plan: Plan, rse_info: dict[str, Any], problems: 
     for did, have in known.items():
         source = by_name[did.name]
         if _size(have) != source.size or str(have.get("adler32")) != source.checksum:
-            problems.append(f"{did} is already registered with a different size or checksum "
-                            f"({have.get('bytes')} bytes, adler32 {have.get('adler32')})")  # fmt: skip
+            problems.append(
+                f"{did} is already registered with a different size or checksum "
+                f"({have.get('bytes')} bytes, adler32 {have.get('adler32')})"
+            )
     on_rse = catalog.replicas_on(list(known), plan.rse) if known else set()
     pfns = (
         _pfns(rse_info, dataset.scope, [s.name for s in todo if s.url and not s.at_rse_path])
@@ -246,8 +255,10 @@ def _work_out(catalog: Catalog, plan: Plan, rse_info: dict[str, Any], problems: 
     for source in todo:
         did = DID(dataset.scope, source.name)
         if source.url and not source.at_rse_path and pfns and pfns[str(did)] != _norm(source.url):
-            problems.append(f"{source.url}: not at the path {plan.rse} uses for {did} ({pfns[str(did)]}); "
-                            "move it there or register it on a non-deterministic RSE")  # fmt: skip
+            problems.append(
+                f"{source.url}: not at the path {plan.rse} uses for {did} ({pfns[str(did)]}); "
+                "move it there or register it on a non-deterministic RSE"
+            )
             continue
         plan.register.append(source)
         if source.local is not None and did not in on_rse:
@@ -375,8 +386,10 @@ def run(
         progress.stop()
     if result.failed:
         first = next(iter(result.failed.items()))
-        raise StorageError(f"{len(result.failed)} of {len(plan.upload)} uploads failed (first: {first[0]}: "
-                           f"{first[1]}); the rest is registered. Re-run the same command to finish.")  # fmt: skip
+        raise StorageError(
+            f"{len(result.failed)} of {len(plan.upload)} uploads failed (first: {first[0]}: "
+            f"{first[1]}); the rest is registered. Re-run the same command to finish."
+        )
     catalog.set_metadata(dataset, {STATE_KEY: "complete"})
     result.seconds["register"] = time.perf_counter() - clock - result.seconds["upload"]
     crash_point("register:complete")

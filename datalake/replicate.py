@@ -71,14 +71,22 @@ def plan(catalog: Catalog, did: DID, rse: str, account: str) -> Plan:
     """What has to happen for ``did`` to have a copy on ``rse`` (reads the catalog only)."""
     catalog.rse_info(rse)  # an unknown RSE is one clear error before anything else
     out = Plan(did, rse)
-    out.rule = next((r["id"] for r in catalog.rules(did) if r["rse_expression"] == rse and r["copies"] == 1
-                     and r["account"] == account), None)  # fmt: skip
+    out.rule = next(
+        (
+            r["id"]
+            for r in catalog.rules(did)
+            if r["rse_expression"] == rse and r["copies"] == 1 and r["account"] == account
+        ),
+        None,
+    )
     facts: dict[str, RseFacts] = {}
     distance: dict[str, int] = {}
     target_site = catalog.rse_attributes(rse).get("site")
     for batch in _batches(catalog.iter_files(did)):
-        found = {DID(r["scope"], r["name"]): r for r in catalog.replicas([DID(f["scope"], f["name"]) for f in batch],
-                                                                         all_states=True)}  # fmt: skip
+        found = {
+            DID(r["scope"], r["name"]): r
+            for r in catalog.replicas([DID(f["scope"], f["name"]) for f in batch], all_states=True)
+        }
         needed: list[tuple[DID, dict[str, Any], list[Replica]]] = []
         for f in batch:
             file = DID(f["scope"], f["name"])
@@ -90,8 +98,11 @@ def plan(catalog: Catalog, did: DID, rse: str, account: str) -> Plan:
             if rse in states:
                 out.pending.append(file)
                 continue
-            sources = [Replica(info["rse"], url) for url, info in (rep.get("pfns") or {}).items()
-                       if info.get("rse") != rse and states.get(info.get("rse")) == "AVAILABLE"]  # fmt: skip
+            sources = [
+                Replica(info["rse"], url)
+                for url, info in (rep.get("pfns") or {}).items()
+                if info.get("rse") != rse and states.get(info.get("rse")) == "AVAILABLE"
+            ]
             if not sources:
                 out.unreadable.append(file)
                 continue
@@ -108,13 +119,15 @@ def plan(catalog: Catalog, did: DID, rse: str, account: str) -> Plan:
         ctx = Context(site=target_site or rse, rses=facts, distance=distance)  # nearest to the target first
         for file, f, sources in needed:
             ranked = rank(str(file), sources, ctx)
-            out.copy.append(Item(file, int(f.get("bytes") or 0), f.get("adler32"), tuple(r.url for r in ranked),
-                                 targets[file]))  # fmt: skip
+            out.copy.append(
+                Item(file, int(f.get("bytes") or 0), f.get("adler32"), tuple(r.url for r in ranked), targets[file])
+            )
     return out
 
 
-def run(catalog: Catalog, the_plan: Plan, settings: EngineSettings | None = None,
-        progress: Progress | None = None) -> Outcome:  # fmt: skip
+def run(
+    catalog: Catalog, the_plan: Plan, settings: EngineSettings | None = None, progress: Progress | None = None
+) -> Outcome:
     """Copy, register, add the rule. The engine's job store is a scratch file: a re-run re-plans from Rucio."""
     began = time.monotonic()
     outcome = Outcome(the_plan, rule=the_plan.rule)
@@ -130,25 +143,38 @@ def run(catalog: Catalog, the_plan: Plan, settings: EngineSettings | None = None
             progress.stop()
     refused = [r for r in outcome.failed.values() if "permission denied" in r.lower() or "[3010]" in r]
     if refused and len(refused) == len(outcome.failed) and not outcome.copied and not outcome.verified_in_place:
-        raise NotAllowed(f"not allowed: {the_plan.rse} refused to store {the_plan.did} for this account "
-                         "(permission denied); its scope's data manager replicates it")  # fmt: skip
+        raise NotAllowed(
+            f"not allowed: {the_plan.rse} refused to store {the_plan.did} for this account "
+            "(permission denied); its scope's data manager replicates it"
+        )
     if not outcome.failed and not the_plan.unreadable and not the_plan.pending and outcome.rule is None:
-        outcome.rule = catalog.add_rule(the_plan.did, copies=1, rse_expression=the_plan.rse,
-                                        comment="datalake replicate")  # fmt: skip
+        outcome.rule = catalog.add_rule(
+            the_plan.did, copies=1, rse_expression=the_plan.rse, comment="datalake replicate"
+        )
     outcome.seconds = time.monotonic() - began
     return outcome
 
 
-def _copy(catalog: Catalog, the_plan: Plan, outcome: Outcome, by_destination: dict[str, Item], db: Path,
-          settings: EngineSettings | None, progress: Progress | None) -> None:  # fmt: skip
+def _copy(
+    catalog: Catalog,
+    the_plan: Plan,
+    outcome: Outcome,
+    by_destination: dict[str, Item],
+    db: Path,
+    settings: EngineSettings | None,
+    progress: Progress | None,
+) -> None:
     store = Store(db)
     specs = tuple(
-        FileSpec(sources=i.sources, destination=i.destination, filesize=i.size,
-                 checksum=f"ADLER32:{i.adler32}" if i.adler32 else None,
-                 metadata={"dst_rse": the_plan.rse, "src_rse": "any", "did": str(i.did),
-                           "replace_incomplete": True})  # Rucio's path of a replica not registered yet
+        FileSpec(
+            sources=i.sources,
+            destination=i.destination,
+            filesize=i.size,
+            checksum=f"ADLER32:{i.adler32}" if i.adler32 else None,
+            metadata={"dst_rse": the_plan.rse, "src_rse": "any", "did": str(i.did), "replace_incomplete": True},
+        )  # Rucio's path of a replica not registered yet
         for i in the_plan.copy
-    )  # fmt: skip
+    )
     job_id = store.submit(JobSpec(files=specs, verify_checksum="both"), account="datalake replicate")
     engine = Engine(store, settings or EngineSettings())
     engine.start()

@@ -19,14 +19,24 @@ from typing import Any
 from datalake.errors import ConfigError
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
-    ast.BitAnd: operator.and_, ast.BitOr: operator.or_,
-}  # fmt: skip
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_,
+}
 _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
-    ast.Eq: operator.eq, ast.NotEq: operator.ne,
-}  # fmt: skip
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
 
 
 def _functions() -> dict[str, Callable[..., Any]]:
@@ -40,10 +50,19 @@ def _functions() -> dict[str, Callable[..., Any]]:
         )
 
     return {
-        "num": lambda x: ak.num(x, axis=-1), "any": reducer("any"), "all": reducer("all"), "sum": reducer("sum"),
-        "max": reducer("max"), "min": reducer("min"), "abs": np.abs, "sqrt": np.sqrt, "cos": np.cos,
-        "cosh": np.cosh, "exp": np.exp, "log": np.log,
-    }  # fmt: skip
+        "num": lambda x: ak.num(x, axis=-1),
+        "any": reducer("any"),
+        "all": reducer("all"),
+        "sum": reducer("sum"),
+        "max": reducer("max"),
+        "min": reducer("min"),
+        "abs": np.abs,
+        "sqrt": np.sqrt,
+        "cos": np.cos,
+        "cosh": np.cosh,
+        "exp": np.exp,
+        "log": np.log,
+    }
 
 
 FUNCTIONS = ("num", "any", "all", "sum", "max", "min", "abs", "sqrt", "cos", "cosh", "exp", "log")
@@ -66,8 +85,10 @@ class Selection:
             value = np.full(len(events), bool(value))
         array = ak.Array(value) if not isinstance(value, ak.Array) else value
         if array.ndim != 1 or str(array.type.content) not in ("bool", "?bool"):
-            raise ConfigError(f"--where {self.text!r} must give one true/false per event, got {array.type.content}"
-                              " (reduce lists with any(), all(), num(), max()...)")  # fmt: skip
+            raise ConfigError(
+                f"--where {self.text!r} must give one true/false per event, got {array.type.content}"
+                " (reduce lists with any(), all(), num(), max()...)"
+            )
         return ak.fill_none(array, False)
 
 
@@ -106,9 +127,21 @@ def parse(text: str) -> Selection:
 
 
 _ALLOWED = (
-    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd, ast.Invert, ast.BinOp,
-    ast.Compare, ast.Load, *_BINARY, *_COMPARE,
-)  # fmt: skip
+    ast.Expression,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    ast.Invert,
+    ast.BinOp,
+    ast.Compare,
+    ast.Load,
+    *_BINARY,
+    *_COMPARE,
+)
 
 
 class _Evaluator(ast.NodeVisitor):

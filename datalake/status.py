@@ -17,21 +17,34 @@ def status(catalog: Catalog, did: DID) -> dict[str, Any]:
         raise CatalogError(f"{did}: no such DID in Rucio")
     meta = catalog.metadata(did)
     replicas = {
-        r["rse"]: {"files": int(r.get("available_length") or 0), "bytes": int(r.get("available_bytes") or 0),
-                   "state": str(r.get("state", ""))}
+        r["rse"]: {
+            "files": int(r.get("available_length") or 0),
+            "bytes": int(r.get("available_bytes") or 0),
+            "state": str(r.get("state", "")),
+        }
         for r in catalog.dataset_replicas(did)
-    }  # fmt: skip
+    }
     rules = []
     for r in catalog.rules(did):
         managed = parse_rule_comment(r.get("comments"))
-        rules.append({
-            "id": r["id"], "account": str(r["account"]), "copies": r["copies"], "rse_expression": r["rse_expression"],
-            "state": str(r["state"]), "locked": bool(r["locked"]), "grouping": str(r["grouping"]),
-            "expires_at": r["expires_at"].isoformat() if r.get("expires_at") else None,
-            "policy_rule": managed[1] if managed else None,
-            "locks": {"ok": r.get("locks_ok_cnt", 0), "replicating": r.get("locks_replicating_cnt", 0),
-                      "stuck": r.get("locks_stuck_cnt", 0)},
-        })  # fmt: skip
+        rules.append(
+            {
+                "id": r["id"],
+                "account": str(r["account"]),
+                "copies": r["copies"],
+                "rse_expression": r["rse_expression"],
+                "state": str(r["state"]),
+                "locked": bool(r["locked"]),
+                "grouping": str(r["grouping"]),
+                "expires_at": r["expires_at"].isoformat() if r.get("expires_at") else None,
+                "policy_rule": managed[1] if managed else None,
+                "locks": {
+                    "ok": r.get("locks_ok_cnt", 0),
+                    "replicating": r.get("locks_replicating_cnt", 0),
+                    "stuck": r.get("locks_stuck_cnt", 0),
+                },
+            }
+        )
     od = catalog.opendata(did)
     return {
         "did": str(did),

@@ -159,9 +159,10 @@ def stat_many(urls: list[str], algorithm: str = "adler32") -> tuple[dict[str, St
         for call, arg in ((fs.stat, on_stat(url)), (None, on_sum(url))):
             bulk.slots.acquire()
             status = (
-                call(path, callback=arg) if call else fs.query(QueryCode.CHECKSUM, f"{path}?cks.type={algorithm}",
-                                                                callback=arg)
-            )  # fmt: skip
+                call(path, callback=arg)
+                if call
+                else fs.query(QueryCode.CHECKSUM, f"{path}?cks.type={algorithm}", callback=arg)
+            )
             if not status.ok:
                 errors.setdefault(url, _reason(status))
                 bulk.finish()
@@ -194,9 +195,16 @@ def copy_many(jobs: list[CopyJob], parallel: int = 16, progress: ProgressCallbac
     process = client.CopyProcess()
     for job in jobs:
         process.add_job(
-            str(job.source), job.target, force=True, mkdir=True, checksummode="end2end", checksumtype="adler32",
-            checksumpreset=job.checksum, retry=2, rmBadCksum=True,
-        )  # fmt: skip
+            str(job.source),
+            job.target,
+            force=True,
+            mkdir=True,
+            checksummode="end2end",
+            checksumtype="adler32",
+            checksumpreset=job.checksum,
+            retry=2,
+            rmBadCksum=True,
+        )
     process.parallel(parallel)
     status = process.prepare()
     if not status.ok:
@@ -247,9 +255,17 @@ def _failed(status, what: str) -> FetchError:
 
 
 def fetch(
-    url: str, part: Path, size: int, algorithm: str, checksum: str, *, progress: Callable[[int], None] | None = None,
-    cancel: threading.Event | None = None, timeout: int = 60, chunk: int = 8 << 20,
-) -> int:  # fmt: skip
+    url: str,
+    part: Path,
+    size: int,
+    algorithm: str,
+    checksum: str,
+    *,
+    progress: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
+    timeout: int = 60,
+    chunk: int = 8 << 20,
+) -> int:
     """Stream ``url`` into the partial file ``part``, continuing a previous partial copy, and verify ``size`` and
     the checksum on the fly (one pass, no re-read). Returns the bytes the partial copy already had.
 

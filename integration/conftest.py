@@ -128,8 +128,9 @@ def moto() -> Iterator[str]:
     home = Path(tempfile.mkdtemp(prefix="datalake-moto-"))
     log = home / "moto.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=out,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         endpoint = f"127.0.0.1:{port}"
         wait_http(f"http://{endpoint}/", process, log)

@@ -63,13 +63,21 @@ def tally(operation: str, fault: str) -> Tally:
 def table_lines(rows: list[Tally] | None = None, seed: int = SEED) -> list[str]:
     """The table printed at the end of a session (and of a soak): one row per operation x fault, then totals."""
     rows = sorted(TABLE.values() if rows is None else rows, key=lambda t: (t.operation, t.fault))
-    total = Tally("TOTAL", "", sum(t.injected for t in rows), sum(t.recovered for t in rows),
-                  sum(t.violations for t in rows), sum(t.silent for t in rows))  # fmt: skip
+    total = Tally(
+        "TOTAL",
+        "",
+        sum(t.injected for t in rows),
+        sum(t.recovered for t in rows),
+        sum(t.violations for t in rows),
+        sum(t.silent for t in rows),
+    )
     head = f"{'operation':<10} {'fault':<26} {'injected':>8} {'recovered':>9} {'violations':>10} {'silent':>6}  point"
     lines = [f"fault injection (seed {seed}; replay with DATALAKE_FAULT_SEED={seed})", head, "-" * len(head)]
     for t in [*rows, total]:
-        lines.append(f"{t.operation:<10} {t.fault:<26} {t.injected:>8} {t.recovered:>9} {t.violations:>10} "
-                     f"{t.silent:>6}  {t.detail}")  # fmt: skip
+        lines.append(
+            f"{t.operation:<10} {t.fault:<26} {t.injected:>8} {t.recovered:>9} {t.violations:>10} "
+            f"{t.silent:>6}  {t.detail}"
+        )
     return lines
 
 
@@ -192,8 +200,10 @@ def disk_full(directory: Path, size_kib: int) -> Iterator[Path]:
 
 
 def _iptables(action: str, port: int) -> list[list[str]]:
-    rules = [["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"],
-             ["OUTPUT", "-o", "lo", "-p", "tcp", "--sport", str(port), "-j", "DROP"]]  # fmt: skip
+    rules = [
+        ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"],
+        ["OUTPUT", "-o", "lo", "-p", "tcp", "--sport", str(port), "-j", "DROP"],
+    ]
     return [["iptables", "-w", "5", action, *rule] for rule in rules]
 
 

@@ -53,8 +53,13 @@ def _content(path: Path) -> tuple[int, str] | None:
         return None
 
 
-def check(datasets: list[str], *, end_states: dict[str, str] | None = None, rses: tuple[str, ...] = RSES,
-          expect_files: int | None = None) -> list[str]:  # fmt: skip
+def check(
+    datasets: list[str],
+    *,
+    end_states: dict[str, str] | None = None,
+    rses: tuple[str, ...] = RSES,
+    expect_files: int | None = None,
+) -> list[str]:
     """Every violation of the invariants for the datasets' files, one line each (empty: all hold). Rules end OK,
     unless ``end_states`` documents another end state for a rule id (a permanent fault)."""
     end_states = end_states or {}
@@ -80,8 +85,10 @@ def check(datasets: list[str], *, end_states: dict[str, str] | None = None, rses
                     continue
                 found = _content(on_disk(url, rse))
                 if found != catalog.get(rep["name"]):
-                    violations.append(f"{scope}:{rep['name']} AVAILABLE on {rse} but on disk {found or 'missing'}, "
-                                      f"catalog {catalog.get(rep['name'])}")  # fmt: skip
+                    violations.append(
+                        f"{scope}:{rep['name']} AVAILABLE on {rse} but on disk {found or 'missing'}, "
+                        f"catalog {catalog.get(rep['name'])}"
+                    )
         violations += [f"{scope}:{n}: listed {k} times by list_replicas" for n, k in listed.items() if k > 1]
         for rse in rses:  # 3: whatever is under a final name must be the catalog's file
             urls = client.lfns2pfns(rse, [f"{scope}:{n}" for n in catalog], operation="write", scheme="root")
@@ -89,14 +96,17 @@ def check(datasets: list[str], *, end_states: dict[str, str] | None = None, rses
                 file = lfn.split(":", 1)[1]
                 found = _content(on_disk(url, rse))
                 if found is not None and found != catalog[file] and (scope, file, rse) not in excused:
-                    violations.append(f"{lfn}: on {rse}'s disk under its final name with {found}, catalog "
-                                      f"{catalog[file]} (a partial or foreign file)")  # fmt: skip
+                    violations.append(
+                        f"{lfn}: on {rse}'s disk under its final name with {found}, catalog "
+                        f"{catalog[file]} (a partial or foreign file)"
+                    )
         rules = list(client.list_did_rules(scope, name))
         for rule in rules:
             expected = end_states.get(rule["id"], "OK")
             if rule["state"] != expected:
-                violations.append(f"{did}: rule {rule['id']} on {rule['rse_expression']} is {rule['state']}, "
-                                  f"expected {expected}")  # fmt: skip
+                violations.append(
+                    f"{did}: rule {rule['id']} on {rule['rse_expression']} is {rule['state']}, expected {expected}"
+                )
         same = Counter((r["rse_expression"], r["account"], r["copies"]) for r in rules)
         violations += [f"{did}: {k} equal rules {key}" for key, k in same.items() if k > 1]
     return violations
@@ -116,8 +126,10 @@ def stray_final_names(directory: Path, scope: str, names: set[str]) -> list[str]
         if path.is_file() and path.name in names:
             found = _content(path)
             if found != catalog.get(path.name):
-                out.append(f"{scope}:{path.name}: {found} under its final name on the full disk, catalog "
-                           f"{catalog.get(path.name)} (a partial file)")  # fmt: skip
+                out.append(
+                    f"{scope}:{path.name}: {found} under its final name on the full disk, catalog "
+                    f"{catalog.get(path.name)} (a partial file)"
+                )
     return out
 
 

@@ -20,14 +20,22 @@ DATACITE = [
     "resource_type=Dataset",
 ]
 META = {
-    "lhc-collaboration": ["experiment=CMS", "run_period=Run2012B", "run_end=2025-12-31",
-                          "collision_energy_tev=8", "event_count=1000"],
-    "fermi-observatory": ["experiment=Fermi-LAT", "mission_week=901", "observation_start=2026-11-12T00:00:00",
-                          "observation_end=2026-11-19T00:00:00"],
-    "darkmatter-closed": ["experiment=XENONnT", "science_run=SR1", "run_end=2025-06-30",
-                          "detector_config=tpc-nominal"],
+    "lhc-collaboration": [
+        "experiment=CMS",
+        "run_period=Run2012B",
+        "run_end=2025-12-31",
+        "collision_energy_tev=8",
+        "event_count=1000",
+    ],
+    "fermi-observatory": [
+        "experiment=Fermi-LAT",
+        "mission_week=901",
+        "observation_start=2026-11-12T00:00:00",
+        "observation_end=2026-11-19T00:00:00",
+    ],
+    "darkmatter-closed": ["experiment=XENONnT", "science_run=SR1", "run_end=2025-06-30", "detector_config=tpc-nominal"],
     "derived-results": ["experiment=CMS", "analysis=HIG-25-001"],
-}  # fmt: skip
+}
 SCOPE = {
     "lhc-collaboration": "collider",
     "fermi-observatory": "gammaray",
@@ -51,8 +59,19 @@ def adler(path: Path) -> str:
 
 
 def register(env, *paths, policy: str, dataset: str, rse: str = "XRD1", extra=(), check=True, more_env=None):
-    args = ["register", *map(str, paths), "--dataset", dataset, "--policy", str(POLICIES / f"{policy}.yaml"),
-            "--rse", rse, "--policies", str(POLICIES), "--json"]  # fmt: skip
+    args = [
+        "register",
+        *map(str, paths),
+        "--dataset",
+        dataset,
+        "--policy",
+        str(POLICIES / f"{policy}.yaml"),
+        "--rse",
+        rse,
+        "--policies",
+        str(POLICIES),
+        "--json",
+    ]
     for pair in DATACITE + META[policy]:
         args += ["--meta", pair]
     return datalake(*args, *extra, env={**env, **(more_env or {})}, check=check)

@@ -40,9 +40,18 @@ from invariants import adler32, check
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 POLICY = ROOT / "policies" / "lhc-collaboration.yaml"
-META = ["creators=Load, L.", "title=Load test", "publisher=CERN", "publication_year=2026", "resource_type=Dataset",
-        "experiment=CMS", "run_period=Run2012B", "run_end=2025-12-31", "collision_energy_tev=8",
-        "event_count=1000"]  # fmt: skip
+META = [
+    "creators=Load, L.",
+    "title=Load test",
+    "publisher=CERN",
+    "publication_year=2026",
+    "resource_type=Dataset",
+    "experiment=CMS",
+    "run_period=Run2012B",
+    "run_end=2025-12-31",
+    "collision_energy_tev=8",
+    "event_count=1000",
+]
 FN = "datalake.examples.dimuon:mass_spectrum"
 # ten clients: 3 register (the data manager), 4 pull and 3 process (the analyst and the data manager in turn,
 # so both accounts' Dask clusters work)
@@ -92,8 +101,19 @@ def last_line(result: subprocess.CompletedProcess) -> str:
 
 
 def register(folder: Path, did: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    argv = ["register", str(folder), "--dataset", did, "--policy", str(POLICY), "--rse", "XRD1",
-            "--policies", str(POLICY.parent), "--json"]  # fmt: skip
+    argv = [
+        "register",
+        str(folder),
+        "--dataset",
+        did,
+        "--policy",
+        str(POLICY),
+        "--rse",
+        "XRD1",
+        "--policies",
+        str(POLICY.parent),
+        "--json",
+    ]
     for pair in META:
         argv += ["--meta", pair]
     return datalake(*argv, env=env)
@@ -114,8 +134,16 @@ def wait_rules_ok(client: Any, dids: list[str], timeout: float) -> dict[str, str
         time.sleep(1)
 
 
-def prepare(envs: dict[str, dict[str, str]], work: Path, rucio: Any, *, pull_files: int = 10,
-            pull_size: int = 1 << 20, nano_files: int = 2, nano_events: int = 50_000) -> Fixture:  # fmt: skip
+def prepare(
+    envs: dict[str, dict[str, str]],
+    work: Path,
+    rucio: Any,
+    *,
+    pull_files: int = 10,
+    pull_size: int = 1 << 20,
+    nano_files: int = 2,
+    nano_events: int = 50_000,
+) -> Fixture:
     """Register the dataset the pull clients read and the NanoAOD the process clients read (both with their second
     custodial copy in place, so readers can fail over), and compute the process result the load must reproduce."""
     from datalake.testbed import nanoaod
@@ -195,8 +223,17 @@ def op_process(fx: Fixture, client: int, n: int, env: dict[str, str]) -> Op:
     summary = json.loads(result.stdout)
     if got != fx.expected:
         return Op(client, "process", "", 0, seconds, False, error="result differs from the run before the load")
-    return Op(client, "process", "", 0, seconds, True, files=summary["files"], bytes=summary["bytes_read"],
-              events=summary["events"])  # fmt: skip
+    return Op(
+        client,
+        "process",
+        "",
+        0,
+        seconds,
+        True,
+        files=summary["files"],
+        bytes=summary["bytes_read"],
+        events=summary["events"],
+    )
 
 
 OPS = {"register": op_register, "pull": op_pull, "process": op_process}
@@ -248,9 +285,15 @@ class ServerMark:
 
 
 # the testbed's components by what they are (PID records in STATE/run/<component>.json), for the CPU account
-CPU_GROUPS = {"rucio": "Rucio REST", "postgres": "PostgreSQL", "conveyor": "conveyor + judge",
-              "transfer": "transfer service", "xrd": "xrootd", "dask-scheduler": "Dask schedulers",
-              "worker-": "Dask workers"}  # fmt: skip
+CPU_GROUPS = {
+    "rucio": "Rucio REST",
+    "postgres": "PostgreSQL",
+    "conveyor": "conveyor + judge",
+    "transfer": "transfer service",
+    "xrd": "xrootd",
+    "dask-scheduler": "Dask schedulers",
+    "worker-": "Dask workers",
+}
 
 
 def cpu_seconds(state: Path) -> dict[str, float]:
@@ -281,19 +324,28 @@ def cpu_seconds(state: Path) -> dict[str, float]:
     return out
 
 
-LOGS = {"rucio-access": "rucio-access.log", "rucio": "rucio.log", "conveyor": "conveyor.log",
-        "transfer": "transfer.log", "postgres": "postgres.log"}  # fmt: skip
+LOGS = {
+    "rucio-access": "rucio-access.log",
+    "rucio": "rucio.log",
+    "conveyor": "conveyor.log",
+    "transfer": "transfer.log",
+    "postgres": "postgres.log",
+}
 
 
 def _service_counts(env: dict[str, str]) -> dict[str, Any]:
     from datalake.transfer.client import ServiceClient
 
-    service = ServiceClient(env["DATALAKE_TRANSFER_URL"], env["DATALAKE_TRANSFER_TOKEN"],
-                            ca=env["DATALAKE_TRANSFER_CA"])  # fmt: skip
+    service = ServiceClient(
+        env["DATALAKE_TRANSFER_URL"], env["DATALAKE_TRANSFER_TOKEN"], ca=env["DATALAKE_TRANSFER_CA"]
+    )
     metrics = service.metrics()
     links = metrics["links"].values()
-    return {**metrics["requests"], "finished": sum(link["finished"] for link in links),
-            "failed": sum(link["failed"] for link in links)}  # fmt: skip
+    return {
+        **metrics["requests"],
+        "finished": sum(link["finished"] for link in links),
+        "failed": sum(link["failed"] for link in links),
+    }
 
 
 def mark(state: Path, env: dict[str, str]) -> ServerMark:
@@ -382,13 +434,26 @@ def settle(fx: Fixture, ops: list[Op], rucio: Any, timeout: float = 600) -> dict
     pending = wait_rules_ok(rucio, dids, timeout)
     rules = sum(1 for did in dids for _ in rucio.list_did_rules(*did.split(":")))
     processed = [o for o in ops if o.kind == "process"]
-    return {"datasets": len(dids), "rules": rules, "rules_ok": rules - len(pending), "pending": pending,
-            "drain_s": time.monotonic() - began, "violations": check(dids),
-            "identical": f"{sum(o.ok for o in processed)}/{len(processed)}"}  # fmt: skip
+    return {
+        "datasets": len(dids),
+        "rules": rules,
+        "rules_ok": rules - len(pending),
+        "pending": pending,
+        "drain_s": time.monotonic() - began,
+        "violations": check(dids),
+        "identical": f"{sum(o.ok for o in processed)}/{len(processed)}",
+    }
 
 
-SERVER_ERRORS = ("rucio_5xx_other", "rucio_4xx_other", "rucio_log_errors", "conveyor_log_errors", "service_5xx",
-                 "service_files_failed", "service_log_errors")  # fmt: skip
+SERVER_ERRORS = (
+    "rucio_5xx_other",
+    "rucio_4xx_other",
+    "rucio_log_errors",
+    "conveyor_log_errors",
+    "service_5xx",
+    "service_files_failed",
+    "service_log_errors",
+)
 
 
 # -- the report ---------------------------------------------------------------------------------------------------
@@ -417,13 +482,17 @@ def per_kind(ops: list[Op], seconds: float) -> dict[str, dict[str, float]]:
 
 def table_lines(ops: list[Op], seconds: float, servers: dict[str, Any], after: dict[str, Any]) -> list[str]:
     kinds = per_kind(ops, seconds)
-    head = (f"{'operation':<9} {'clients':>7} {'ops':>5} {'errors':>6} {'ops/min':>8} {'files/s':>8} {'MB/s':>7} "
-            f"{'events/s':>9} {'median s':>9} {'p95 s':>7}")  # fmt: skip
+    head = (
+        f"{'operation':<9} {'clients':>7} {'ops':>5} {'errors':>6} {'ops/min':>8} {'files/s':>8} {'MB/s':>7} "
+        f"{'events/s':>9} {'median s':>9} {'p95 s':>7}"
+    )
     lines = [f"load: {len(set(o.client for o in ops))} clients for {seconds:.0f} s on loopback", head, "-" * len(head)]
     for kind, k in kinds.items():
-        lines.append(f"{kind:<9} {k['clients']:>7} {k['ops']:>5} {k['errors']:>6} {k['ops_per_min']:>8.1f} "
-                     f"{k['files_per_s']:>8.2f} {k['mb_per_s']:>7.2f} {k['events_per_s']:>9.0f} {k['median_s']:>9.1f} "
-                     f"{k['p95_s']:>7.1f}")  # fmt: skip
+        lines.append(
+            f"{kind:<9} {k['clients']:>7} {k['ops']:>5} {k['errors']:>6} {k['ops_per_min']:>8.1f} "
+            f"{k['files_per_s']:>8.2f} {k['mb_per_s']:>7.2f} {k['events_per_s']:>9.0f} {k['median_s']:>9.1f} "
+            f"{k['p95_s']:>7.1f}"
+        )
     errors = sum(k["errors"] for k in kinds.values())
     lines.append(f"{'total':<9} {len(set(o.client for o in ops)):>7} {len(ops):>5} {errors:>6}")
     s = servers
@@ -438,12 +507,17 @@ def table_lines(ops: list[Op], seconds: float, servers: dict[str, Any], after: d
         + ", ".join(f"{k} {v:.0f}" for k, v in s["cpu_seconds"].items()),
         f"after the load: rules OK {after['rules_ok']}/{after['rules']} (in {after['drain_s']:.0f} s), invariant "
         f"violations {len(after['violations'])}, process results identical {after['identical']}",
-    ]  # fmt: skip
+    ]
     return lines
 
 
 def write_json(path: Path, ops: list[Op], seconds: float, servers: dict, after: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"seconds": seconds, "per_kind": per_kind(ops, seconds), "servers": servers, "after": after,
-            "ops": [asdict(o) for o in ops]}  # fmt: skip
+    data = {
+        "seconds": seconds,
+        "per_kind": per_kind(ops, seconds),
+        "servers": servers,
+        "after": after,
+        "ops": [asdict(o) for o in ops],
+    }
     path.write_text(json.dumps(data, indent=1, default=str) + "\n")

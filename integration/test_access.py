@@ -95,17 +95,29 @@ def test_the_analysts_catalog_changes_outside_its_scopes_are_refused_one_line_ea
     # deleting the data manager's rules, or the whole policy being applied by the analyst
     gone = rucio("rule", "remove", rules_before[0], env=analyst_env, check=False)
     assert gone.returncode != 0
-    applied = datalake("policy", "apply", did, "--policies", str(POLICIES), "--now", "2036-01-02",
-                       env=analyst_env, check=False)  # fmt: skip
+    applied = datalake(
+        "policy", "apply", did, "--policies", str(POLICIES), "--now", "2036-01-02", env=analyst_env, check=False
+    )
     assert applied.returncode == 3 and "not allowed" in one_line(applied)
     # changing the dataset's sharing policy (its metadata)
-    meta = rucio("did", "metadata", "add", did, "--key", "datalake_policy", "--value", "fermi-observatory",
-                 env=analyst_env, check=False)  # fmt: skip
+    meta = rucio(
+        "did",
+        "metadata",
+        "add",
+        did,
+        "--key",
+        "datalake_policy",
+        "--value",
+        "fermi-observatory",
+        env=analyst_env,
+        check=False,
+    )
     assert meta.returncode != 0
     # registering into a scope it does not own
     make_files(tmp_path / "mine", 1)
-    reg = register(analyst_env, tmp_path / "mine", policy="lhc-collaboration", dataset=f"collider:{unique}_x",
-                   check=False)  # fmt: skip
+    reg = register(
+        analyst_env, tmp_path / "mine", policy="lhc-collaboration", dataset=f"collider:{unique}_x", check=False
+    )
     assert reg.returncode == 3 and "not allowed" in one_line(reg)
     # nothing changed
     assert sorted(r["id"] for r in manager.list_did_rules("collider", unique)) == rules_before
@@ -155,8 +167,12 @@ def test_credentials_stay_private_and_never_show(lake_env, analyst_env, unique, 
         secrets += [f[2:] for line in path.read_text().splitlines() for f in line.split() if f.startswith("k:")]
     assert len(secrets) > 10 and all(len(s) >= 16 for s in secrets)
     # files holding them are private
-    private = [STATE / "secrets.json", *(STATE / "keys").glob("*.keytab"), *(STATE / "client").glob("*.cfg"),
-               *STATE.glob("xrd*/etc/*.keytab")]  # fmt: skip
+    private = [
+        STATE / "secrets.json",
+        *(STATE / "keys").glob("*.keytab"),
+        *(STATE / "client").glob("*.cfg"),
+        *STATE.glob("xrd*/etc/*.keytab"),
+    ]
     assert all(p.stat().st_mode & 0o077 == 0 for p in private), [oct(p.stat().st_mode) for p in private]
     assert (STATE / "keys").stat().st_mode & 0o077 == 0
     # what users see: --json output, errors (a refused read, a bad keytab), the service's status
@@ -170,8 +186,9 @@ def test_credentials_stay_private_and_never_show(lake_env, analyst_env, unique, 
     key.chmod(0o644)
     loose.write_text(Path(analyst_env["RUCIO_CONFIG"]).read_text().replace(str(keytab(analyst_env)), str(key)))
     loose.chmod(0o600)
-    bad = datalake("pull", did, "--to", str(tmp_path / "q"), env={**analyst_env, "RUCIO_CONFIG": str(loose)},
-                   check=False)  # fmt: skip
+    bad = datalake(
+        "pull", did, "--to", str(tmp_path / "q"), env={**analyst_env, "RUCIO_CONFIG": str(loose)}, check=False
+    )
     assert bad.returncode == 2 and "open to others (mode 0644)" in one_line(bad)
     seen.append(bad)
     texts = [r.stdout + r.stderr for r in seen]

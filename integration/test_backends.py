@@ -54,8 +54,13 @@ xrd.protocol XrdHttp:{http_port} libXrdHttp.so
             shutil.chown(path, user)
     log = home / "xrootd.log"
     with open(log, "w") as out:
-        process = subprocess.Popen(["xrootd", "-c", str(home / "xrootd.cfg"), "-n", "xrdhttp"], cwd=home, user=user,
-                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            ["xrootd", "-c", str(home / "xrootd.cfg"), "-n", "xrdhttp"],
+            cwd=home,
+            user=user,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_http(f"http://127.0.0.1:{http_port}/", process, log)
         yield xrd_port, http_port
@@ -136,8 +141,9 @@ def make_case(name: str, request: pytest.FixtureRequest, unique: str) -> Case:
         return Case(backend, f"{XRD1}//backends/{unique}", f"{XRD2}//backends/{unique}", xrd_put, xrd_get)
     if name == "gfal2-s3":
         endpoint = request.getfixturevalue("moto")
-        return Case(gfal2_s3(), f"s3://{endpoint}/lake-src/{unique}", f"s3://{endpoint}/lake-dst/{unique}", s3_put,
-                    s3_get)  # fmt: skip
+        return Case(
+            gfal2_s3(), f"s3://{endpoint}/lake-src/{unique}", f"s3://{endpoint}/lake-dst/{unique}", s3_put, s3_get
+        )
     if name == "gfal2-root-s3":
         endpoint = request.getfixturevalue("moto")
         return Case(gfal2_s3(), f"{XRD1}//backends/{unique}", f"s3://{endpoint}/lake-dst/{unique}", xrd_put, s3_get)
@@ -162,10 +168,26 @@ def adler(data: bytes) -> str:
     return f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
 
 
-def copy(case: Case, source: str, destination: str, data: bytes, *, checksum: str | None = None,
-         mode: str = "both", overwrite: bool = False, third_party: bool = False) -> None:  # fmt: skip
-    case.backend.copy(source, destination, third_party=third_party, checksum_mode=mode,
-                      checksum=("adler32", checksum or adler(data)), overwrite=overwrite, timeout=120)  # fmt: skip
+def copy(
+    case: Case,
+    source: str,
+    destination: str,
+    data: bytes,
+    *,
+    checksum: str | None = None,
+    mode: str = "both",
+    overwrite: bool = False,
+    third_party: bool = False,
+) -> None:
+    case.backend.copy(
+        source,
+        destination,
+        third_party=third_party,
+        checksum_mode=mode,
+        checksum=("adler32", checksum or adler(data)),
+        overwrite=overwrite,
+        timeout=120,
+    )
 
 
 @pytest.fixture

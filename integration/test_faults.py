@@ -151,14 +151,16 @@ class Trigger:
 @pytest.mark.timeout(120)
 def test_register_killed_at_a_random_point_is_finished_by_a_rerun(lake_env, tmp_path):
     t = tally("register", "datalake SIGKILL")
-    point = rng("register-kill").choice(["register:dataset", "register:uploaded", "register:batch",
-                                          "register:complete"])  # fmt: skip
+    point = rng("register-kill").choice(
+        ["register:dataset", "register:uploaded", "register:batch", "register:complete"]
+    )
     t.detail = point
     stem = f"f{uuid.uuid4().hex[:10]}"
     paths = files(tmp_path / stem, [f"{stem}_{i:03d}.root" for i in range(8)], 256 << 10)
     did = f"collider:{stem}"
-    killed = register(lake_env, *paths, policy="derived-results", dataset=did, check=False,
-                      more_env={"DATALAKE_CRASH_AT": point})  # fmt: skip
+    killed = register(
+        lake_env, *paths, policy="derived-results", dataset=did, check=False, more_env={"DATALAKE_CRASH_AT": point}
+    )
     assert killed.returncode == -9, killed.stderr
     t.injected += 1
     register(lake_env, *paths, policy="derived-results", dataset=did)
@@ -178,8 +180,19 @@ def test_register_survives_the_rucio_server_killed_under_it(lake_env, tmp_path):
     did = f"collider:{stem}"
     from lakedata import DATACITE, META, POLICIES
 
-    args = [str(BIN / "datalake"), "register", *map(str, paths), "--dataset", did, "--policy",
-            str(POLICIES / "derived-results.yaml"), "--rse", "XRD1", "--policies", str(POLICIES)]  # fmt: skip
+    args = [
+        str(BIN / "datalake"),
+        "register",
+        *map(str, paths),
+        "--dataset",
+        did,
+        "--policy",
+        str(POLICIES / "derived-results.yaml"),
+        "--rse",
+        "XRD1",
+        "--policies",
+        str(POLICIES),
+    ]
     for pair in DATACITE + META["derived-results"]:
         args += ["--meta", pair]
     command = subprocess.Popen(args, env=lake_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -205,8 +218,9 @@ def test_pull_killed_at_a_random_chunk_leaves_no_partial_file_and_a_rerun_finish
     at = rng("pull-kill").randint(1, 8)
     t.detail = f"pull:chunk@{at}"
     to = tmp_path / "pulled"
-    killed = datalake("pull", did, "--to", str(to), env={**lake_env, "DATALAKE_CRASH_AT": f"pull:chunk@{at}"},
-                      check=False)  # fmt: skip
+    killed = datalake(
+        "pull", did, "--to", str(to), env={**lake_env, "DATALAKE_CRASH_AT": f"pull:chunk@{at}"}, check=False
+    )
     assert killed.returncode == -9, killed.stderr
     t.injected += 1
     problems = local_content_ok(to, paths)
@@ -260,8 +274,9 @@ def test_pull_of_a_corrupted_replica_fails_over_and_reports_it(lake_env, tmp_pat
     url = replicas_at(lake_env, did, "XRD1")[victim.name]["url"]
     t.detail = f"{victim.name[-7:]} at byte {corrupt(on_disk(url, 'XRD1'), r)}"
     t.injected += 1
-    summary = json.loads(datalake("pull", did, "--to", str(tmp_path / "pulled"), "--prefer", "XRD1", "--json",
-                                  env=lake_env).stdout)  # fmt: skip
+    summary = json.loads(
+        datalake("pull", did, "--to", str(tmp_path / "pulled"), "--prefer", "XRD1", "--json", env=lake_env).stdout
+    )
     assert summary["failed"] == 0 and summary["copied"] == 6
     assert [b["rse"] for b in summary["bad_replicas"]] == ["XRD1"] and summary["declared_to_rucio"] == "suspicious"
     assert ("collider", victim.name, "XRD1") in detected()  # the lake knows: the invariants excuse only this
@@ -278,8 +293,16 @@ def test_replicate_killed_after_a_random_copy_is_finished_by_a_rerun(lake_env, t
     did, _ = dataset(lake_env, tmp_path, 10, 256 << 10)
     at = rng("replicate-kill").randint(1, 9)
     t.detail = f"transfer:copied@{at}"
-    killed = datalake("replicate", did, "--to", "XRD3", "-j", "2", env={**lake_env,
-                      "DATALAKE_CRASH_AT": f"transfer:copied@{at}"}, check=False)  # fmt: skip
+    killed = datalake(
+        "replicate",
+        did,
+        "--to",
+        "XRD3",
+        "-j",
+        "2",
+        env={**lake_env, "DATALAKE_CRASH_AT": f"transfer:copied@{at}"},
+        check=False,
+    )
     assert killed.returncode == -9, killed.stderr
     t.injected += 1
     result = json.loads(datalake("replicate", did, "--to", "XRD3", "--json", env=lake_env).stdout)
@@ -307,8 +330,11 @@ def test_replicate_onto_a_full_disk_fails_cleanly_and_finishes_once_there_is_spa
     again = json.loads(datalake("replicate", did, "--to", "XRD2", "--json", env=lake_env).stdout)
     assert again["ok"]
     t.recovered += 1
-    checked(t, [f"{p.name}: partial file left under its final name after the failed copy" for p in partial]
-            + check([did], expect_files=6))  # fmt: skip
+    checked(
+        t,
+        [f"{p.name}: partial file left under its final name after the failed copy" for p in partial]
+        + check([did], expect_files=6),
+    )
 
 
 @pytest.mark.timeout(180)
@@ -349,8 +375,15 @@ def rule_state(rule: str) -> str:
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("component", ["transfer", "rucio", "conveyor", "xrd2"])
 def test_a_rule_is_fulfilled_although_a_server_was_killed_under_it(lake_env, tmp_path, component):
-    t = tally("rule", {"transfer": "transfer service SIGKILL", "rucio": "Rucio REST SIGKILL",
-                       "conveyor": "conveyor SIGKILL", "xrd2": "xrootd SIGKILL (dest.)"}[component])  # fmt: skip
+    t = tally(
+        "rule",
+        {
+            "transfer": "transfer service SIGKILL",
+            "rucio": "Rucio REST SIGKILL",
+            "conveyor": "conveyor SIGKILL",
+            "xrd2": "xrootd SIGKILL (dest.)",
+        }[component],
+    )
     did, _ = dataset(lake_env, tmp_path, 8, 512 << 10)
     delay = rng(f"rule-{component}").uniform(0.0, 4.0)
     t.detail = f"after {delay:.2f} s"
@@ -413,8 +446,10 @@ def nano(lake_env, tmp_path_factory):
     run on the cluster (checked against the local files): what every faulted run must reproduce."""
     directory = tmp_path_factory.mktemp("nano")
     stem = f"n{uuid.uuid4().hex[:8]}"
-    paths = [nanoaod.write(directory / f"{stem}_{i}.root", NANO_EVENTS, seed=i, basket=NANO_BASKET)
-             for i in range(NANO_FILES)]  # fmt: skip
+    paths = [
+        nanoaod.write(directory / f"{stem}_{i}.root", NANO_EVENTS, seed=i, basket=NANO_BASKET)
+        for i in range(NANO_FILES)
+    ]
     did = f"collider:{stem}"
     register(lake_env, *paths, policy="derived-results", dataset=did)
     second_replica(lake_env, did)
@@ -457,9 +492,14 @@ def test_process_survives_a_worker_killed_mid_job_with_the_same_result(lake_env,
         kill(victim)
         t.injected += 1
 
-    result = Lake(lake_env["RUCIO_CONFIG"]).process(did, mass_spectrum, BRANCHES, chunk_size=NANO_BASKET // 2,
-                                                    progress=Trigger(at, inject),
-                                                    scheduler=lake_env["DATALAKE_SCHEDULER"])  # fmt: skip
+    result = Lake(lake_env["RUCIO_CONFIG"]).process(
+        did,
+        mass_spectrum,
+        BRANCHES,
+        chunk_size=NANO_BASKET // 2,
+        progress=Trigger(at, inject),
+        scheduler=lake_env["DATALAKE_SCHEDULER"],
+    )
     assert t.injected == 1
     restart()
     again = Lake(lake_env["RUCIO_CONFIG"]).process(
@@ -532,8 +572,21 @@ def skim_problems(tables, paths) -> list[str]:
 
 
 def deliver_args(did: str, output: str, rse: str = "XRD2") -> list[str]:
-    return ["deliver", did, "--columns", "Muon_pt", "--where", "nMuon >= 2", "--to", rse, "--as", output,
-            "--chunk-size", str(NANO_BASKET), "--json"]  # fmt: skip
+    return [
+        "deliver",
+        did,
+        "--columns",
+        "Muon_pt",
+        "--where",
+        "nMuon >= 2",
+        "--to",
+        rse,
+        "--as",
+        output,
+        "--chunk-size",
+        str(NANO_BASKET),
+        "--json",
+    ]
 
 
 @pytest.mark.timeout(150)
@@ -545,8 +598,13 @@ def test_deliver_survives_a_worker_killed_mid_job_and_a_rerun_completes_it(lake_
     delay = r.uniform(0.0, 1.5)
     t.detail = f"{victim} after {delay:.2f} s"
     output = f"collider:skim{uuid.uuid4().hex[:8]}"
-    command = subprocess.Popen([str(BIN / "datalake"), *deliver_args(did, output)], env=lake_env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    command = subprocess.Popen(
+        [str(BIN / "datalake"), *deliver_args(did, output)],
+        env=lake_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(delay)  # the fault's random point
     kill(victim)
     t.injected += 1

@@ -85,8 +85,7 @@ def test_the_dimuon_spectrum_over_root_equals_the_local_one_and_chunks_run_besid
     did, paths = nano
     lake = Lake(lake_env["RUCIO_CONFIG"])
     with get_task_stream(client) as stream:
-        result, summary = lake.process(did, mass_spectrum, BRANCHES, client=client, chunk_size=CHUNK,
-                                       with_summary=True)  # fmt: skip
+        result, summary = lake.process(did, mass_spectrum, BRANCHES, client=client, chunk_size=CHUNK, with_summary=True)
     expected = local_spectrum(paths)
     assert np.array_equal(result.values(), expected.values())
     assert 88 <= result.axes[0].centers[result.values().argmax()] <= 94  # the Z peak where it belongs
@@ -187,8 +186,23 @@ def check_outputs(tables, paths):
 def test_deliver_writes_parquet_beside_the_data_and_registers_it_with_provenance(lake_env, nano, unique):
     did, paths = nano
     output = f"collider:skim_{unique}"
-    args = ["deliver", did, "--columns", "Muon_pt,Muon_charge", "--where", WHERE, "--to", "XRD2", "--as", output,
-            "--meta", "title=Dimuon skim", "--chunk-size", str(CHUNK), "--json"]  # fmt: skip
+    args = [
+        "deliver",
+        did,
+        "--columns",
+        "Muon_pt,Muon_charge",
+        "--where",
+        WHERE,
+        "--to",
+        "XRD2",
+        "--as",
+        output,
+        "--meta",
+        "title=Dimuon skim",
+        "--chunk-size",
+        str(CHUNK),
+        "--json",
+    ]
     first = json.loads(datalake(*args, env=lake_env).stdout)
     assert len(first["outputs"]) == FILES and first["beside"] == FILES
 
@@ -234,20 +248,44 @@ def test_deliver_to_an_s3_object_store(lake_env, nano, unique, moto):
     }.items():
         root.add_rse_attribute(rse, key, value)
     ops = {"read": 1, "write": 1, "delete": 1}
-    protocol = {"scheme": "s3", "hostname": host, "port": int(port), "prefix": f"/{bucket}/",
-                "impl": "rucio.rse.protocols.gfal.NoRename", "domains": {"lan": ops, "wan": ops}}  # fmt: skip
+    protocol = {
+        "scheme": "s3",
+        "hostname": host,
+        "port": int(port),
+        "prefix": f"/{bucket}/",
+        "impl": "rucio.rse.protocols.gfal.NoRename",
+        "domains": {"lan": ops, "wan": ops},
+    }
     root.add_protocol(rse, protocol)  # no quota for anyone: rules of other datasets never pick this RSE
     output = f"collider:s3skim_{unique}"
-    env = {**lake_env, "AWS_ACCESS_KEY_ID": S3_KEYS["aws_access_key_id"],
-           "AWS_SECRET_ACCESS_KEY": S3_KEYS["aws_secret_access_key"]}  # fmt: skip
-    summary = json.loads(datalake("deliver", did, "--columns", "Muon_pt,Muon_charge", "--where", WHERE, "--to", rse,
-                                  "--as", output, "--json", env=env).stdout)  # fmt: skip
+    env = {
+        **lake_env,
+        "AWS_ACCESS_KEY_ID": S3_KEYS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": S3_KEYS["aws_secret_access_key"],
+    }
+    summary = json.loads(
+        datalake(
+            "deliver",
+            did,
+            "--columns",
+            "Muon_pt,Muon_charge",
+            "--where",
+            WHERE,
+            "--to",
+            rse,
+            "--as",
+            output,
+            "--json",
+            env=env,
+        ).stdout
+    )
     assert len(summary["outputs"]) == FILES
 
     rucio = Lake(lake_env["RUCIO_CONFIG"]).catalog.client
     replicas = list(rucio.list_replicas([{"scope": "collider", "name": output.split(":")[1]}], schemes=["s3"]))
-    s3 = fs.S3FileSystem(endpoint_override=moto, scheme="http", access_key="testing", secret_key="testing",
-                         region="us-east-1")  # fmt: skip
+    s3 = fs.S3FileSystem(
+        endpoint_override=moto, scheme="http", access_key="testing", secret_key="testing", region="us-east-1"
+    )
     tables = []
     for replica in replicas:
         (url,) = replica["pfns"]
@@ -263,18 +301,49 @@ def test_bad_input_and_refusals_are_one_line(lake_env, analyst_env, nano, unique
     path = nanoaod.write(tmp_path / f"{unique}.root", 1000, seed=7)
     register(lake_env, path, policy="darkmatter-closed", dataset=closed)
     cases = [
-        (analyst_env, ["process", closed, "--fn", "datalake.examples.dimuon:mass_spectrum"], 3,
-         f"datalake: error: not allowed: analyst may not read {closed}"),
+        (
+            analyst_env,
+            ["process", closed, "--fn", "datalake.examples.dimuon:mass_spectrum"],
+            3,
+            f"datalake: error: not allowed: analyst may not read {closed}",
+        ),
         (lake_env, ["process", did, "--fn", "no_such_module_xyz:fn"], 2, "datalake: error: --fn"),
-        (lake_env, ["process", did, "--fn", "datalake.examples.dimuon:mass_spectrum", "--branches", "Nope"], 1,
-         "datalake: error: tree 'Events' has no branch Nope"),
-        (lake_env, ["process", "collider:does_not_exist_" + unique, "--fn", "datalake.examples.dimuon:mass_spectrum"],
-         1, "datalake: error: collider:does_not_exist_"),
-        (lake_env, ["deliver", did, "--columns", "Muon_pt", "--where", "__import__('os')", "--to", "XRD2", "--as",
-                    f"collider:bad_{unique}"], 2, "datalake: error: --where"),
-        (lake_env, ["deliver", did, "--columns", "Muon_pt", "--to", "XRD3", "--as", f"collider:pub_{unique}"], 2,
-         "datalake: error:"),  # collaboration data may not land on the public RSE
-    ]  # fmt: skip
+        (
+            lake_env,
+            ["process", did, "--fn", "datalake.examples.dimuon:mass_spectrum", "--branches", "Nope"],
+            1,
+            "datalake: error: tree 'Events' has no branch Nope",
+        ),
+        (
+            lake_env,
+            ["process", "collider:does_not_exist_" + unique, "--fn", "datalake.examples.dimuon:mass_spectrum"],
+            1,
+            "datalake: error: collider:does_not_exist_",
+        ),
+        (
+            lake_env,
+            [
+                "deliver",
+                did,
+                "--columns",
+                "Muon_pt",
+                "--where",
+                "__import__('os')",
+                "--to",
+                "XRD2",
+                "--as",
+                f"collider:bad_{unique}",
+            ],
+            2,
+            "datalake: error: --where",
+        ),
+        (
+            lake_env,
+            ["deliver", did, "--columns", "Muon_pt", "--to", "XRD3", "--as", f"collider:pub_{unique}"],
+            2,
+            "datalake: error:",
+        ),  # collaboration data may not land on the public RSE
+    ]
     for env, args, code, start in cases:
         result = datalake(*args, env=env, check=False)
         assert result.returncode == code, (args, result.stdout, result.stderr)

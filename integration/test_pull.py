@@ -141,10 +141,13 @@ def test_the_sharing_policy_refuses_an_analyst_outside_it(lake_env, analyst_env,
     assert not out.exists()
     # the API too, in a process of the analyst's own (a process has one storage identity; this one is the data
     # manager's)
-    api = (f"from datalake import Lake, NotAllowed\ntry:\n    Lake().pull('darkmatter:{unique}', to='{out}')\n"
-           f"except NotAllowed as err:\n    print('refused', err)")  # fmt: skip
-    refused_api = subprocess.run([sys.executable, "-c", api], env=analyst_env, capture_output=True, text=True,
-                                 timeout=120)  # fmt: skip
+    api = (
+        f"from datalake import Lake, NotAllowed\ntry:\n    Lake().pull('darkmatter:{unique}', to='{out}')\n"
+        f"except NotAllowed as err:\n    print('refused', err)"
+    )
+    refused_api = subprocess.run(
+        [sys.executable, "-c", api], env=analyst_env, capture_output=True, text=True, timeout=120
+    )
     assert refused_api.stdout.startswith("refused not allowed: analyst may not read"), refused_api.stderr
     assert not out.exists()
     # the collaboration's own analyst reads collaboration data
@@ -188,8 +191,11 @@ def test_a_container_and_a_single_file_are_pulled_and_checked_like_their_dataset
     closed = make_files(tmp_path / f"{unique}dm", 1)
     register(lake_env, *closed, policy="darkmatter-closed", dataset=f"darkmatter:{unique}dm")
     rucio.add_container("collider", f"{unique}_mixed")
-    rucio.attach_dids("collider", f"{unique}_mixed", [{"scope": "collider", "name": f"{unique}a"},
-                                                      {"scope": "darkmatter", "name": f"{unique}dm"}])  # fmt: skip
+    rucio.attach_dids(
+        "collider",
+        f"{unique}_mixed",
+        [{"scope": "collider", "name": f"{unique}a"}, {"scope": "darkmatter", "name": f"{unique}dm"}],
+    )
     for refused in (f"collider:{unique}_mixed", f"darkmatter:{closed[0].name}"):
         result = datalake("pull", refused, "--to", str(tmp_path / "no"), env=analyst_env, check=False)
         assert result.returncode == 3 and "not allowed: analyst may not read darkmatter:" in result.stderr
@@ -204,8 +210,10 @@ def test_two_pulls_into_one_directory_never_mix_their_bytes(lake_env, unique, tm
     did, files = lhc_dataset(lake_env, tmp_path, unique, 4, size=24 << 20)
     out = tmp_path / "out"
     argv = [str(BIN / "datalake"), "pull", did, "--to", str(out), "--json", "--parallel", "2"]
-    both = [subprocess.Popen(argv, env=lake_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]  # fmt: skip
+    both = [
+        subprocess.Popen(argv, env=lake_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [json.loads(p.communicate(timeout=300)[0]) for p in both]
     for r in results:
         assert not r["bad_replicas"]

@@ -69,8 +69,13 @@ def test_rerun_registers_nothing_and_changes_nothing(lake_env, unique, tmp_path)
 def test_apply_publishes_an_embargoed_dataset_when_the_clock_passes(lake_env, unique, tmp_path):
     make_files(tmp_path / unique, 3)
     did = f"collider:{unique}"
-    register(lake_env, tmp_path / unique, policy="derived-results", dataset=did,
-             extra=["--meta", "paper_published=2027-03-01"])  # fmt: skip
+    register(
+        lake_env,
+        tmp_path / unique,
+        policy="derived-results",
+        dataset=did,
+        extra=["--meta", "paper_published=2027-03-01"],
+    )
     apply = ["policy", "apply", did, "--policies", str(POLICIES), "--json"]
     before = json.loads(datalake(*apply, "--now", "2027-02-28", env=lake_env).stdout)[0]
     assert before["tier"] == "collaboration" and before["actions"] == []
@@ -94,8 +99,9 @@ def test_apply_all_finds_every_governed_dataset(lake_env, unique, tmp_path):
     for i in range(2):
         make_files(tmp_path / f"{unique}{i}", 2)
         register(lake_env, tmp_path / f"{unique}{i}", policy="darkmatter-closed", dataset=f"darkmatter:{unique}{i}")
-    out = json.loads(datalake("policy", "apply", "--all", "--dry-run", "--policies", str(POLICIES), "--json",
-                              env=lake_env).stdout)  # fmt: skip
+    out = json.loads(
+        datalake("policy", "apply", "--all", "--dry-run", "--policies", str(POLICIES), "--json", env=lake_env).stdout
+    )
     found = {row["did"] for row in out}
     assert {f"darkmatter:{unique}0", f"darkmatter:{unique}1"} <= found
 
@@ -104,8 +110,14 @@ def test_apply_all_finds_every_governed_dataset(lake_env, unique, tmp_path):
 def test_killed_registration_is_finished_by_a_rerun(lake_env, unique, tmp_path, point):
     files = make_files(tmp_path / unique, 6)
     did = f"darkmatter:{unique}"
-    killed = register(lake_env, tmp_path / unique, policy="darkmatter-closed", dataset=did, check=False,
-                      more_env={"DATALAKE_CRASH_AT": point})  # fmt: skip
+    killed = register(
+        lake_env,
+        tmp_path / unique,
+        policy="darkmatter-closed",
+        dataset=did,
+        check=False,
+        more_env={"DATALAKE_CRASH_AT": point},
+    )
     assert killed.returncode == -9
     again = json.loads(register(lake_env, tmp_path / unique, policy="darkmatter-closed", dataset=did).stdout)
     assert again["files"] == 6
@@ -173,17 +185,31 @@ def test_bad_input_is_one_line_and_registers_nothing(lake_env, unique, tmp_path,
     make_files(tmp_path / unique, 2)
     paths = change.get("paths", [tmp_path / unique])
     dataset = change.get("dataset", f"darkmatter:{unique}")
-    result = register(lake_env, *paths, policy="darkmatter-closed", dataset=dataset, rse=change.get("rse", "XRD1"),
-                      extra=change.get("extra", ()), check=False)  # fmt: skip
+    result = register(
+        lake_env,
+        *paths,
+        policy="darkmatter-closed",
+        dataset=dataset,
+        rse=change.get("rse", "XRD1"),
+        extra=change.get("extra", ()),
+        check=False,
+    )
     assert expected in one_line_error(result)
     assert_nothing_registered(lake_env, dataset if ":" in dataset else f"darkmatter:{unique}")
 
 
 def test_every_problem_is_listed_at_once(lake_env, unique, tmp_path):
     make_files(tmp_path / unique, 1)
-    result = register(lake_env, tmp_path / unique, tmp_path / "gone.root", policy="darkmatter-closed",
-                      dataset=f"darkmatter:{unique}", rse="NOSUCHRSE", extra=["--meta", "run_end=x"],
-                      check=False)  # fmt: skip
+    result = register(
+        lake_env,
+        tmp_path / unique,
+        tmp_path / "gone.root",
+        policy="darkmatter-closed",
+        dataset=f"darkmatter:{unique}",
+        rse="NOSUCHRSE",
+        extra=["--meta", "run_end=x"],
+        check=False,
+    )
     line = one_line_error(result)
     assert "nothing registered" in line and "NOSUCHRSE" in line and "gone.root" in line and "run_end" in line
 
@@ -194,14 +220,24 @@ def test_wrong_credentials_and_server_down(lake_env, unique, tmp_path):
     bad = tmp_path / "bad.cfg"
     token = config.split("auth_token_file_path = ")[1].split()[0]  # a cached token would hide a wrong password
     bad.write_text(config.replace("password = ", "password = wrong").replace(token, str(tmp_path / "t" / "token")))
-    result = register({**lake_env, "RUCIO_CONFIG": str(bad)}, tmp_path / unique, policy="darkmatter-closed",
-                      dataset=f"darkmatter:{unique}", check=False)  # fmt: skip
+    result = register(
+        {**lake_env, "RUCIO_CONFIG": str(bad)},
+        tmp_path / unique,
+        policy="darkmatter-closed",
+        dataset=f"darkmatter:{unique}",
+        check=False,
+    )
     assert "refused the credentials" in one_line_error(result)
     down = tmp_path / "down.cfg"
     port = config.split("rucio_host = http://127.0.0.1:")[1].split()[0]
     down.write_text(config.replace(f"127.0.0.1:{port}", "127.0.0.1:9"))
-    result = register({**lake_env, "RUCIO_CONFIG": str(down)}, tmp_path / unique, policy="darkmatter-closed",
-                      dataset=f"darkmatter:{unique}", check=False)  # fmt: skip
+    result = register(
+        {**lake_env, "RUCIO_CONFIG": str(down)},
+        tmp_path / unique,
+        policy="darkmatter-closed",
+        dataset=f"darkmatter:{unique}",
+        check=False,
+    )
     assert "cannot reach the Rucio server" in one_line_error(result)
     assert_nothing_registered(lake_env, f"darkmatter:{unique}")
 
@@ -221,8 +257,17 @@ def test_a_policy_whose_rules_cannot_be_placed_registers_nothing(lake_env, uniqu
     leaky.write_text(text.replace("rse_expression: access=collaboration", "rse_expression: XRD1|XRD3"))
     make_files(tmp_path / unique, 2)
     meta = [a for pair in DATACITE + META["darkmatter-closed"] for a in ("--meta", pair)]
-    args = ["register", str(tmp_path / unique), "--dataset", f"darkmatter:{unique}", "--policy", str(leaky),
-            "--rse", "XRD1", *meta]  # fmt: skip
+    args = [
+        "register",
+        str(tmp_path / unique),
+        "--dataset",
+        f"darkmatter:{unique}",
+        "--policy",
+        str(leaky),
+        "--rse",
+        "XRD1",
+        *meta,
+    ]
     line = one_line_error(datalake(*args, env=lake_env, check=False))
     assert "includes XRD3, not allowed for a restricted dataset" in line
     assert_nothing_registered(lake_env, f"darkmatter:{unique}")

@@ -41,8 +41,9 @@ def test_replicate_copies_registers_and_adds_a_rule_that_is_ok_at_once(lake_env,
 
 def test_a_killed_replicate_is_finished_by_running_it_again(lake_env, unique, tmp_path):
     did, files = dataset(lake_env, tmp_path, unique, 12)
-    killed = replicate(lake_env, did, "--to", "XRD3", "-j", "2", check=False,
-                       more_env={"DATALAKE_CRASH_AT": "transfer:copied@4"})  # fmt: skip
+    killed = replicate(
+        lake_env, did, "--to", "XRD3", "-j", "2", check=False, more_env={"DATALAKE_CRASH_AT": "transfer:copied@4"}
+    )
     assert killed.returncode == -9
     assert not list(Lake(lake_env["RUCIO_CONFIG"]).catalog.client.list_did_rules("collider", unique))[1:]
     result = json.loads(replicate(lake_env, did, "--to", "XRD3").stdout)

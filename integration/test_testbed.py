@@ -71,8 +71,9 @@ def test_upload_and_download_on_xrd1_over_root(lake_env, unique, tmp_path):
     server, path = re.search(r"(root://127\.0\.0\.1:\d+)/(/\S+)", listed).groups()
     assert server.endswith(f":{int(PORT_BASE) + 10}")  # XRD1's server
     # the bytes are on XRD1's xrootd server, and the server's own adler32 matches ours
-    query = subprocess.run(["xrdfs", server, "query", "checksum", path], capture_output=True, text=True,
-                           env=lake_env, timeout=60)  # fmt: skip
+    query = subprocess.run(
+        ["xrdfs", server, "query", "checksum", path], capture_output=True, text=True, env=lake_env, timeout=60
+    )
     assert query.stdout.split() == ["adler32", adler32(src)], query.stderr
 
     out = tmp_path / "download"
@@ -137,8 +138,9 @@ def test_two_racing_ups_start_every_server_once(unique):
     """A second testbed, on other ports: the state-directory lock serialises the two commands."""
     base = free_port_base(int(PORT_BASE) + 100)
     argv = [str(BIN / "datalake"), "testbed", "--dir", str(STATE.parent / f".testbed-{unique}"), "--port-base", base]
-    racers = [subprocess.Popen([*argv, "up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for _ in range(2)]  # fmt: skip
+    racers = [
+        subprocess.Popen([*argv, "up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     try:
         outputs = [p.communicate(timeout=300) for p in racers]
         assert [p.returncode for p in racers] == [0, 0], outputs

@@ -63,9 +63,16 @@ def stat_checksum(url: str) -> str | None:
 
 def test_small_files_stream_large_ones_go_third_party_and_checksums_match(data, tmp_path):
     store = Store(tmp_path / "t.db")
-    files = tuple(FileSpec(sources=(f"{XRD1}//transfer-test/{n}",), destination=f"{XRD2}//transfer-test/{n}",
-                           filesize=len(d), checksum=adler(d), metadata={"request_id": n})
-                  for n, d in data.items())  # fmt: skip
+    files = tuple(
+        FileSpec(
+            sources=(f"{XRD1}//transfer-test/{n}",),
+            destination=f"{XRD2}//transfer-test/{n}",
+            filesize=len(d),
+            checksum=adler(d),
+            metadata={"request_id": n},
+        )
+        for n, d in data.items()
+    )
     job = run(store, store.submit(JobSpec(files=files), "root"), EngineSettings(stream_below=1 << 20))
     assert job["state"] == "FINISHED", [f.reason for f in job["files"]]
     for f in job["files"]:
@@ -76,11 +83,18 @@ def test_a_missing_source_fails_over_and_a_corrupt_one_fails_with_a_checksum_err
     name, payload = next(iter(data.items()))
     put(f"{XRD3}//transfer-test/{name}", payload, tmp_path)
     store = Store(tmp_path / "t.db")
-    good = FileSpec(sources=(f"{XRD1}//transfer-test/{unique}/absent", f"{XRD3}//transfer-test/{name}"),
-                    destination=f"{XRD2}//transfer-test/{unique}/failover", filesize=len(payload),
-                    checksum=adler(payload))  # fmt: skip
-    corrupt = FileSpec(sources=(f"{XRD1}//transfer-test/{name}",), destination=f"{XRD2}//transfer-test/{unique}/bad",
-                       filesize=len(payload), checksum="ADLER32:00000001")  # fmt: skip
+    good = FileSpec(
+        sources=(f"{XRD1}//transfer-test/{unique}/absent", f"{XRD3}//transfer-test/{name}"),
+        destination=f"{XRD2}//transfer-test/{unique}/failover",
+        filesize=len(payload),
+        checksum=adler(payload),
+    )
+    corrupt = FileSpec(
+        sources=(f"{XRD1}//transfer-test/{name}",),
+        destination=f"{XRD2}//transfer-test/{unique}/bad",
+        filesize=len(payload),
+        checksum="ADLER32:00000001",
+    )
     job = run(store, store.submit(JobSpec(files=(good, corrupt)), "root"), EngineSettings())
     first, second = job["files"]
     assert job["state"] == "FINISHEDDIRTY"

@@ -36,8 +36,11 @@ def write_cfg(tmp_path, body: str):
 
 
 def test_lake_reads_rucio_cfg_like_rucio(tmp_path, monkeypatch):
-    cfg = write_cfg(tmp_path, "[client]\nrucio_host = http://h:1\nauth_type = userpass\naccount = analyst\n"
-                              "username = analyst\npassword = s3cret\n")  # fmt: skip
+    cfg = write_cfg(
+        tmp_path,
+        "[client]\nrucio_host = http://h:1\nauth_type = userpass\naccount = analyst\n"
+        "username = analyst\npassword = s3cret\n",
+    )
     monkeypatch.setenv("RUCIO_CONFIG", str(cfg))
     monkeypatch.delenv("RUCIO_ACCOUNT", raising=False)
     lake = datalake.Lake()

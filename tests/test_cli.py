@@ -68,8 +68,10 @@ POLICIES = Path(__file__).resolve().parent.parent / "policies"
 def offline_env(tmp_path: Path) -> dict:
     """A client config whose server does not exist: these errors must be found before any server is asked."""
     cfg = tmp_path / "rucio.cfg"
-    cfg.write_text("[client]\nrucio_host = http://127.0.0.1:9\nauth_host = http://127.0.0.1:9\naccount = dm\n"
-                   "auth_type = userpass\nusername = dm\npassword = x\n")  # fmt: skip
+    cfg.write_text(
+        "[client]\nrucio_host = http://127.0.0.1:9\nauth_host = http://127.0.0.1:9\naccount = dm\n"
+        "auth_type = userpass\nusername = dm\npassword = x\n"
+    )
     return {"PATH": "/usr/bin:/bin", "RUCIO_CONFIG": str(cfg), "HOME": str(tmp_path)}
 
 
@@ -91,10 +93,12 @@ def test_policy_check_lists_every_problem_with_file_and_line(tmp_path):
         (["--dataset", "darkmatter:.bad", "--policy", str(POLICIES / "darkmatter-closed.yaml")], "naming rules"),
         (["--dataset", "nocolon", "--policy", str(POLICIES / "darkmatter-closed.yaml")], "is not a DID"),
         (["--dataset", "darkmatter:x", "--policy", "/nonexistent.yaml"], "cannot read policy"),
-        (["--dataset", "darkmatter:x", "--policy", str(POLICIES / "darkmatter-closed.yaml"), "--meta", "title"],
-         "expected KEY=VALUE"),
+        (
+            ["--dataset", "darkmatter:x", "--policy", str(POLICIES / "darkmatter-closed.yaml"), "--meta", "title"],
+            "expected KEY=VALUE",
+        ),
     ],
-)  # fmt: skip
+)
 def test_register_rejects_bad_input_before_asking_the_server(tmp_path, args, message):
     (tmp_path / "f.root").write_bytes(b"x")
     result = run("register", str(tmp_path / "f.root"), "--rse", "XRD1", *args, env=offline_env(tmp_path))

@@ -86,8 +86,10 @@ def test_split_examples():
     """A cluster larger than step is one chunk; step < 1 is refused; no entries gives no chunks."""
     assert [(c.start, c.stop) for c in split("s:f", 100, 10, [0, 50, 60, 100])] == [(0, 50), (50, 60), (60, 100)]
     assert [(c.start, c.stop) for c in split("s:f", 30_000, 10_000, [0, 10_000, 20_000, 30_000])] == [
-        (0, 10_000), (10_000, 20_000), (20_000, 30_000),
-    ]  # fmt: skip
+        (0, 10_000),
+        (10_000, 20_000),
+        (20_000, 30_000),
+    ]
     assert split("s:f", 0, 10) == [] and split("s:f", 0, 10, [0, 5]) == []
     with pytest.raises(ValueError, match="at least one entry"):
         split("s:f", 10, 0)
@@ -188,10 +190,13 @@ EVENTS = ak.Array(
         ("any((Muon_pt > 20) & Muon_tightId)", ("Muon_pt", "Muon_tightId"), [False, True, False, True]),
         ("~(MET_pt > 30) | (nMuon == 3)", ("MET_pt", "nMuon"), [True, False, True, True]),
         ("min(Muon_pt) < 6", ("Muon_pt",), [False, False, True, True]),
-        ("sum(Muon_pt) / 2 > 30 or all(Muon_tightId) and nMuon == 1", ("Muon_pt", "Muon_tightId", "nMuon"),
-         [False, True, False, True]),
+        (
+            "sum(Muon_pt) / 2 > 30 or all(Muon_tightId) and nMuon == 1",
+            ("Muon_pt", "Muon_tightId", "nMuon"),
+            [False, True, False, True],
+        ),
     ],
-)  # fmt: skip
+)
 def test_selection_branches_and_mask(text, branches, expected):
     """parse() finds the branches; mask() gives one boolean per event, as Python would read the expression."""
     sel = parse(text)
@@ -244,12 +249,28 @@ def test_selection_function_name_as_a_value_is_caught_at_parse():
 # -- derived-data policy ------------------------------------------------------------------------------------------
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
-DATACITE = {"creators": ["CMS Collaboration"], "title": "t", "publisher": "CERN", "publication_year": 2024,
-            "resource_type": "Dataset"}  # fmt: skip
-LHC_META = {**DATACITE, "experiment": "CMS", "run_period": "Run2012B", "run_end": "2012-12-31",
-            "collision_energy_tev": 8, "event_count": 1000}  # fmt: skip
-FERMI_META = {**DATACITE, "experiment": "Fermi-LAT", "mission_week": 900,
-              "observation_start": "2026-11-12T00:00:00", "observation_end": "2026-11-19T00:00:00"}  # fmt: skip
+DATACITE = {
+    "creators": ["CMS Collaboration"],
+    "title": "t",
+    "publisher": "CERN",
+    "publication_year": 2024,
+    "resource_type": "Dataset",
+}
+LHC_META = {
+    **DATACITE,
+    "experiment": "CMS",
+    "run_period": "Run2012B",
+    "run_end": "2012-12-31",
+    "collision_energy_tev": 8,
+    "event_count": 1000,
+}
+FERMI_META = {
+    **DATACITE,
+    "experiment": "Fermi-LAT",
+    "mission_week": 900,
+    "observation_start": "2026-11-12T00:00:00",
+    "observation_end": "2026-11-19T00:00:00",
+}
 RESULTS_META = {**DATACITE, "experiment": "CMS", "analysis": "HIG-19-001"}
 BEFORE_RELEASE = datetime(2016, 1, 1)  # lhc-collaboration data of 2012 is collaboration-only until 2017
 
@@ -571,8 +592,9 @@ def test_a_failed_read_moves_the_chunk_to_its_next_replica(client):
 
 def test_a_chunk_without_a_readable_replica_ends_in_failed(client):
     """A chunk whose every replica fails is reported in outcome.failed (with the last reason); others complete."""
-    only_bad = Placed(Chunk("s:lost", 0, 10), (Source("BAD-A", "A", "root://bad-a//f"),
-                                               Source("BAD-B", "B", "root://bad-b//f")), "A")  # fmt: skip
+    only_bad = Placed(
+        Chunk("s:lost", 0, 10), (Source("BAD-A", "A", "root://bad-a//f"), Source("BAD-B", "B", "root://bad-b//f")), "A"
+    )
     fine = place(chunks_at(3, (A1, B1)), {"A", "B"})
     outcome = cluster.run(client, [only_bad, *fine], where_task)
     assert len(outcome.failed) == 1
@@ -715,8 +737,7 @@ def test_run_chunk_and_merge_equal_the_whole_file(nano):
     chunks = split("collider:nano.root", ENTRIES, 12_000, offsets)
     assert len(chunks) == 3 and all(c.start in offsets and c.stop in offsets for c in chunks)
     source = Source("LOCAL", "A", str(path))
-    partials = [run_chunk(Placed(c, (source,), "A"), SPECTRUM, "Events", dimuon.BRANCHES, 30)
-                for c in chunks]  # fmt: skip
+    partials = [run_chunk(Placed(c, (source,), "A"), SPECTRUM, "Events", dimuon.BRANCHES, 30) for c in chunks]
     merged = partials[0]
     for p in partials[1:]:
         merged = merge_partials(merged, p)
@@ -752,11 +773,12 @@ def test_run_chunk_errors(nano, tmp_path):
 def test_dimuon_over_the_cluster_equals_the_whole_file(client, nano):
     """The real pipeline on the cluster (run_chunk + merge_partials, tree reduction) gives the whole-file spectrum."""
     path, offsets = nano
-    pieces = [(c, (Source("LOCAL-A", "A", str(path)), Source("LOCAL-B", "B", str(path))))
-              for c in split("collider:nano.root", ENTRIES, 5_000, offsets)]  # fmt: skip
+    pieces = [
+        (c, (Source("LOCAL-A", "A", str(path)), Source("LOCAL-B", "B", str(path))))
+        for c in split("collider:nano.root", ENTRIES, 5_000, offsets)
+    ]
     placed = place(pieces, cluster.worker_sites(client))
-    outcome = cluster.run(client, placed, run_chunk, (SPECTRUM, "Events", dimuon.BRANCHES, 30),
-                          reduce=merge_partials)  # fmt: skip
+    outcome = cluster.run(client, placed, run_chunk, (SPECTRUM, "Events", dimuon.BRANCHES, 30), reduce=merge_partials)
     partial = outcome.result
     assert np.array_equal(partial.result.values(), whole_file_spectrum(path).values())
     assert sorted(r.chunk for r in partial.records) == sorted(str(p.chunk) for p in placed)

@@ -37,8 +37,14 @@ class Service:
     def __init__(self, port: int, store: Store) -> None:
         self.port, self.store = port, store
 
-    def call(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-             token: str | None = TOKENS["rucio"]) -> tuple[int, Any]:  # fmt: skip
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = TOKENS["rucio"],
+    ) -> tuple[int, Any]:
         """One request on a new connection: (status, the JSON answer or the raw bytes if not JSON)."""
         sent = {"Authorization": f"Bearer {token}"} if token else {}
         sent |= headers or {}
@@ -81,15 +87,29 @@ def service(tmp_path_factory) -> Iterator[Service]:
 def valid_submission(n: int = 2) -> dict[str, Any]:
     """Shaped like Rucio 41's FTS3 transfertool's POST /jobs body."""
     files = [
-        {"sources": [f"root://a:1094//rucio/f{i}", f"root://c:1094//rucio/f{i}"],
-         "destinations": [f"root://b:1094//rucio/f{i}"],
-         "metadata": {"request_id": f"req{i}", "scope": "s", "name": f"f{i}", "src_rse": "XRD1", "dst_rse": "XRD2"},
-         "filesize": 10, "checksum": "ADLER32:0a0b0c0d", "selection_strategy": "auto", "activity": "T0 Export"}
+        {
+            "sources": [f"root://a:1094//rucio/f{i}", f"root://c:1094//rucio/f{i}"],
+            "destinations": [f"root://b:1094//rucio/f{i}"],
+            "metadata": {"request_id": f"req{i}", "scope": "s", "name": f"f{i}", "src_rse": "XRD1", "dst_rse": "XRD2"},
+            "filesize": 10,
+            "checksum": "ADLER32:0a0b0c0d",
+            "selection_strategy": "auto",
+            "activity": "T0 Export",
+        }
         for i in range(n)
-    ]  # fmt: skip
-    return {"files": files, "params": {"verify_checksum": "both", "copy_pin_lifetime": -1, "bring_online": None,
-                                       "job_metadata": {"issuer": "rucio"}, "overwrite": False, "priority": 3,
-                                       "max_time_in_queue": None}}  # fmt: skip
+    ]
+    return {
+        "files": files,
+        "params": {
+            "verify_checksum": "both",
+            "copy_pin_lifetime": -1,
+            "bring_online": None,
+            "job_metadata": {"issuer": "rucio"},
+            "overwrite": False,
+            "priority": 3,
+            "max_time_in_queue": None,
+        },
+    }
 
 
 def assert_clear_refusal(status: int, answer: Any, limit: int = 100_000) -> None:
@@ -120,10 +140,35 @@ def assert_healthy(service: Service) -> None:
 # -- wrong types and values in every field of POST /jobs --------------------------------------------------------
 
 NASTY_STRINGS = [
-    "", " ", "nourl", "://", "root://", "root://a:1094//f\x00", "root://\ud800/f", "\udcff", "é☃", "x" * 5000,
-    "ADLER32:", "ADLER32:xyz", "MD5:0a", "CRC32:1", "adler32:0A0B0C0D", "None", "both", "sometimes", "standard",
-    "deterministic", "true", "1e400", "NaN", "-1", "../../etc/passwd", "a,b", "%00", "\n",
-]  # fmt: skip
+    "",
+    " ",
+    "nourl",
+    "://",
+    "root://",
+    "root://a:1094//f\x00",
+    "root://\ud800/f",
+    "\udcff",
+    "é☃",
+    "x" * 5000,
+    "ADLER32:",
+    "ADLER32:xyz",
+    "MD5:0a",
+    "CRC32:1",
+    "adler32:0A0B0C0D",
+    "None",
+    "both",
+    "sometimes",
+    "standard",
+    "deterministic",
+    "true",
+    "1e400",
+    "NaN",
+    "-1",
+    "../../etc/passwd",
+    "a,b",
+    "%00",
+    "\n",
+]
 JSON_SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -139,13 +184,30 @@ JSON_VALUES = st.recursive(
     max_leaves=10,
 )
 FIELDS = [
-    ("files",), ("params",), ("files", 0), ("files", 0, "sources"), ("files", 0, "sources", 0),
-    ("files", 0, "destinations"), ("files", 0, "destinations", 0), ("files", 0, "filesize"), ("files", 0, "checksum"),
-    ("files", 0, "metadata"), ("files", 0, "metadata", "src_rse"), ("files", 0, "activity"), ("files", 1),
-    ("params", "verify_checksum"), ("params", "overwrite"), ("params", "priority"), ("params", "multihop"),
-    ("params", "bring_online"), ("params", "job_metadata"), ("params", "retry"), ("params", "id_generator"),
-    ("params", "sid"), ("params", "copy_pin_lifetime"),
-]  # fmt: skip
+    ("files",),
+    ("params",),
+    ("files", 0),
+    ("files", 0, "sources"),
+    ("files", 0, "sources", 0),
+    ("files", 0, "destinations"),
+    ("files", 0, "destinations", 0),
+    ("files", 0, "filesize"),
+    ("files", 0, "checksum"),
+    ("files", 0, "metadata"),
+    ("files", 0, "metadata", "src_rse"),
+    ("files", 0, "activity"),
+    ("files", 1),
+    ("params", "verify_checksum"),
+    ("params", "overwrite"),
+    ("params", "priority"),
+    ("params", "multihop"),
+    ("params", "bring_online"),
+    ("params", "job_metadata"),
+    ("params", "retry"),
+    ("params", "id_generator"),
+    ("params", "sid"),
+    ("params", "copy_pin_lifetime"),
+]
 
 
 def put(doc: Any, path: tuple, value: Any, delete: bool) -> Any:
@@ -184,9 +246,30 @@ def test_submissions_with_wrong_types(service, changes):
 
 
 WRONG = [
-    None, True, 0, -1, 1.5, float("nan"), float("inf"), 2**63, -(2**63) - 1, 10**100, "", "x" * 5000, "\udcff",
-    "root://b//\ud800", "nourl", "ADLER32:xyz", "root://a//f", [], [None], [[]], ["root://a//f"] * 3, {}, {"a": [1]},
-]  # fmt: skip
+    None,
+    True,
+    0,
+    -1,
+    1.5,
+    float("nan"),
+    float("inf"),
+    2**63,
+    -(2**63) - 1,
+    10**100,
+    "",
+    "x" * 5000,
+    "\udcff",
+    "root://b//\ud800",
+    "nourl",
+    "ADLER32:xyz",
+    "root://a//f",
+    [],
+    [None],
+    [[]],
+    ["root://a//f"] * 3,
+    {},
+    {"a": [1]},
+]
 
 
 def test_every_field_with_every_wrong_value(service):
@@ -206,10 +289,18 @@ def test_every_field_with_every_wrong_value(service):
 
 VALID_TEXT = json.dumps(valid_submission())
 CONTENT_TYPES = [
-    "application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "",
-    "application/json; charset=latin-1", "application/json; charset=utf-16", "application/json; charset=nope",
-    "application/*", "../..", "é",
-]  # fmt: skip
+    "application/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "",
+    "application/json; charset=latin-1",
+    "application/json; charset=utf-16",
+    "application/json; charset=nope",
+    "application/*",
+    "../..",
+    "é",
+]
 
 
 def nested(depth: int, open_: str, close: str) -> bytes:
@@ -335,8 +426,9 @@ def test_huge_bodies(service):
     many = valid_submission(10_001)  # one more file than a job may have
     status, answer = service.submit(many)
     assert status == 400 and "files" in answer["message"]
-    status, answer = service.call("POST", "/jobs", b"{}", {"Content-Type": "application/json",
-                                                           "Content-Length": str(100 << 20)})  # fmt: skip
+    status, answer = service.call(
+        "POST", "/jobs", b"{}", {"Content-Type": "application/json", "Content-Length": str(100 << 20)}
+    )
     assert status == 413 and "larger than" in answer["message"]
     assert service.files_stored() == files_before + 1
 

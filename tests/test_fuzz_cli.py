@@ -56,8 +56,12 @@ def run(argv: list[str]) -> Result:
     environ = dict(os.environ)
     code: int | None = 0
     try:
-        with (contextlib.redirect_stdout(out), contextlib.redirect_stderr(err),
-              pytest.MonkeyPatch.context() as patch, time_limit(LIMIT)):  # fmt: skip
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            pytest.MonkeyPatch.context() as patch,
+            time_limit(LIMIT),
+        ):
             patch.setattr(sys, "stdin", io.StringIO(""))
             try:
                 main(argv)
@@ -105,44 +109,139 @@ UNDECODABLE = ["\udcff", "a\udcfeb", "\udce9t\udce9"]  # how Python shows comman
 NASTY = ["", " ", "-", "--", "-1", "x" * 5000, "é☃", "a\nb", "\t", "\x1b[31mred", "$HOME", "*", "'", "%s", *UNDECODABLE]
 TEXT = st.one_of(ARGV_TEXT, st.sampled_from(NASTY))
 DIDS = st.one_of(
-    st.sampled_from([
-        "", ":", "::", "a:b:c", "a:", ":b", "a", "a:b\n", "a\n:b", " a:b", "a:.b", "a:-b", "a:b c", "s" * 26 + ":n",
-        "s:" + "n" * 251, "é:ü", "\udcff:x", "a:b/../c", "a:b\x1b[31m", "mc:smile:", "a:b" * 1000, "darkmatter:raw.1",
-        "mc:x",
-    ]),
+    st.sampled_from(
+        [
+            "",
+            ":",
+            "::",
+            "a:b:c",
+            "a:",
+            ":b",
+            "a",
+            "a:b\n",
+            "a\n:b",
+            " a:b",
+            "a:.b",
+            "a:-b",
+            "a:b c",
+            "s" * 26 + ":n",
+            "s:" + "n" * 251,
+            "é:ü",
+            "\udcff:x",
+            "a:b/../c",
+            "a:b\x1b[31m",
+            "mc:smile:",
+            "a:b" * 1000,
+            "darkmatter:raw.1",
+            "mc:x",
+        ]
+    ),
     ARGV_TEXT,
-)  # fmt: skip
+)
 INTS = st.one_of(
     st.sampled_from(["-1", "0", "1", "257", "99999999999999999999999", "1e3", "abc", "", " 5", "0x10", "٣", "nan"]),
     st.integers().map(str),
 )
 DATES = st.one_of(
-    st.sampled_from(["", "now", "2020-13-01", "2020-02-30", "9999-12-31", "0001-01-01", "2020-01-01T25:00:00",
-                     "2020-01-01 00:00:00", "1e9", "-1"]),
+    st.sampled_from(
+        [
+            "",
+            "now",
+            "2020-13-01",
+            "2020-02-30",
+            "9999-12-31",
+            "0001-01-01",
+            "2020-01-01T25:00:00",
+            "2020-01-01 00:00:00",
+            "1e9",
+            "-1",
+        ]
+    ),
     ARGV_TEXT,
-)  # fmt: skip
+)
 META = st.one_of(
-    st.sampled_from([
-        "", "=", "=v", "k", "k=", " =x", "title=x", "creators=a; b", "creators=;", "publication_year=abc",
-        "publication_year=99999999999999999999999", "run_end=2012-13-45", "x" * 5000 + "=1", "é=ü", "k==v",
-        "doi=10.5072/x", "doi=nope", "data_level=9", "resource_type=Nope", "title=\udcff", "title=a\nb",
-    ]),
+    st.sampled_from(
+        [
+            "",
+            "=",
+            "=v",
+            "k",
+            "k=",
+            " =x",
+            "title=x",
+            "creators=a; b",
+            "creators=;",
+            "publication_year=abc",
+            "publication_year=99999999999999999999999",
+            "run_end=2012-13-45",
+            "x" * 5000 + "=1",
+            "é=ü",
+            "k==v",
+            "doi=10.5072/x",
+            "doi=nope",
+            "data_level=9",
+            "resource_type=Nope",
+            "title=\udcff",
+            "title=a\nb",
+        ]
+    ),
     st.tuples(ARGV_TEXT, ARGV_TEXT).map("=".join),
-)  # fmt: skip
+)
 WHERE = st.one_of(
-    st.sampled_from([
-        "", " ", "x >", "nMuon >= 2 and max(Muon_pt) > 25", "__import__('os').system('true')", "(lambda: 1)()",
-        "a.b", "a[0]", "f(x)", "max()", "max(x, y)", "max", "1 if x else 2", "'s' == x", "x" * 10_000,
-        "(" * 500 + "x" + ")" * 500, "not " * 50_000 + "x", "1" + "+1" * 50_000, "-" * 50_000 + "x", "10**10**10 > x",
-        "x > 2**0.5", "x\udcff > 1", "x\n> 1", "[x]", "{x}", "x := 1", "await x", "yield x", "*x", "x if",
-    ]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "x >",
+            "nMuon >= 2 and max(Muon_pt) > 25",
+            "__import__('os').system('true')",
+            "(lambda: 1)()",
+            "a.b",
+            "a[0]",
+            "f(x)",
+            "max()",
+            "max(x, y)",
+            "max",
+            "1 if x else 2",
+            "'s' == x",
+            "x" * 10_000,
+            "(" * 500 + "x" + ")" * 500,
+            "not " * 50_000 + "x",
+            "1" + "+1" * 50_000,
+            "-" * 50_000 + "x",
+            "10**10**10 > x",
+            "x > 2**0.5",
+            "x\udcff > 1",
+            "x\n> 1",
+            "[x]",
+            "{x}",
+            "x := 1",
+            "await x",
+            "yield x",
+            "*x",
+            "x if",
+        ]
+    ),
     ARGV_TEXT,
-)  # fmt: skip
-URLS = st.sampled_from([
-    "", "http://127.0.0.1:9", "https://127.0.0.1:9", "http://localhost:9", "ftp://x", "http://[::1", "not a url",
-    "http://", "127.0.0.1:9", "http://127.0.0.1:99999", "http://127.0.0.1:9/" + "x" * 5000, "http://\udcff:9",
-    "http://127.0.0.1:9\n", "http://user:pass@127.0.0.1:9",
-])  # fmt: skip
+)
+URLS = st.sampled_from(
+    [
+        "",
+        "http://127.0.0.1:9",
+        "https://127.0.0.1:9",
+        "http://localhost:9",
+        "ftp://x",
+        "http://[::1",
+        "not a url",
+        "http://",
+        "127.0.0.1:9",
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:9/" + "x" * 5000,
+        "http://\udcff:9",
+        "http://127.0.0.1:9\n",
+        "http://user:pass@127.0.0.1:9",
+    ]
+)
 TOKENS = st.one_of(st.sampled_from(["ok-token", "ü€", "a b", "a\nb", "\udcff", "Bearer x"]), ARGV_TEXT)
 LEVELS = st.sampled_from(["DEBUG", "debug", "TRACE", "", "INFO ", "ERROR"])
 EXTRA = st.one_of(
@@ -154,8 +253,23 @@ EXTRA = st.one_of(
 
 def paths(names: list[str]) -> st.SearchStrategy[str]:
     """Curated absolute paths (nothing random outside the scratch directory) and anything relative."""
-    fixed = ["", ".", "..", "/", "/nonexistent/x", "/dev/null", "/dev/null/x", "/proc/self/nonexistent", "x" * 5000,
-             "a\nb", "é☃", "\udcff", "~", "~nosuchuser/x", *names]  # fmt: skip
+    fixed = [
+        "",
+        ".",
+        "..",
+        "/",
+        "/nonexistent/x",
+        "/dev/null",
+        "/dev/null/x",
+        "/proc/self/nonexistent",
+        "x" * 5000,
+        "a\nb",
+        "é☃",
+        "\udcff",
+        "~",
+        "~nosuchuser/x",
+        *names,
+    ]
     relative = ARGV_TEXT.filter(lambda t: not t.startswith(("/", "~", "-")) and ".." not in t)
     return st.one_of(st.sampled_from(fixed), relative)
 
@@ -188,19 +302,51 @@ FILES = {
     "broken.py": b"raise RuntimeError('boom at import')\n",
     "syntax.py": b"def fn(:\n",
 }
-POLICY_PATHS = paths([str(POLICY), str(ROOT / "policies"), "bad-policy.yaml", "latin1-policy.yaml",
-                      "laughs-policy.yaml", "meta-ok.yaml", "data", "f.root"])  # fmt: skip
+POLICY_PATHS = paths(
+    [
+        str(POLICY),
+        str(ROOT / "policies"),
+        "bad-policy.yaml",
+        "latin1-policy.yaml",
+        "laughs-policy.yaml",
+        "meta-ok.yaml",
+        "data",
+        "f.root",
+    ]
+)
 META_FILES = paths(["meta-list.yaml", "meta-bad.yaml", "meta-latin1.yaml", "meta-date.yaml", "meta-ok.yaml", "data"])
 FILES_FROM = paths(["-", "files-from.txt", "files-from-latin1.txt", "data", "f.root"])
 SERVICE_CONFIGS = paths([name for name in FILES if name.startswith("svc-")] + ["data", "f.root", "analysis.py"])
 FUNCTIONS = st.one_of(
-    st.sampled_from([
-        "", ":", "json", "json:", ":dumps", "json:nosuch", "json:dumps", "json:JSONDecodeError.x", "zz_nosuch_mod:f",
-        "analysis:fn", "analysis:nosuch", "analysis.py:fn", "broken.py:fn", "syntax.py:fn", "broken:fn", "data:fn",
-        "nosuch.py:fn", "/dev/null:fn", "f.root:fn", "a:b:c", "json:dumps\n", "\udcff:f", "analysis:1fn",
-    ]),
+    st.sampled_from(
+        [
+            "",
+            ":",
+            "json",
+            "json:",
+            ":dumps",
+            "json:nosuch",
+            "json:dumps",
+            "json:JSONDecodeError.x",
+            "zz_nosuch_mod:f",
+            "analysis:fn",
+            "analysis:nosuch",
+            "analysis.py:fn",
+            "broken.py:fn",
+            "syntax.py:fn",
+            "broken:fn",
+            "data:fn",
+            "nosuch.py:fn",
+            "/dev/null:fn",
+            "f.root:fn",
+            "a:b:c",
+            "json:dumps\n",
+            "\udcff:f",
+            "analysis:1fn",
+        ]
+    ),
     st.tuples(ARGV_TEXT, ARGV_TEXT).map(lambda t: f"zz_nosuch_{t[0]}:{t[1]}"),  # never an installed module
-)  # fmt: skip
+)
 FILE_PATHS = paths(["f.root", "data", "nonexistent.root", "root://127.0.0.1:9//f", "root://", "s3://b/k"])
 
 
@@ -217,44 +363,135 @@ class Command:
 
 # values the option's type accepts, for well-formed lines (so the command itself, not the parser, meets the rest)
 TYPED = {
-    "--parallel": st.integers(1, 256).map(str), "-j": st.integers(1, 256).map(str),
-    "--chunk-size": st.integers(1, 10**12).map(str), "--nthreads": st.integers(1, 64).map(str),
-    "--port": st.integers(-1, 70_000).map(str), "--log-level": st.sampled_from(["DEBUG", "INFO", "ERROR"]),
+    "--parallel": st.integers(1, 256).map(str),
+    "-j": st.integers(1, 256).map(str),
+    "--chunk-size": st.integers(1, 10**12).map(str),
+    "--nthreads": st.integers(1, 64).map(str),
+    "--port": st.integers(-1, 70_000).map(str),
+    "--log-level": st.sampled_from(["DEBUG", "INFO", "ERROR"]),
     "--now": st.datetimes().map(lambda d: d.isoformat(sep=" ", timespec="seconds")),
-}  # fmt: skip
+}
 COMMANDS = {
-    "register": Command(["register"], FILE_PATHS, (0, 2), {
-        "--files-from": FILES_FROM, "--dataset": DIDS, "-d": DIDS, "--policy": POLICY_PATHS, "-p": POLICY_PATHS,
-        "--rse": TEXT, "--meta": META, "-m": META, "--meta-file": META_FILES, "--parallel": INTS, "--now": DATES,
-        "--policies": POLICY_PATHS}, ["--dataset", "--policy", "--rse"], ["--dry-run", "--json"]),
-    "pull": Command(["pull"], DIDS, (1, 3), {
-        "--to": paths(["f.root", "data"]), "-t": paths([]), "--rse-expression": TEXT, "--prefer": TEXT, "--site": TEXT,
-        "--parallel": INTS, "-j": INTS}, ["--to"], ["--json"]),
-    "replicate": Command(["replicate"], DIDS, (1, 1), {"--to": TEXT, "--parallel": INTS, "-j": INTS}, ["--to"],
-                         ["--dry-run", "--json"]),
-    "process": Command(["process"], DIDS, (1, 1), {
-        "--fn": FUNCTIONS, "--branches": TEXT, "-b": TEXT, "--tree": TEXT, "--chunk-size": INTS,
-        "--out": paths(["data"]), "-o": paths([])}, ["--fn"], ["--json"]),
-    "deliver": Command(["deliver"], DIDS, (1, 1), {
-        "--columns": TEXT, "-c": TEXT, "--where": WHERE, "--to": TEXT, "--as": DIDS, "--meta": META, "--tree": TEXT,
-        "--chunk-size": INTS}, ["--columns", "--to", "--as"], ["--json"]),
+    "register": Command(
+        ["register"],
+        FILE_PATHS,
+        (0, 2),
+        {
+            "--files-from": FILES_FROM,
+            "--dataset": DIDS,
+            "-d": DIDS,
+            "--policy": POLICY_PATHS,
+            "-p": POLICY_PATHS,
+            "--rse": TEXT,
+            "--meta": META,
+            "-m": META,
+            "--meta-file": META_FILES,
+            "--parallel": INTS,
+            "--now": DATES,
+            "--policies": POLICY_PATHS,
+        },
+        ["--dataset", "--policy", "--rse"],
+        ["--dry-run", "--json"],
+    ),
+    "pull": Command(
+        ["pull"],
+        DIDS,
+        (1, 3),
+        {
+            "--to": paths(["f.root", "data"]),
+            "-t": paths([]),
+            "--rse-expression": TEXT,
+            "--prefer": TEXT,
+            "--site": TEXT,
+            "--parallel": INTS,
+            "-j": INTS,
+        },
+        ["--to"],
+        ["--json"],
+    ),
+    "replicate": Command(
+        ["replicate"], DIDS, (1, 1), {"--to": TEXT, "--parallel": INTS, "-j": INTS}, ["--to"], ["--dry-run", "--json"]
+    ),
+    "process": Command(
+        ["process"],
+        DIDS,
+        (1, 1),
+        {
+            "--fn": FUNCTIONS,
+            "--branches": TEXT,
+            "-b": TEXT,
+            "--tree": TEXT,
+            "--chunk-size": INTS,
+            "--out": paths(["data"]),
+            "-o": paths([]),
+        },
+        ["--fn"],
+        ["--json"],
+    ),
+    "deliver": Command(
+        ["deliver"],
+        DIDS,
+        (1, 1),
+        {
+            "--columns": TEXT,
+            "-c": TEXT,
+            "--where": WHERE,
+            "--to": TEXT,
+            "--as": DIDS,
+            "--meta": META,
+            "--tree": TEXT,
+            "--chunk-size": INTS,
+        },
+        ["--columns", "--to", "--as"],
+        ["--json"],
+    ),
     "policy check": Command(["policy", "check"], POLICY_PATHS, (1, 3), listing=True),
-    "policy plan": Command(["policy", "plan"], DIDS, (1, 1), {"--now": DATES, "--policies": POLICY_PATHS},
-                           flags=["--json"]),
-    "policy apply": Command(["policy", "apply"], DIDS, (0, 1), {"--now": DATES, "--policies": POLICY_PATHS},
-                            flags=["--all", "--dry-run", "--json"], listing=True),
+    "policy plan": Command(
+        ["policy", "plan"], DIDS, (1, 1), {"--now": DATES, "--policies": POLICY_PATHS}, flags=["--json"]
+    ),
+    "policy apply": Command(
+        ["policy", "apply"],
+        DIDS,
+        (0, 1),
+        {"--now": DATES, "--policies": POLICY_PATHS},
+        flags=["--all", "--dry-run", "--json"],
+        listing=True,
+    ),
     "status": Command(["status"], DIDS, (1, 1), flags=["--json"]),
-    "transfer serve": Command(["transfer", "serve"], TEXT, (0, 0), {
-        "--config": SERVICE_CONFIGS, "-c": SERVICE_CONFIGS, "--host": TEXT, "--port": INTS,
-        "--database": paths(["data", "f.root"]), "--log-level": LEVELS}),
-    "transfer status": Command(["transfer", "status"], TEXT, (0, 0), {
-        "--url": URLS, "--token": TOKENS, "--cert": paths(["f.root"]), "--ca": paths(["f.root", "data"])},
-        flags=["--json"]),
+    "transfer serve": Command(
+        ["transfer", "serve"],
+        TEXT,
+        (0, 0),
+        {
+            "--config": SERVICE_CONFIGS,
+            "-c": SERVICE_CONFIGS,
+            "--host": TEXT,
+            "--port": INTS,
+            "--database": paths(["data", "f.root"]),
+            "--log-level": LEVELS,
+        },
+    ),
+    "transfer status": Command(
+        ["transfer", "status"],
+        TEXT,
+        (0, 0),
+        {"--url": URLS, "--token": TOKENS, "--cert": paths(["f.root"]), "--ca": paths(["f.root", "data"])},
+        flags=["--json"],
+    ),
     "transfer token": Command(["transfer", "token"], TEXT, (1, 1)),
-    "worker": Command(["worker"], TEXT, (0, 0), {
-        "--site": TEXT, "--scheduler": st.sampled_from(["", "tcp://127.0.0.1:9", "nosuch://x"]), "--nthreads": INTS,
-        "--name": TEXT}, ["--site"]),
-}  # fmt: skip
+    "worker": Command(
+        ["worker"],
+        TEXT,
+        (0, 0),
+        {
+            "--site": TEXT,
+            "--scheduler": st.sampled_from(["", "tcp://127.0.0.1:9", "nosuch://x"]),
+            "--nthreads": INTS,
+            "--name": TEXT,
+        },
+        ["--site"],
+    ),
+}
 HELP = {"-h", "--help", "--version"}  # they succeed whatever else is on the line
 
 
@@ -294,8 +531,10 @@ def offline(tmp_path_factory) -> Iterator[Path]:
     for name, content in FILES.items():
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_bytes(content)
-    (tmp / "rucio.cfg").write_text("[client]\nrucio_host = http://127.0.0.1:9\nauth_host = http://127.0.0.1:9\n"
-                                   "account = dm\nauth_type = userpass\nusername = dm\npassword = x\n")  # fmt: skip
+    (tmp / "rucio.cfg").write_text(
+        "[client]\nrucio_host = http://127.0.0.1:9\nauth_host = http://127.0.0.1:9\n"
+        "account = dm\nauth_type = userpass\nusername = dm\npassword = x\n"
+    )
     dask_config = copy.deepcopy(dask.config.config)  # `datalake worker` sets a key before it starts the worker
 
     def would_start(*_args: Any, **_kwargs: Any) -> None:

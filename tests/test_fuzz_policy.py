@@ -42,8 +42,11 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 def exercise(policy: SharingPolicy) -> None:
     """A policy the loader accepts must also evaluate (dates, durations, lifetimes) without an exception."""
-    meta = {key: "2012-12-31" for key, kind in {**policy.metadata.optional, **policy.metadata.required}.items()
-            if kind in ("date", "datetime")}  # fmt: skip
+    meta = {
+        key: "2012-12-31"
+        for key, kind in {**policy.metadata.optional, **policy.metadata.required}.items()
+        if kind in ("date", "datetime")
+    }
     for now in (datetime(2000, 1, 1), datetime(2040, 6, 1)):
         evaluate(policy, "scope:name", meta, now, registered=datetime(2020, 1, 1))
 
@@ -69,12 +72,59 @@ def assert_answered(text: str) -> str:
 # -- values a policy field may wrongly hold ------------------------------------------------------------------
 
 NASTY = [
-    "", " ", "5y", "-5y", "1y6mo", "99999999999999999999y", "0d", "1x", "y", "12", "2027-02-30", "2024-13-01",
-    "0000-01-01", "9999-12-31", "immediate", "embargo", "after", "staged", "never", "public", "collaboration",
-    "restricted", "suspended", "secret", "adler32", "MD5", "str", "list[str]", "dict", "10.5072", "10.x",
-    "access=public", "x" * 300, "é☃\U0001d518", "a\nb", "\x1b[31mred", "\t", "${HOME}", "*", "&", "null", "~", "yes",
-    "off", "0x1F", "1e400", ".nan", ".inf", "open-data", "custodial", "run_end", "creators",
-]  # fmt: skip
+    "",
+    " ",
+    "5y",
+    "-5y",
+    "1y6mo",
+    "99999999999999999999y",
+    "0d",
+    "1x",
+    "y",
+    "12",
+    "2027-02-30",
+    "2024-13-01",
+    "0000-01-01",
+    "9999-12-31",
+    "immediate",
+    "embargo",
+    "after",
+    "staged",
+    "never",
+    "public",
+    "collaboration",
+    "restricted",
+    "suspended",
+    "secret",
+    "adler32",
+    "MD5",
+    "str",
+    "list[str]",
+    "dict",
+    "10.5072",
+    "10.x",
+    "access=public",
+    "x" * 300,
+    "é☃\U0001d518",
+    "a\nb",
+    "\x1b[31mred",
+    "\t",
+    "${HOME}",
+    "*",
+    "&",
+    "null",
+    "~",
+    "yes",
+    "off",
+    "0x1F",
+    "1e400",
+    ".nan",
+    ".inf",
+    "open-data",
+    "custodial",
+    "run_end",
+    "creators",
+]
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -145,10 +195,43 @@ def test_mutated_policies_are_valid_or_clearly_refused(text):
 # -- text-level damage: broken YAML syntax ---------------------------------------------------------------------
 
 TOKENS = [
-    ":", "- ", "[", "]", "{", "}", "&a ", "*a", "*nosuch", "!!python/object:os.system ", "!!python/name:os.system",
-    "\t", "\n  ", "? ", "|", ">", "'", '"', "#", "---\n", "...\n", "%YAML 1.1\n", "<<: ", "\x00", "\ud800", "\ufeff",
-    "\r", "\x85", "\u2028", "!!binary ", "!!set ", "!!timestamp ", "@", "`", "%", "\\",
-]  # fmt: skip
+    ":",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    "&a ",
+    "*a",
+    "*nosuch",
+    "!!python/object:os.system ",
+    "!!python/name:os.system",
+    "\t",
+    "\n  ",
+    "? ",
+    "|",
+    ">",
+    "'",
+    '"',
+    "#",
+    "---\n",
+    "...\n",
+    "%YAML 1.1\n",
+    "<<: ",
+    "\x00",
+    "\ud800",
+    "\ufeff",
+    "\r",
+    "\x85",
+    "\u2028",
+    "!!binary ",
+    "!!set ",
+    "!!timestamp ",
+    "@",
+    "`",
+    "%",
+    "\\",
+]
 
 
 @settings(max_examples=400, deadline=None, phases=PHASES)

@@ -13,35 +13,61 @@ from datalake.transfer.gfal import Gfal2, classify_gfal
 
 MEASURED = [  # (errno, message, kind): messages seen from gfal2 2.21.3 against xrootd 5.5, XrdHttp and moto's S3
     (errno.EILSEQ, "Error on XrdCl::CopyProcess::Run(): [ERROR] CheckSum error", CHECKSUM),
-    (errno.EIO, "SOURCE CHECKSUM MISMATCH Source and user-defined ADLER32 do not match (ca93cc7f != deadbeef)",
-     CHECKSUM),
-    (errno.EIO, "DESTINATION CHECKSUM MISMATCH User defined checksum and destination checksum do not match: "
-     "deadbeef != ca93cc7f", CHECKSUM),
-    (errno.EIO, "SOURCE CHECKSUM MISMATCH Source checksum and user-specified checksum do not match: a != b",
-     CHECKSUM),
-    (errno.EEXIST, "Error on XrdCl::CopyProcess::Run(): [ERROR] Server responded with an error: [3018] Unable "
-     "to create /gx/b; file exists\\x00 (destination)", EXISTS),
+    (
+        errno.EIO,
+        "SOURCE CHECKSUM MISMATCH Source and user-defined ADLER32 do not match (ca93cc7f != deadbeef)",
+        CHECKSUM,
+    ),
+    (
+        errno.EIO,
+        "DESTINATION CHECKSUM MISMATCH User defined checksum and destination checksum do not match: "
+        "deadbeef != ca93cc7f",
+        CHECKSUM,
+    ),
+    (errno.EIO, "SOURCE CHECKSUM MISMATCH Source checksum and user-specified checksum do not match: a != b", CHECKSUM),
+    (
+        errno.EEXIST,
+        "Error on XrdCl::CopyProcess::Run(): [ERROR] Server responded with an error: [3018] Unable "
+        "to create /gx/b; file exists\\x00 (destination)",
+        EXISTS,
+    ),
     (errno.EEXIST, "DESTINATION EXISTS The destination file exists and overwrite is not enabled", EXISTS),
-    (errno.ENOENT, "Error on XrdCl::CopyProcess::Run(): [ERROR] Server responded with an error: [3011] Unable "
-     "to open /gx/nothere; no such file or directory\\x00", SOURCE),
+    (
+        errno.ENOENT,
+        "Error on XrdCl::CopyProcess::Run(): [ERROR] Server responded with an error: [3011] Unable "
+        "to open /gx/nothere; no such file or directory\\x00",
+        SOURCE,
+    ),
     (errno.ENOENT, "SOURCE CHECKSUM HTTP 404 : File not found ", SOURCE),
-    (errno.ENOENT, "TRANSFER ERROR: Copy failed (streamed). Last attempt: Result s3://h/lake/x not found after "
-     "1 attempts", SOURCE),
+    (
+        errno.ENOENT,
+        "TRANSFER ERROR: Copy failed (streamed). Last attempt: Result s3://h/lake/x not found after 1 attempts",
+        SOURCE,
+    ),
     (errno.ENOENT, "Could not open source: Failed to open file (No such file or directory)", SOURCE),
     (3011, "Error on XrdCl::CopyProcess::Run(): [ERROR] Local error: no such file or directory:  (source)", SOURCE),
     (errno.ENOENT, "Could not open destination: Failed to open file (No such file or directory)", FATAL),
     (errno.ENOENT, "DESTINATION MAKE_PARENT no such directory", FATAL),
-    (errno.EPERM, "TRANSFER ERROR: Copy failed (3rd pull). Last attempt: copy HTTP 405 : Method Not Allowed, "
-     "Permission refused ", FATAL),
+    (
+        errno.EPERM,
+        "TRANSFER ERROR: Copy failed (3rd pull). Last attempt: copy HTTP 405 : Method Not Allowed, Permission refused ",
+        FATAL,
+    ),
     (errno.ENOSYS, "DESTINATION CHECKSUM checksum calculation for ADLER32 not supported for s3://h/b/k", FATAL),
     (errno.EINVAL, "TRANSFER STREAMED DISABLED Only streamed copy possible but streaming is disabled", FATAL),
-    (errno.EPROTONOSUPPORT, "No plugin supports a transfer from root://a//x to s3://b/y, and local streaming is "
-     "disabled", FATAL),
-    (errno.EOPNOTSUPP, "Error on XrdCl::CopyProcess::Run(): [ERROR] Operation not supported: Destination does "
-     "not support delegation.", FATAL),
+    (
+        errno.EPROTONOSUPPORT,
+        "No plugin supports a transfer from root://a//x to s3://b/y, and local streaming is disabled",
+        FATAL,
+    ),
+    (
+        errno.EOPNOTSUPP,
+        "Error on XrdCl::CopyProcess::Run(): [ERROR] Operation not supported: Destination does not support delegation.",
+        FATAL,
+    ),
     (errno.ESTALE, "Error on XrdCl::CopyProcess::Run(): [ERROR] Operation expired", RECOVERABLE),
     (errno.EHOSTDOWN, "TRANSFER ERROR: Copy failed (3rd pull, 3rd push). Last attempt: copy HTTP 400", RECOVERABLE),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("code", "message", "kind"), MEASURED)
@@ -105,25 +131,45 @@ def test_without_gfal2_the_backend_says_what_to_install(monkeypatch):
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_gfal2)
-    for call in (lambda b: b.stat("davs://a/x", None), lambda b: b.delete("davs://a/x"),
-                 lambda b: b.copy("davs://a/x", "davs://b/y", third_party=False, checksum_mode="none",
-                                  checksum=None, overwrite=False, timeout=10)):  # fmt: skip
+    for call in (
+        lambda b: b.stat("davs://a/x", None),
+        lambda b: b.delete("davs://a/x"),
+        lambda b: b.copy(
+            "davs://a/x",
+            "davs://b/y",
+            third_party=False,
+            checksum_mode="none",
+            checksum=None,
+            overwrite=False,
+            timeout=10,
+        ),
+    ):
         with pytest.raises(ConfigError, match="apt-get install -y python3-gfal2 gfal2-plugin-http") as err:
             call(Gfal2())
         assert "datalake testbed install" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_s3_settings_come_from_arguments_before_the_environment(monkeypatch):
-    for name in ("DATALAKE_S3_ACCESS_KEY", "DATALAKE_S3_SECRET_KEY", "DATALAKE_S3_REGION", "AWS_SESSION_TOKEN",
-                 "AWS_REGION", "AWS_DEFAULT_REGION"):  # fmt: skip
+    for name in (
+        "DATALAKE_S3_ACCESS_KEY",
+        "DATALAKE_S3_SECRET_KEY",
+        "DATALAKE_S3_REGION",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "env-key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
     monkeypatch.setenv("DATALAKE_S3_PATH_STYLE", "1")
-    assert Gfal2().options == {("S3", "ACCESS_KEY"): "env-key", ("S3", "SECRET_KEY"): "env-secret",
-                               ("S3", "ALTERNATE"): True}  # fmt: skip
-    explicit = Gfal2(s3_access_key="k", s3_region="eu-1", s3_path_style=False,
-                     options={("S3:HOST.EXAMPLE", "ACCESS_KEY"): "other"})  # fmt: skip
+    assert Gfal2().options == {
+        ("S3", "ACCESS_KEY"): "env-key",
+        ("S3", "SECRET_KEY"): "env-secret",
+        ("S3", "ALTERNATE"): True,
+    }
+    explicit = Gfal2(
+        s3_access_key="k", s3_region="eu-1", s3_path_style=False, options={("S3:HOST.EXAMPLE", "ACCESS_KEY"): "other"}
+    )
     assert explicit.options[("S3", "ACCESS_KEY")] == "k"
     assert explicit.options[("S3", "REGION")] == "eu-1"
     assert explicit.options[("S3", "ALTERNATE")] is False

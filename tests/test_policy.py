@@ -25,8 +25,14 @@ DATACITE = {
     "publication_year": 2024,
     "resource_type": "Dataset",
 }
-LHC_META = {**DATACITE, "experiment": "CMS", "run_period": "Run2012B", "run_end": "2012-12-31",
-            "collision_energy_tev": 8, "event_count": 1000}  # fmt: skip
+LHC_META = {
+    **DATACITE,
+    "experiment": "CMS",
+    "run_period": "Run2012B",
+    "run_end": "2012-12-31",
+    "collision_energy_tev": 8,
+    "event_count": 1000,
+}
 EVERYWHERE = {
     "access=collaboration": {"XRD1": "collaboration", "XRD2": "collaboration"},
     "access=collaboration&tier=1": {"XRD2": "collaboration"},
@@ -114,8 +120,10 @@ def test_missing_file_and_duplicate_names(tmp_path):
         load(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize(("text", "parts"), [("5y", (5, 0, 0, 0)), ("1y6mo", (1, 6, 0, 0)), ("2w", (0, 0, 14, 0)),
-                                             ("12h", (0, 0, 0, 12)), (30, (0, 0, 30, 0))])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [("5y", (5, 0, 0, 0)), ("1y6mo", (1, 6, 0, 0)), ("2w", (0, 0, 14, 0)), ("12h", (0, 0, 0, 12)), (30, (0, 0, 30, 0))],
+)
 def test_durations(text, parts):
     d = Duration.model_validate(text)
     assert (d.years, d.months, d.days, d.hours) == parts
@@ -188,8 +196,17 @@ def test_paper_release_waits_for_the_paper():
 
 def test_closed_data_is_never_published_and_never_on_public_storage():
     policy = load(POLICIES / "darkmatter-closed.yaml")
-    meta = validate(policy, {**DATACITE, "experiment": "XENONnT", "science_run": "SR0", "run_end": "2022-01-01",
-                             "detector_config": "tpc", "data_level": 4})  # fmt: skip
+    meta = validate(
+        policy,
+        {
+            **DATACITE,
+            "experiment": "XENONnT",
+            "science_run": "SR0",
+            "run_end": "2022-01-01",
+            "detector_config": "tpc",
+            "data_level": 4,
+        },
+    )
     state = evaluate(policy, "darkmatter:sr0", meta, datetime(2100, 1, 1))
     assert state.tier is Tier.RESTRICTED and state.opendata is None and state.readers == ("datamanager",)
     with pytest.raises(PolicyError, match="not allowed for a restricted dataset"):
@@ -199,10 +216,20 @@ def test_closed_data_is_never_published_and_never_on_public_storage():
 
 def current_from(state, *, meta=None, opendata=None, doi=None, od_meta=None, is_open=True) -> CurrentState:
     rules = tuple(
-        CurrentRule(f"r{i}", "datamanager", r.rse_expression, r.copies, r.grouping, r.activity, r.locked,
-                    datetime(2030, 1, 1) if r.lifetime else None, r.comment, "OK")
+        CurrentRule(
+            f"r{i}",
+            "datamanager",
+            r.rse_expression,
+            r.copies,
+            r.grouping,
+            r.activity,
+            r.locked,
+            datetime(2030, 1, 1) if r.lifetime else None,
+            r.comment,
+            "OK",
+        )
         for i, r in enumerate(state.rules)
-    )  # fmt: skip
+    )
     base = {"datalake_policy": state.policy, "datalake_tier": str(state.tier), "datalake_readers": list(state.readers)}
     return CurrentState(state.did, is_open, meta or base, rules, opendata, doi, od_meta)
 
@@ -244,8 +271,9 @@ def test_changed_rule_is_replaced_and_foreign_rules_are_left_alone():
     have = current_from(state, opendata="draft", doi=state.opendata.doi, od_meta=state.opendata.meta)
     foreign = CurrentRule("x", "analyst", "XRD1", 1, "NONE", "User Subscriptions", False, None, "mine", "OK")
     changed = have.rules[0].__class__(**{**have.rules[0].__dict__, "grouping": "ALL", "locked": False})
-    have = CurrentState(have.did, True, have.meta, (changed, have.rules[1], foreign), "draft", have.opendata_doi,
-                        have.opendata_meta)  # fmt: skip
+    have = CurrentState(
+        have.did, True, have.meta, (changed, have.rules[1], foreign), "draft", have.opendata_doi, have.opendata_meta
+    )
     actions = plan(state, have, EVERYWHERE)
     assert [a.kind for a in actions] == ["remove-rule", "add-rule"]  # same expression and copies: remove first
     assert all(a.args.get("rule_id") != "x" for a in actions)
@@ -269,8 +297,15 @@ def test_any_text_gives_a_policy_or_problems(text):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["name", "access", "release", "rules", "open_data", "metadata", "checksum",
-                                        "data_level", "extra"]), yaml_values, max_size=8))  # fmt: skip
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["name", "access", "release", "rules", "open_data", "metadata", "checksum", "data_level", "extra"]
+        ),
+        yaml_values,
+        max_size=8,
+    )
+)
 def test_any_mapping_gives_a_policy_or_located_problems(data):
     text = yaml.safe_dump(data)
     policy, problems = parse(text, "fuzz.yaml")
@@ -303,13 +338,25 @@ def test_hold_on_public_data_withdraws_it():
 
 
 def test_staged_release_takes_the_earliest_stage_that_includes_the_dataset():
-    text = BASE.replace("release:\n  mode: never", "release:\n  mode: staged\n  key: run_end\n  stages:\n"
-                        "    - {fraction: 0.5, delay: 8y}\n    - {fraction: 1.0, delay: 2y}")  # fmt: skip
+    text = BASE.replace(
+        "release:\n  mode: never",
+        "release:\n  mode: staged\n  key: run_end\n  stages:\n"
+        "    - {fraction: 0.5, delay: 8y}\n    - {fraction: 1.0, delay: 2y}",
+    )
     text = text.replace("tier: restricted", "tier: collaboration").replace("open_data:\n  publish: false\n", "")
     policy, problems = parse(text)
     assert problems == []
-    meta = validate(policy, {**DATACITE, "experiment": "X", "science_run": "SR1", "run_end": "2020-01-01",
-                             "detector_config": "c", "data_level": 4})  # fmt: skip
+    meta = validate(
+        policy,
+        {
+            **DATACITE,
+            "experiment": "X",
+            "science_run": "SR1",
+            "run_end": "2020-01-01",
+            "detector_config": "c",
+            "data_level": 4,
+        },
+    )
     for i in range(20):
         assert evaluate(policy, f"darkmatter:d{i}", meta, datetime(2022, 1, 2)).tier is Tier.PUBLIC
 
@@ -336,6 +383,7 @@ def test_more_copies_on_the_same_expression_are_added_before_the_old_rule_goes()
     state = evaluate(policy, "collider:ds", meta, datetime(2016, 1, 1))
     have = current_from(state, opendata="draft", doi=state.opendata.doi, od_meta=state.opendata.meta)
     fewer = have.rules[0].__class__(**{**have.rules[0].__dict__, "copies": 1})
-    have = CurrentState(have.did, True, have.meta, (fewer, have.rules[1]), "draft", have.opendata_doi,
-                        have.opendata_meta)  # fmt: skip
+    have = CurrentState(
+        have.did, True, have.meta, (fewer, have.rules[1]), "draft", have.opendata_doi, have.opendata_meta
+    )
     assert [a.kind for a in plan(state, have, EVERYWHERE)] == ["add-rule", "remove-rule"]

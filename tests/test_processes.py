@@ -11,8 +11,9 @@ from datalake.testbed.processes import Launch, PidRecord, port_in_use, python_en
 
 
 def test_spawn_record_and_stop(tmp_path):
-    record = spawn(Launch(argv=[sys.executable, "-c", "import time; print('hi', flush=True); time.sleep(60)"]),
-                   tmp_path / "log")  # fmt: skip
+    record = spawn(
+        Launch(argv=[sys.executable, "-c", "import time; print('hi', flush=True); time.sleep(60)"]), tmp_path / "log"
+    )
     record.save(tmp_path / "p.json")
     loaded = PidRecord.load(tmp_path / "p.json")
     assert loaded == record and loaded.alive()

@@ -56,8 +56,17 @@ def test_only_the_data_manager_owns_experiment_scopes():
 
 def test_server_and_client_configs_render_and_stay_apart():
     server = configparser.ConfigParser(interpolation=None)
-    server.read_string(configs.render("rucio-server.cfg", db_password="pw", pg_port=1, root_password="r",
-                                      alembic_ini="/a.ini", logdir="/l", conveyor_cert="/p/c.pem"))  # fmt: skip
+    server.read_string(
+        configs.render(
+            "rucio-server.cfg",
+            db_password="pw",
+            pg_port=1,
+            root_password="r",
+            alembic_ini="/a.ini",
+            logdir="/l",
+            conveyor_cert="/p/c.pem",
+        )
+    )
     assert server["database"]["default"].startswith("postgresql+psycopg://rucio:pw@127.0.0.1:1/")
     assert server["conveyor"]["usercert"] == "/p/c.pem"  # what Rucio's FTS3 transfertool presents over https
     assert server["policy"]["package"] == "datalake_policy"
@@ -76,8 +85,17 @@ def test_server_and_client_configs_render_and_stay_apart():
     assert not client.has_section("database") and client["client"]["account"] == "analyst"
     assert client["client"]["auth_token_file_path"] == "/t/token"  # a token cache per testbed and account
     assert client["datalake"]["xrootd_keytab"] == "/k/analyst.keytab"  # the account's storage identity
-    xrd = configs.render("xrootd.cfg", rse="XRD1", door="collaboration", port=1094, data="/d", admin="/a",
-                         export_options="", security="sec.protocol sss -s /k", authdb="/e/authdb")  # fmt: skip
+    xrd = configs.render(
+        "xrootd.cfg",
+        rse="XRD1",
+        door="collaboration",
+        port=1094,
+        data="/d",
+        admin="/a",
+        export_options="",
+        security="sec.protocol sss -s /k",
+        authdb="/e/authdb",
+    )
     assert "xrootd.chksum max 64 adler32 md5" in xrd and "pgm /usr/bin/xrdcp --server" in xrd
     assert "sec.protocol sss -s /k" in xrd and "acc.authdb /e/authdb" in xrd and "ofs.authorize" in xrd
 

@@ -57,8 +57,13 @@ def fake(monkeypatch):
 
 def spec(name: str, sources=("root://a//",), size=10) -> FileSpec:
     meta = {"request_id": name, "src_rse": "A", "dst_rse": "Z"}
-    return FileSpec(sources=tuple(s + name for s in sources), destination=f"root://z//{name}", filesize=size,
-                    checksum=f"ADLER32:{size:08x}", metadata=meta)  # fmt: skip
+    return FileSpec(
+        sources=tuple(s + name for s in sources),
+        destination=f"root://z//{name}",
+        filesize=size,
+        checksum=f"ADLER32:{size:08x}",
+        metadata=meta,
+    )
 
 
 def run_until_done(store: Store, job_id: str, backend, settings=None, timeout=10.0) -> dict:
@@ -237,8 +242,10 @@ def test_an_existing_different_destination_fails_in_fts3s_words(fake, tmp_path):
 
 def test_a_busy_link_does_not_hide_other_links(tmp_path):
     store = Store(tmp_path / "t.db")
-    busy = tuple(FileSpec(sources=(f"root://a//{i}",), destination=f"root://b//{i}", metadata={"src_rse": "A",
-                          "dst_rse": "B"}) for i in range(1500))  # fmt: skip
+    busy = tuple(
+        FileSpec(sources=(f"root://a//{i}",), destination=f"root://b//{i}", metadata={"src_rse": "A", "dst_rse": "B"})
+        for i in range(1500)
+    )
     store.submit(JobSpec(files=busy, priority=5), "rucio")
     other = FileSpec(sources=("root://c//x",), destination="root://d//x", metadata={"src_rse": "C", "dst_rse": "D"})
     store.submit(JobSpec(files=(other,), priority=1), "rucio")

@@ -22,21 +22,45 @@ def rucio_submission(n: int = 2, **params) -> dict:
         {
             "sources": [f"root://a:1094//rucio/f{i}", f"root://c:1094//rucio/f{i}"],
             "destinations": [f"root://b:1094//rucio/f{i}"],
-            "metadata": {"request_id": f"req{i}", "scope": "s", "name": f"f{i}", "src_rse": "XRD1", "dst_rse": "XRD2",
-                         "filesize": 10, "adler32": "0a0b0c0d", "md5": None},
-            "filesize": 10, "checksum": "ADLER32:0a0b0c0d", "selection_strategy": "auto", "activity": "T0 Export",
+            "metadata": {
+                "request_id": f"req{i}",
+                "scope": "s",
+                "name": f"f{i}",
+                "src_rse": "XRD1",
+                "dst_rse": "XRD2",
+                "filesize": 10,
+                "adler32": "0a0b0c0d",
+                "md5": None,
+            },
+            "filesize": 10,
+            "checksum": "ADLER32:0a0b0c0d",
+            "selection_strategy": "auto",
+            "activity": "T0 Export",
         }
         for i in range(n)
-    ]  # fmt: skip
-    return {"files": files, "params": {"verify_checksum": "both", "copy_pin_lifetime": -1, "bring_online": None,
-                                       "job_metadata": {"issuer": "rucio", "multi_sources": True}, "overwrite": False,
-                                       "priority": 3, "max_time_in_queue": None, **params}}  # fmt: skip
+    ]
+    return {
+        "files": files,
+        "params": {
+            "verify_checksum": "both",
+            "copy_pin_lifetime": -1,
+            "bring_online": None,
+            "job_metadata": {"issuer": "rucio", "multi_sources": True},
+            "overwrite": False,
+            "priority": 3,
+            "max_time_in_queue": None,
+            **params,
+        },
+    }
 
 
 @pytest.fixture
 def service(tmp_path):
-    settings = config.ServiceSettings(database=tmp_path / "t.db", tokens={"conveyor": auth.digest(TOKEN)},
-                                      certificates={"/C=CH/O=Lab/CN=rucio conveyor": "rucio"})  # fmt: skip
+    settings = config.ServiceSettings(
+        database=tmp_path / "t.db",
+        tokens={"conveyor": auth.digest(TOKEN)},
+        certificates={"/C=CH/O=Lab/CN=rucio conveyor": "rucio"},
+    )
     store = Store(settings.database)
     app = create_app(store, Engine(store, settings.engine()), settings)
     return app.test_client(), store
@@ -52,8 +76,11 @@ def test_submit_then_status_as_rucio_parses_it(service):
     assert reply.status_code == 200
     job_id = reply.get_json()["job_id"]
     assert "," not in job_id and len(job_id) <= 64
-    reply = client.get(f"/jobs/{job_id}?files=file_state,dest_surl,finish_time,start_time,staging_start,"
-                       "staging_finished,reason,source_surl,file_metadata", headers=bearer())  # fmt: skip
+    reply = client.get(
+        f"/jobs/{job_id}?files=file_state,dest_surl,finish_time,start_time,staging_start,"
+        "staging_finished,reason,source_surl,file_metadata",
+        headers=bearer(),
+    )
     assert reply.status_code == 200
     job = reply.get_json()
     assert job["http_status"] == "200 Ok" and job["job_state"] == "SUBMITTED" and job["job_type"] == "N"
@@ -205,8 +232,11 @@ def test_a_single_lost_job_is_404_in_the_shape_rucio_reads(service):
 
 
 def test_only_submitters_submit_and_only_owners_change_jobs(tmp_path):
-    settings = config.ServiceSettings(database=tmp_path / "t.db", submitters=["rucio"],
-                                      tokens={"rucio": auth.digest("r"), "analyst": auth.digest("a")})  # fmt: skip
+    settings = config.ServiceSettings(
+        database=tmp_path / "t.db",
+        submitters=["rucio"],
+        tokens={"rucio": auth.digest("r"), "analyst": auth.digest("a")},
+    )
     store = Store(settings.database)
     client = create_app(store, Engine(store, settings.engine()), settings).test_client()
     assert client.post("/jobs", json=rucio_submission(), headers=bearer("a")).status_code == 403

@@ -23,8 +23,9 @@ def test_a_restarted_server_is_retried_within_seconds_not_half_an_hour(module):
     even after it came back (found by the fault-injection suite: a killed and restarted RSE stayed unreachable
     for the pulling process)."""
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("XRD_")}
-    out = subprocess.run([sys.executable, "-c", PROBE.format(module=module)], capture_output=True, text=True,
-                         env=env, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(module=module)], capture_output=True, text=True, env=env, check=True
+    ).stdout
     settings = json.loads(out)
     assert int(settings["XRD_STREAMERRORWINDOW"]) <= 30
     assert int(settings["XRD_CONNECTIONWINDOW"]) <= 30

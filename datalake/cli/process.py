@@ -24,8 +24,15 @@ class ChunksAndEvents:
     """The ``Progress`` protocol of ``cluster.run``: a chunks bar and an events bar with events/s, on stderr."""
 
     def __init__(self) -> None:
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                            TimeElapsedColumn(), console=err_console, disable=not err_console.is_terminal)  # fmt: skip
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _Rate(),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=not err_console.is_terminal,
+        )
         self.chunks = self.events = None
 
     def start(self, chunks: int, events: int) -> None:
@@ -68,18 +75,42 @@ def process(
     wanted = _names(branches) or userfn.default_branches(function)
     if not wanted:
         raise ConfigError("--branches: name the branches the function reads")
-    result, summary = Lake().process(did, function, branches=wanted, tree=tree, chunk_size=chunk_size,
-                                     scheduler=scheduler, progress=ChunksAndEvents(), with_summary=True)  # fmt: skip
+    result, summary = Lake().process(
+        did,
+        function,
+        branches=wanted,
+        tree=tree,
+        chunk_size=chunk_size,
+        scheduler=scheduler,
+        progress=ChunksAndEvents(),
+        with_summary=True,
+    )
     saved = results.save(result, out) if out and result is not None else []
     if as_json:
         console.print_json(json.dumps(summary.as_dict() | {"saved": [str(p) for p in saved]}))
         return
-    table = Table("files", "chunks", "events", "events/s", "MB read", "read / branches", "beside data", "retried",
-                  title=f"process {escape(did)}")  # fmt: skip
+    table = Table(
+        "files",
+        "chunks",
+        "events",
+        "events/s",
+        "MB read",
+        "read / branches",
+        "beside data",
+        "retried",
+        title=f"process {escape(did)}",
+    )
     ratio = f"{summary.bytes_read / summary.compressed:.2f}x" if summary.compressed else "-"
-    table.add_row(str(summary.files), str(summary.chunks), f"{summary.events:,}",
-                  f"{summary.events_per_second:,.0f}", f"{summary.bytes_read / 1e6:.1f}", ratio,
-                  f"{summary.beside_share:.0%}", str(summary.retried))  # fmt: skip
+    table.add_row(
+        str(summary.files),
+        str(summary.chunks),
+        f"{summary.events:,}",
+        f"{summary.events_per_second:,.0f}",
+        f"{summary.bytes_read / 1e6:.1f}",
+        ratio,
+        f"{summary.beside_share:.0%}",
+        str(summary.retried),
+    )
     console.print(table)
     if results.is_hist1d(result):
         _print_hist(result)
@@ -115,15 +146,41 @@ def deliver(
     dataset with provenance, under the inputs' sharing policy. Re-run to finish an interrupted delivery."""
     from datalake import Lake
 
-    summary = Lake().deliver(did, _names(columns), to=to, as_did=as_did, where=where, meta=meta, tree=tree,
-                             chunk_size=chunk_size, scheduler=scheduler, progress=ChunksAndEvents())  # fmt: skip
+    summary = Lake().deliver(
+        did,
+        _names(columns),
+        to=to,
+        as_did=as_did,
+        where=where,
+        meta=meta,
+        tree=tree,
+        chunk_size=chunk_size,
+        scheduler=scheduler,
+        progress=ChunksAndEvents(),
+    )
     if as_json:
         console.print_json(json.dumps(summary.as_dict()))
         return
-    table = Table("inputs", "written", "skipped", "events in", "events out", "MB written", "beside data", "retried",
-                  title=f"deliver {escape(did)} -> {escape(summary.output)} on {summary.rse}")  # fmt: skip
-    table.add_row(str(summary.files), str(len(summary.outputs)), str(summary.skipped), f"{summary.events_in:,}",
-                  f"{summary.events_out:,}", f"{summary.bytes_written / 1e6:.2f}",
-                  f"{summary.beside}/{len(summary.outputs)}", str(summary.retried))  # fmt: skip
+    table = Table(
+        "inputs",
+        "written",
+        "skipped",
+        "events in",
+        "events out",
+        "MB written",
+        "beside data",
+        "retried",
+        title=f"deliver {escape(did)} -> {escape(summary.output)} on {summary.rse}",
+    )
+    table.add_row(
+        str(summary.files),
+        str(len(summary.outputs)),
+        str(summary.skipped),
+        f"{summary.events_in:,}",
+        f"{summary.events_out:,}",
+        f"{summary.bytes_written / 1e6:.2f}",
+        f"{summary.beside}/{len(summary.outputs)}",
+        str(summary.retried),
+    )
     console.print(table)
     console.print(f"registered {summary.output} under policy {summary.policy}", markup=False)

@@ -22,9 +22,15 @@ class FilesAndBytes:
     def __init__(self, bytes_label: str = "bytes", files_label: str = "files") -> None:
         self.labels = (bytes_label, files_label)
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), DownloadColumn(),
-            TransferSpeedColumn(), TimeRemainingColumn(), console=err_console, disable=not err_console.is_terminal,
-        )  # fmt: skip
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=not err_console.is_terminal,
+        )
         self.files = self.bytes = None
 
     def start(self, files: int, size: int) -> None:

@@ -34,8 +34,16 @@ def pull(
     from datalake import Lake
 
     try:
-        summary = Lake().pull(dids, to, rse_expression=rse_expression, prefer=prefer, site=site,
-                              parallel=parallel, progress=FilesAndBytes(), keep_files=as_json)  # fmt: skip
+        summary = Lake().pull(
+            dids,
+            to,
+            rse_expression=rse_expression,
+            prefer=prefer,
+            site=site,
+            parallel=parallel,
+            progress=FilesAndBytes(),
+            keep_files=as_json,
+        )
     except KeyboardInterrupt:
         err_console.print("datalake: interrupted; partial copies are kept, run the same command to resume.")
         sys.exit(130)
@@ -52,8 +60,15 @@ def _print(s: Summary) -> None:
     table = Table(
         "files", "copied", "already there", "failed", "bytes copied", "seconds", "MB/s", title=f"pull to {escape(s.to)}"
     )
-    table.add_row(str(s.files_total), str(s.states["copied"]), str(s.states["present"]), str(s.states["failed"]),
-                  str(s.bytes_copied), f"{s.seconds:.2f}", f"{rate:.1f}")  # fmt: skip
+    table.add_row(
+        str(s.files_total),
+        str(s.states["copied"]),
+        str(s.states["present"]),
+        str(s.states["failed"]),
+        str(s.bytes_copied),
+        f"{s.seconds:.2f}",
+        f"{rate:.1f}",
+    )
     console.print(table)
     if s.states["replaced"]:
         console.print(f"{s.states['replaced']} different files at the same paths were replaced.", markup=False)

@@ -111,8 +111,9 @@ def status(
     od = info["opendata"]
     console.print(
         f"{info['did']}  {info['type']}, {'open' if info['open'] else 'closed'}, {info['files']} files, "
-        f"{info['bytes']} bytes", markup=False,
-    )  # fmt: skip
+        f"{info['bytes']} bytes",
+        markup=False,
+    )
     registration = f" (registration {info['registration']})" if info["registration"] else ""
     console.print(f"policy: {info['policy'] or '-'}{registration}, tier: {info['tier'] or '-'}", markup=False)
     console.print(f"open data: {od['state'] + (' doi ' + od['doi'] if od['doi'] else '') if od else '-'}", markup=False)
@@ -122,6 +123,13 @@ def status(
     console.print(replicas)
     rules = Table("rule", "copies", "RSE expression", "state", "locked", "expires", "policy rule", title="rules")
     for r in info["rules"]:
-        rules.add_row(r["id"][:8], str(r["copies"]), r["rse_expression"], r["state"], "yes" if r["locked"] else "",
-                      r["expires_at"] or "", r["policy_rule"] or "")  # fmt: skip
+        rules.add_row(
+            r["id"][:8],
+            str(r["copies"]),
+            r["rse_expression"],
+            r["state"],
+            "yes" if r["locked"] else "",
+            r["expires_at"] or "",
+            r["policy_rule"] or "",
+        )
     console.print(rules)

@@ -33,31 +33,55 @@ def replicate(
     lake = Lake()
     if dry_run:
         plan = lake.replicate(did, to, dry_run=True)
-        summary = {"did": did, "rse": to, "to_copy": len(plan.copy), "bytes": plan.bytes, "present": len(plan.present),
-                   "pending": len(plan.pending), "unreadable": [str(d) for d in plan.unreadable],
-                   "rule": plan.rule or "would be added"}  # fmt: skip
+        summary = {
+            "did": did,
+            "rse": to,
+            "to_copy": len(plan.copy),
+            "bytes": plan.bytes,
+            "present": len(plan.present),
+            "pending": len(plan.pending),
+            "unreadable": [str(d) for d in plan.unreadable],
+            "rule": plan.rule or "would be added",
+        }
         if as_json:
             console.print_json(json.dumps(summary))
         else:
-            console.print(f"{did} -> {to}: would copy {len(plan.copy)} files ({plan.bytes} bytes); "
-                          f"{len(plan.present)} already there; rule: {summary['rule']}", markup=False)  # fmt: skip
+            console.print(
+                f"{did} -> {to}: would copy {len(plan.copy)} files ({plan.bytes} bytes); "
+                f"{len(plan.present)} already there; rule: {summary['rule']}",
+                markup=False,
+            )
             _problems(plan)
         return
     outcome = lake.replicate(did, to, parallel=parallel, progress=None if as_json else FilesAndBytes())
     plan = outcome.plan
     if as_json:
-        console.print_json(json.dumps({
-            "did": did, "rse": to, "ok": outcome.ok, "copied": len(outcome.copied),
-            "verified_in_place": len(outcome.verified_in_place), "present": len(plan.present),
-            "registered": outcome.registered, "failed": {str(k): v for k, v in outcome.failed.items()},
-            "pending": [str(d) for d in plan.pending], "unreadable": [str(d) for d in plan.unreadable],
-            "rule": outcome.rule, "bytes": plan.bytes, "seconds": round(outcome.seconds, 3),
-        }))  # fmt: skip
+        console.print_json(
+            json.dumps(
+                {
+                    "did": did,
+                    "rse": to,
+                    "ok": outcome.ok,
+                    "copied": len(outcome.copied),
+                    "verified_in_place": len(outcome.verified_in_place),
+                    "present": len(plan.present),
+                    "registered": outcome.registered,
+                    "failed": {str(k): v for k, v in outcome.failed.items()},
+                    "pending": [str(d) for d in plan.pending],
+                    "unreadable": [str(d) for d in plan.unreadable],
+                    "rule": outcome.rule,
+                    "bytes": plan.bytes,
+                    "seconds": round(outcome.seconds, 3),
+                }
+            )
+        )
     else:
-        console.print(f"{did} -> {to}: copied {len(outcome.copied)}, found complete {len(outcome.verified_in_place)}, "
-                      f"already there {len(plan.present)}, failed {len(outcome.failed)}; registered "
-                      f"{outcome.registered} replicas in {outcome.seconds:.1f} s; rule: {outcome.rule or 'not added'}",
-                      markup=False)  # fmt: skip
+        console.print(
+            f"{did} -> {to}: copied {len(outcome.copied)}, found complete {len(outcome.verified_in_place)}, "
+            f"already there {len(plan.present)}, failed {len(outcome.failed)}; registered "
+            f"{outcome.registered} replicas in {outcome.seconds:.1f} s; rule: {outcome.rule or 'not added'}",
+            markup=False,
+        )
         for name, reason in outcome.failed.items():
             console.print(f"  failed {name}: {reason}", markup=False)
         _problems(plan)
@@ -69,5 +93,6 @@ def _problems(plan) -> None:
     for name in plan.unreadable:
         console.print(f"  no available replica to copy {name} from", markup=False)
     if plan.pending:
-        console.print(f"  {len(plan.pending)} files are being copied there by a rule already (Rucio's conveyor)",
-                      markup=False)  # fmt: skip
+        console.print(
+            f"  {len(plan.pending)} files are being copied there by a rule already (Rucio's conveyor)", markup=False
+        )

@@ -81,8 +81,13 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         table = Table("component", "ports", "pid", "state", "detail", title=f"testbed in {tb.settings.state}")
         colour = {"running": "green", "stopped": "dim", "unhealthy": "red"}
         for r in rows:
-            table.add_row(r.name, ", ".join(map(str, r.ports)), str(r.pid or "-"),
-                          f"[{colour[r.state]}]{r.state}[/]", r.detail or f"log: {r.log}")  # fmt: skip
+            table.add_row(
+                r.name,
+                ", ".join(map(str, r.ports)),
+                str(r.pid or "-"),
+                f"[{colour[r.state]}]{r.state}[/]",
+                r.detail or f"log: {r.log}",
+            )
         console.print(table)
     if any(r.state != "running" for r in rows):
         raise typer.Exit(1)

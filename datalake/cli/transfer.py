@@ -21,8 +21,9 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
-app = typer.Typer(help="The transfer orchestrator: an FTS3-compatible service Rucio's conveyor drives.",
-                  no_args_is_help=True)  # fmt: skip
+app = typer.Typer(
+    help="The transfer orchestrator: an FTS3-compatible service Rucio's conveyor drives.", no_args_is_help=True
+)
 
 
 @app.command()
@@ -64,12 +65,22 @@ def status(
         return
     table = Table("link", "limit", "active", "queued", "finished", "failed", "MB/s", "success", title="transfers")
     for name, m in metrics["links"].items():
-        table.add_row(name, str(m["limit"]), str(m["active"]), str(m["queued"]), str(m["finished"]), str(m["failed"]),
-                      f"{m['throughput'] / 1e6:.1f}", f"{m['success_rate']:.0%}")  # fmt: skip
+        table.add_row(
+            name,
+            str(m["limit"]),
+            str(m["active"]),
+            str(m["queued"]),
+            str(m["finished"]),
+            str(m["failed"]),
+            f"{m['throughput'] / 1e6:.1f}",
+            f"{m['success_rate']:.0%}",
+        )
     console.print(table if metrics["links"] else "no transfers yet")
     answered = metrics.get("requests", {})
-    console.print(f"requests answered since start: {sum(answered.values())} "
-                  f"(4xx {answered.get('4xx', 0)}, 5xx {answered.get('5xx', 0)})")  # fmt: skip
+    console.print(
+        f"requests answered since start: {sum(answered.values())} "
+        f"(4xx {answered.get('4xx', 0)}, 5xx {answered.get('5xx', 0)})"
+    )
 
 
 @app.command()

@@ -39,8 +39,17 @@ def worker(
         if config.keytab is not None:
             storage_identity.use(storage_identity.read(config.keytab))  # the worker process inherits it
 
-    args = [address, "--resources", f"site-{site}={nthreads}", "--nthreads", str(nthreads), "--nworkers", "1",
-            *(["--name", name] if name else []), *ctx.args]  # fmt: skip
+    args = [
+        address,
+        "--resources",
+        f"site-{site}={nthreads}",
+        "--nthreads",
+        str(nthreads),
+        "--nworkers",
+        "1",
+        *(["--name", name] if name else []),
+        *ctx.args,
+    ]
     os.environ["DATALAKE_SITE"] = site  # the worker's tasks read it (records of where chunks ran)
     os.environ.setdefault("RES_OPTIONS", "timeout:1 attempts:1")
     # Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers, which switches off glibc's dynamic mmap threshold:

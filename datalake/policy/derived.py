@@ -23,13 +23,14 @@ def readers_problem(derived: DesiredState, inputs: Sequence[DesiredState]) -> st
             return f"{derived.did} would be public while its input {source.did} is {source.tier}"
         wider = sorted(set(derived.readers) - set(source.readers))
         if wider:
-            return (f"policy {derived.policy} lets {', '.join(wider)} read {derived.did}, but its input "
-                    f"{source.did} is readable only by {', '.join(source.readers) or 'nobody'}")  # fmt: skip
+            return (
+                f"policy {derived.policy} lets {', '.join(wider)} read {derived.did}, but its input "
+                f"{source.did} is readable only by {', '.join(source.readers) or 'nobody'}"
+            )
     return None
 
 
-def bounded(derived: DesiredState, inputs: Sequence[DesiredState], policy: SharingPolicy,
-            meta: dict) -> DesiredState:  # fmt: skip
+def bounded(derived: DesiredState, inputs: Sequence[DesiredState], policy: SharingPolicy, meta: dict) -> DesiredState:
     """``derived``, held back while any input is not released."""
     closed = [s for s in inputs if s.tier is not Tier.PUBLIC]
     if derived.tier is not Tier.PUBLIC or not closed:

@@ -20,8 +20,11 @@ def _ignore_duplicate(call: Callable[[], Any]) -> None:
 
 def _protocols(client: Any, rse: str, wanted: list[dict], existed: bool) -> None:
     """Make the RSE's root:// protocols exactly ``wanted`` (ports and priorities change between versions)."""
-    have = {p["port"]: p for p in client.get_protocols(rse, protocol_domain="ALL") if p["scheme"] == "root"
-            } if existed else {}  # fmt: skip
+    have = (
+        {p["port"]: p for p in client.get_protocols(rse, protocol_domain="ALL") if p["scheme"] == "root"}
+        if existed
+        else {}
+    )
     ports = {p["port"] for p in wanted}
     stale = {p["port"] for p in wanted if p["port"] in have and have[p["port"]].get("impl") != p["impl"]}
     for port in (set(have) - ports) | stale:
@@ -33,8 +36,9 @@ def _protocols(client: Any, rse: str, wanted: list[dict], existed: bool) -> None
         elif any(
             (old["domains"].get(d) or {}).get(k) != v for d, ops in proto["domains"].items() for k, v in ops.items()
         ):
-            client.update_protocols(rse, "root", {"domains": proto["domains"]}, hostname=proto["hostname"],
-                                    port=proto["port"])  # fmt: skip
+            client.update_protocols(
+                rse, "root", {"domains": proto["domains"]}, hostname=proto["hostname"], port=proto["port"]
+            )
 
 
 def apply(client: Any, topology: Topology, passwords: dict[str, str]) -> None:
@@ -61,9 +65,16 @@ def apply(client: Any, topology: Topology, passwords: dict[str, str]) -> None:
         for spec in topology.accounts:
             if spec.name not in accounts:
                 client.add_account(spec.name, "USER", spec.email)
-            _ignore_duplicate(lambda s=spec: client.add_identity(
-                s.name, identity=s.name, authtype="USERPASS", email=s.email, default=True,
-                password=passwords[s.name]))  # fmt: skip
+            _ignore_duplicate(
+                lambda s=spec: client.add_identity(
+                    s.name,
+                    identity=s.name,
+                    authtype="USERPASS",
+                    email=s.email,
+                    default=True,
+                    password=passwords[s.name],
+                )
+            )
             have = {a["key"] for page in client.list_account_attributes(spec.name) for a in page}
             for key, value in spec.attributes.items():
                 if key not in have:

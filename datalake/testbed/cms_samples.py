@@ -13,8 +13,10 @@ import urllib.request
 from pathlib import Path
 
 SDIST = "coffea-2026.9.0"
-URL = ("https://files.pythonhosted.org/packages/d8/d4/9d0d3bde546435ccb1dd917b9ca6501834f5e3b4c5852c1abb59c7c11203/"
-       f"{SDIST}.tar.gz")  # fmt: skip
+URL = (
+    "https://files.pythonhosted.org/packages/d8/d4/9d0d3bde546435ccb1dd917b9ca6501834f5e3b4c5852c1abb59c7c11203/"
+    f"{SDIST}.tar.gz"
+)
 SHA256 = "7dfc1b54d9d1533c8a5bd8a5786d13272ea1a170b0817061d4478f721aedae04"
 SAMPLES = ("nano_dy.root", "nano_dimuon.root")
 

@@ -64,8 +64,17 @@ class DaskScheduler(Component):
     def launch(self) -> Launch:
         self.home.mkdir(parents=True, exist_ok=True)
         port, dashboard = self.ports()
-        argv = [_bin("dask"), "scheduler", "--host", HOST, "--port", str(port),
-                "--dashboard-address", f"{HOST}:{dashboard}", "--no-show"]  # fmt: skip
+        argv = [
+            _bin("dask"),
+            "scheduler",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--dashboard-address",
+            f"{HOST}:{dashboard}",
+            "--no-show",
+        ]
         return Launch(argv=argv, cwd=self.home)
 
     def identity(self) -> dict | None:
@@ -106,9 +115,22 @@ class DaskWorker(Component):
 
     def launch(self) -> Launch:
         self.home.mkdir(parents=True, exist_ok=True)
-        argv = [_bin("datalake"), "worker", "--site", self.site, "--scheduler",
-                str(scheduler_address(self.settings, self.account)), "--name", self.name, "--nthreads",
-                str(self.settings.worker_threads), "--host", HOST, "--local-directory", str(self.home)]  # fmt: skip
+        argv = [
+            _bin("datalake"),
+            "worker",
+            "--site",
+            self.site,
+            "--scheduler",
+            str(scheduler_address(self.settings, self.account)),
+            "--name",
+            self.name,
+            "--nthreads",
+            str(self.settings.worker_threads),
+            "--host",
+            HOST,
+            "--local-directory",
+            str(self.home),
+        ]
         keytab = storage_auth.Keys(self.ctx.state).client(self.account)  # the cluster's owner, for every task
         env = {"XrdSecPROTOCOL": "sss", "XrdSecSSSKT": str(keytab), "RUCIO_CONFIG": ""}
         return Launch(argv=argv, env=env, cwd=self.home)

@@ -193,9 +193,14 @@ class Testbed:
         keys.ensure(storage_auth.identities(topology.build(self.settings)))
         for account in ACCOUNTS:
             token = self.settings.state / "client" / "tokens" / account / "auth_token"
-            text = configs.render("rucio-client.cfg", url=self.settings.rucio_url, account=account,
-                                  password=self.ctx.secrets[account], token_file=token,
-                                  keytab=keys.client(account))  # fmt: skip
+            text = configs.render(
+                "rucio-client.cfg",
+                url=self.settings.rucio_url,
+                account=account,
+                password=self.ctx.secrets[account],
+                token_file=token,
+                keytab=keys.client(account),
+            )
             configs.write(self.client_config(account), text, private=True)
 
     def bootstrap(self) -> None:
@@ -236,8 +241,9 @@ class Testbed:
             alive = bool(record and record.alive())
             state = ("running" if comp.ready() else "unhealthy") if alive else "stopped"
             detail = comp.detail() if state == "running" else ""
-            rows.append(Status(comp.name, comp.ports(), record.pid if alive and record else None, state, detail,
-                               str(comp.log)))  # fmt: skip
+            rows.append(
+                Status(comp.name, comp.ports(), record.pid if alive and record else None, state, detail, str(comp.log))
+            )
         return rows
 
     def down(self, wipe: bool = False, say: Say = print) -> list[str]:
@@ -280,8 +286,12 @@ class Testbed:
         launch = comp.launch()
         proc = subprocess.Popen(launch.argv, env={**os.environ, **launch.env}, cwd=launch.cwd, **launch.identity())
         signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(comp.stop_signal))
-        wait_until(comp.ready, self.settings.startup_timeout, name,
-                   lambda: None if proc.poll() is None else f"exit code {proc.returncode}")  # fmt: skip
+        wait_until(
+            comp.ready,
+            self.settings.startup_timeout,
+            name,
+            lambda: None if proc.poll() is None else f"exit code {proc.returncode}",
+        )
         comp.after_start()
         say(f"{name}: ready on port {', '.join(map(str, comp.ports()))}")
         return proc.wait()

@@ -117,20 +117,26 @@ def events(n: int, seed: int = 0, z_fraction: float = 0.3, first_event: int = 0)
     n_el = rng.poisson(0.4, n)
     e = int(n_el.sum())
     electron = _jagged(
-        n_el, pt=(5 + rng.exponential(12.0, e)).astype(np.float32), eta=rng.uniform(-2.5, 2.5, e).astype(np.float32),
-        phi=rng.uniform(-np.pi, np.pi, e).astype(np.float32), mass=np.full(e, 0.000511, np.float32),
+        n_el,
+        pt=(5 + rng.exponential(12.0, e)).astype(np.float32),
+        eta=rng.uniform(-2.5, 2.5, e).astype(np.float32),
+        phi=rng.uniform(-np.pi, np.pi, e).astype(np.float32),
+        mass=np.full(e, 0.000511, np.float32),
         charge=np.where(rng.uniform(size=e) < 0.5, 1, -1).astype(np.int32),
         cutBased=rng.integers(0, 5, e).astype(np.int32),
-    )  # fmt: skip
+    )
     n_jet = rng.poisson(3.0, n)
     j = int(n_jet.sum())
     jet_pt = (15 + rng.exponential(30.0, j)).astype(np.float32)
     jet = _jagged(
-        n_jet, pt=jet_pt, eta=rng.normal(0, 2.0, j).astype(np.float32),
+        n_jet,
+        pt=jet_pt,
+        eta=rng.normal(0, 2.0, j).astype(np.float32),
         phi=rng.uniform(-np.pi, np.pi, j).astype(np.float32),
         mass=(jet_pt * rng.uniform(0.05, 0.2, j)).astype(np.float32),
-        btagDeepB=rng.uniform(0, 1, j).astype(np.float32), jetId=rng.integers(0, 7, j).astype(np.int32),
-    )  # fmt: skip
+        btagDeepB=rng.uniform(0, 1, j).astype(np.float32),
+        jetId=rng.integers(0, 7, j).astype(np.int32),
+    )
     ids = np.arange(first_event, first_event + n, dtype=np.uint64)
     return {
         "run": np.full(n, 1, np.uint32),
@@ -164,8 +170,14 @@ def write(path: str | os.PathLike, n: int, seed: int = 0, basket: int = BASKET, 
     return path
 
 
-def write_files(directory: str | os.PathLike, files: int, events_per_file: int, seed: int = 0,
-                compression: str = "zstd", prefix: str = "nano") -> list[Path]:  # fmt: skip
+def write_files(
+    directory: str | os.PathLike,
+    files: int,
+    events_per_file: int,
+    seed: int = 0,
+    compression: str = "zstd",
+    prefix: str = "nano",
+) -> list[Path]:
     """``files`` files ``<prefix>_000.root``... of ``events_per_file`` events each (file *i* uses seed
     ``seed + i``)."""
     directory = Path(directory)

@@ -63,8 +63,18 @@ class Postgres(Component):
             with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
                 out.write(self.ctx.secrets["postgres"])
             give_to(PG_USER, pwfile)
-            argv = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", f"--pwfile={pwfile}",
-                    "--auth=scram-sha-256", "-E", "UTF8", "--no-instructions"]  # fmt: skip
+            argv = [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ]
             result = subprocess.run(argv, capture_output=True, text=True, **Launch(argv, user=self.user).identity())
         finally:
             pwfile.unlink(missing_ok=True)
@@ -73,10 +83,21 @@ class Postgres(Component):
 
     def launch(self) -> Launch:
         return Launch(
-            argv=[str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.settings.pg_port),
-                  "-h", HOST, "-k", str(self.home / "sockets"), "-c", "max_connections=200"],
+            argv=[
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.settings.pg_port),
+                "-h",
+                HOST,
+                "-k",
+                str(self.home / "sockets"),
+                "-c",
+                "max_connections=200",
+            ],
             user=self.user,
-        )  # fmt: skip
+        )
 
     def ready(self) -> bool:
         argv = [str(self.bindir / "pg_isready"), "-q", "-h", HOST, "-p", str(self.settings.pg_port)]
@@ -87,8 +108,20 @@ class Postgres(Component):
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL as the superuser; the SQL goes through stdin, so no password shows in a process listing."""
-        argv = [str(self.bindir / "psql"), "-h", HOST, "-p", str(self.settings.pg_port), "-U", "postgres",
-                "-d", database, "-tAX", "-v", "ON_ERROR_STOP=1"]  # fmt: skip
+        argv = [
+            str(self.bindir / "psql"),
+            "-h",
+            HOST,
+            "-p",
+            str(self.settings.pg_port),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-tAX",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ]
         env = {**os.environ, "PGPASSWORD": self.ctx.secrets["postgres"]}
         result = subprocess.run(argv, input=sql, env=env, capture_output=True, text=True)
         if result.returncode != 0:

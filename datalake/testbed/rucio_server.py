@@ -72,18 +72,29 @@ class RucioServer(Component):
         os.close(os.open(self.access_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         configs.write(
             self.config,
-            configs.render("rucio-server.cfg", root_password=self.ctx.secrets["root"], alembic_ini=alembic,
-                           logdir=self.home / "logs", conveyor_cert=self.ctx.state / "pki" / "conveyor.pem", **values),
+            configs.render(
+                "rucio-server.cfg",
+                root_password=self.ctx.secrets["root"],
+                alembic_ini=alembic,
+                logdir=self.home / "logs",
+                conveyor_cert=self.ctx.state / "pki" / "conveyor.pem",
+                **values,
+            ),
             private=True,
-        )  # fmt: skip
+        )
         marker = self.home / "schema.done"
         if not marker.exists():
             # no marker: a fresh lake, or a schema build that died half-way; either way start from an empty database
             Postgres(self.ctx).ensure_database("rucio", "rucio", self.ctx.secrets["rucio_db"], fresh=True)
             self.log.parent.mkdir(parents=True, exist_ok=True)
             with os.fdopen(os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as log:
-                result = subprocess.run([str(self.python), "-c", BUILD_SCHEMA], stdout=log, stderr=subprocess.STDOUT,
-                                        env={**self.env(), "PATH": "/usr/bin:/bin"}, cwd=self.home)  # fmt: skip
+                result = subprocess.run(
+                    [str(self.python), "-c", BUILD_SCHEMA],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**self.env(), "PATH": "/usr/bin:/bin"},
+                    cwd=self.home,
+                )
             if result.returncode != 0:
                 raise TestbedError(f"building the Rucio schema failed: {log_tail(self.log, 1)}")
             marker.write_text("ok\n")
@@ -91,12 +102,26 @@ class RucioServer(Component):
     def launch(self) -> Launch:
         gunicorn = self.settings.server_venv / "bin" / "gunicorn"
         return Launch(
-            argv=[str(gunicorn), "-b", f"{HOST}:{self.settings.rest_port}", "-w", "2", "--threads", "4",
-                  "--no-control-socket", "--timeout", "600", "--access-logfile", str(self.access_log),
-                  "--access-logformat", ACCESS_FORMAT, "rucio.web.rest.flaskapi.v1.main:application"],
+            argv=[
+                str(gunicorn),
+                "-b",
+                f"{HOST}:{self.settings.rest_port}",
+                "-w",
+                "2",
+                "--threads",
+                "4",
+                "--no-control-socket",
+                "--timeout",
+                "600",
+                "--access-logfile",
+                str(self.access_log),
+                "--access-logformat",
+                ACCESS_FORMAT,
+                "rucio.web.rest.flaskapi.v1.main:application",
+            ],
             env=self.env(),
             cwd=self.home,
-        )  # fmt: skip
+        )
 
     def ready(self) -> bool:
         return self.version() is not None

@@ -103,8 +103,9 @@ class Keys:
         have = self._users()
         for ident in wanted:
             if ident.user not in have:
-                self._admin(["-u", ident.user, "-g", ident.group, "-k", ident.user, "add", str(self.server)],
-                            answer="y\n")  # fmt: skip
+                self._admin(
+                    ["-u", ident.user, "-g", ident.group, "-k", ident.user, "add", str(self.server)], answer="y\n"
+                )
         for ident in wanted:
             if not self.client(ident.user).exists():
                 self._admin(["-k", ident.user, "install", str(self.client(ident.user))], stdin=self.server)
@@ -118,8 +119,13 @@ class Keys:
         old = os.umask(0o077)  # keytabs are born private: XRootD refuses one that others can read
         try:
             with open(stdin or os.devnull, "rb") as source:
-                result = subprocess.run(["xrdsssadmin", *args], input=answer.encode() if answer else None,
-                                        stdin=None if answer else source, capture_output=True, timeout=30)  # fmt: skip
+                result = subprocess.run(
+                    ["xrdsssadmin", *args],
+                    input=answer.encode() if answer else None,
+                    stdin=None if answer else source,
+                    capture_output=True,
+                    timeout=30,
+                )
         finally:
             os.umask(old)
         if result.returncode != 0:

@@ -98,8 +98,11 @@ class Conveyor(Component):
     def launch(self) -> Launch:
         loop = files("datalake.testbed").joinpath("daemons", "conveyor_loop.py")
         server = RucioServer(self.ctx)
-        return Launch(argv=[str(server.python), str(loop), "--heartbeat", str(self.heartbeat)],
-                      env={**server.env(), "PATH": "/usr/bin:/bin"}, cwd=self.home)  # fmt: skip
+        return Launch(
+            argv=[str(server.python), str(loop), "--heartbeat", str(self.heartbeat)],
+            env={**server.env(), "PATH": "/usr/bin:/bin"},
+            cwd=self.home,
+        )
 
     def ready(self) -> bool:
         try:

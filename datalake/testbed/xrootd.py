@@ -62,9 +62,17 @@ class XRootD(Component):
             keys.install(keys.server, self.etc / "server.keytab", owner)
             security = SECURITY.format(keytab=self.etc / "server.keytab")
         configs.write(self.etc / "authdb", storage_auth.authdb(lake, self.door))
-        text = configs.render("xrootd.cfg", rse=self.rse, door=self.door, port=self.ports()[0], data=self.data,
-                              admin=self.home / "admin", export_options="r/o" if self.anonymous else "",
-                              security=security, authdb=self.etc / "authdb")  # fmt: skip
+        text = configs.render(
+            "xrootd.cfg",
+            rse=self.rse,
+            door=self.door,
+            port=self.ports()[0],
+            data=self.data,
+            admin=self.home / "admin",
+            export_options="r/o" if self.anonymous else "",
+            security=security,
+            authdb=self.etc / "authdb",
+        )
         configs.write(self.config, text)
         give_to(XRD_USER, self.home, self.data, self.data / "rucio", self.home / "admin", self.etc, self.etc / "authdb")
 
@@ -78,11 +86,22 @@ class XRootD(Component):
         if not tcp_open(port):  # a dead port would keep XrdCl retrying
             return None
         keytab = storage_auth.Keys(self.ctx.state).client(storage_auth.LAKE)
-        env = {**os.environ, "XRD_CONNECTIONRETRY": "1", "XRD_CONNECTIONWINDOW": "2", "XRD_REQUESTTIMEOUT": "3",
-               "XrdSecPROTOCOL": "sss", "XrdSecSSSKT": str(keytab)}  # fmt: skip
+        env = {
+            **os.environ,
+            "XRD_CONNECTIONRETRY": "1",
+            "XRD_CONNECTIONWINDOW": "2",
+            "XRD_REQUESTTIMEOUT": "3",
+            "XrdSecPROTOCOL": "sss",
+            "XrdSecSSSKT": str(keytab),
+        }
         try:
-            result = subprocess.run(["xrdfs", f"root://{HOST}:{port}", "query", "config", "version"],
-                                    env=env, capture_output=True, text=True, timeout=5)  # fmt: skip
+            result = subprocess.run(
+                ["xrdfs", f"root://{HOST}:{port}", "query", "config", "version"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         return result.stdout.strip() or None if result.returncode == 0 else None

@@ -32,8 +32,9 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def identify(settings: AuthSettings, authorization: str | None, verified_dn: str | None,
-             remote_addr: str | None) -> Identity | str:  # fmt: skip
+def identify(
+    settings: AuthSettings, authorization: str | None, verified_dn: str | None, remote_addr: str | None
+) -> Identity | str:
     """The caller's identity, or the one-line reason it is refused."""
     if authorization:
         scheme, _, token = authorization.partition(" ")

@@ -37,9 +37,16 @@ class Backend(Protocol):
     schemes: frozenset[str]
 
     def copy(
-        self, source: str, destination: str, *, third_party: bool, checksum_mode: str,
-        checksum: tuple[str, str] | None, overwrite: bool, timeout: int,
-    ) -> None: ...  # fmt: skip
+        self,
+        source: str,
+        destination: str,
+        *,
+        third_party: bool,
+        checksum_mode: str,
+        checksum: tuple[str, str] | None,
+        overwrite: bool,
+        timeout: int,
+    ) -> None: ...
 
     def stat(self, url: str, algorithm: str | None) -> Found | None: ...
 
@@ -76,9 +83,16 @@ class XRootD:
     schemes = frozenset({"root", "xroot"})
 
     def copy(
-        self, source: str, destination: str, *, third_party: bool, checksum_mode: str,
-        checksum: tuple[str, str] | None, overwrite: bool, timeout: int,
-    ) -> None:  # fmt: skip
+        self,
+        source: str,
+        destination: str,
+        *,
+        third_party: bool,
+        checksum_mode: str,
+        checksum: tuple[str, str] | None,
+        overwrite: bool,
+        timeout: int,
+    ) -> None:
         from XRootD import client
 
         algorithm, value = checksum or ("adler32", "")
@@ -92,11 +106,19 @@ class XRootD:
             self.delete(destination)
         process = client.CopyProcess()
         process.add_job(
-            source, destination, force=overwrite, mkdir=True, thirdparty="only" if third_party else "none",
-            checksummode=_MODES[checksum_mode] if checksum else "none", checksumtype=algorithm,
-            checksumpreset=value, rmBadCksum=True, tpctimeout=timeout, cptimeout=timeout,
+            source,
+            destination,
+            force=overwrite,
+            mkdir=True,
+            thirdparty="only" if third_party else "none",
+            checksummode=_MODES[checksum_mode] if checksum else "none",
+            checksumtype=algorithm,
+            checksumpreset=value,
+            rmBadCksum=True,
+            tpctimeout=timeout,
+            cptimeout=timeout,
             inittimeout=min(timeout, OPEN_TIMEOUT),
-        )  # fmt: skip
+        )
         status = process.prepare()
         if not status.ok:
             raise CopyFailed(FATAL, f"cannot prepare the copy: {_line(status.message)}")
@@ -182,5 +204,7 @@ def backend_for(*urls: str) -> Backend:
     if schemes <= Gfal2.schemes:
         return _BACKENDS.setdefault("gfal2", Gfal2())
     unknown = ", ".join(f"{s}://" if s else "plain paths (use file://)" for s in sorted(schemes - Gfal2.schemes))
-    raise ConfigError(f"no copy backend for {unknown} (XRootD speaks {', '.join(sorted(XRootD.schemes))}; "
-                      f"gfal2 speaks {', '.join(sorted(Gfal2.schemes))})")  # fmt: skip
+    raise ConfigError(
+        f"no copy backend for {unknown} (XRootD speaks {', '.join(sorted(XRootD.schemes))}; "
+        f"gfal2 speaks {', '.join(sorted(Gfal2.schemes))})"
+    )

@@ -19,8 +19,9 @@ class ServiceClient:
     timeout: float = 30
 
     @classmethod
-    def from_env(cls, url: str | None = None, token: str | None = None, cert: str | None = None,
-                 ca: str | None = None) -> ServiceClient:  # fmt: skip
+    def from_env(
+        cls, url: str | None = None, token: str | None = None, cert: str | None = None, ca: str | None = None
+    ) -> ServiceClient:
         url = url or os.environ.get("DATALAKE_TRANSFER_URL")
         if not url:
             raise ConfigError("no transfer service: pass --url or set DATALAKE_TRANSFER_URL")
@@ -36,8 +37,15 @@ class ServiceClient:
 
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            reply = requests.request(method, f"{self.url}{path}", json=body, headers=headers, timeout=self.timeout,
-                                     cert=self.cert, verify=self.ca if self.ca else True)  # fmt: skip
+            reply = requests.request(
+                method,
+                f"{self.url}{path}",
+                json=body,
+                headers=headers,
+                timeout=self.timeout,
+                cert=self.cert,
+                verify=self.ca if self.ca else True,
+            )
         except requests.exceptions.SSLError as err:
             raise TransferError(f"TLS with {self.url} failed (wrong --ca or certificate?): {_short(err)}") from None
         except requests.RequestException as err:

@@ -49,10 +49,13 @@ class ServiceSettings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Flags, then the environment, then the config file."""
         path = _config_file.get()
         file = (YamlConfigSettingsSource(settings_cls, yaml_file=path),) if path else ()
@@ -75,12 +78,17 @@ class ServiceSettings(BaseSettings):
         return self
 
     def auth(self) -> AuthSettings:
-        return AuthSettings(token_digests=self.tokens, certificate_accounts=self.certificates,
-                            allow_anonymous=self.allow_anonymous)  # fmt: skip
+        return AuthSettings(
+            token_digests=self.tokens, certificate_accounts=self.certificates, allow_anonymous=self.allow_anonymous
+        )
 
     def engine(self) -> EngineSettings:
-        return EngineSettings(stream_below=self.stream_below, max_active=self.max_active, timeout=self.timeout,
-                              optimizer=OptimizerSettings(start=self.link_start, high=self.link_max))  # fmt: skip
+        return EngineSettings(
+            stream_below=self.stream_below,
+            max_active=self.max_active,
+            timeout=self.timeout,
+            optimizer=OptimizerSettings(start=self.link_start, high=self.link_max),
+        )
 
     @property
     def url(self) -> str:

@@ -154,8 +154,15 @@ class Engine:
         overwrite = row.overwrite or row.state == RECHECK
 
         def copy(source: str, replace: bool) -> None:
-            backend.copy(source, spec.destination, third_party=third_party, checksum_mode=row.verify_checksum,
-                         checksum=spec.expected(), overwrite=replace, timeout=self.settings.timeout)  # fmt: skip
+            backend.copy(
+                source,
+                spec.destination,
+                third_party=third_party,
+                checksum_mode=row.verify_checksum,
+                checksum=spec.expected(),
+                overwrite=replace,
+                timeout=self.settings.timeout,
+            )
 
         problems: list[str] = []
         blamed: str | None = None  # the source whose copy had a wrong checksum (Rucio declares it suspicious)
@@ -229,10 +236,13 @@ class Engine:
                 out[name] = {
                     "throughput": round(link.history[-1][1]) if link and link.history else 0,  # bytes/s, last window
                     "limit": self.links[name].limit if name in self.links else self.settings.optimizer.start,
-                    "active": stats.active, "queued": states.get("SUBMITTED", 0),
-                    "finished": states.get(FINISHED, 0), "failed": states.get(FAILED, 0), "bytes": stats.bytes,
+                    "active": stats.active,
+                    "queued": states.get("SUBMITTED", 0),
+                    "finished": states.get(FINISHED, 0),
+                    "failed": states.get(FAILED, 0),
+                    "bytes": stats.bytes,
                     "success_rate": round(stats.done / total, 3) if total else 1.0,
-                }  # fmt: skip
+                }
         return out
 
 

@@ -102,13 +102,25 @@ def to_job(submission: Submission, default_retry: int) -> JobSpec:
     mode = params.verify_checksum
     mode = ("both" if mode else "none") if isinstance(mode, bool) else mode
     files = tuple(
-        FileSpec(sources=tuple(f.sources), destination=f.destinations[0], filesize=f.filesize, checksum=f.checksum,
-                 metadata=f.metadata, activity=f.activity or "default")
+        FileSpec(
+            sources=tuple(f.sources),
+            destination=f.destinations[0],
+            filesize=f.filesize,
+            checksum=f.checksum,
+            metadata=f.metadata,
+            activity=f.activity or "default",
+        )
         for f in submission.files
-    )  # fmt: skip
+    )
     retry = params.retry + 1 if params.retry else default_retry  # FTS3: retries after the first try; 0: default
-    return JobSpec(files=files, verify_checksum=mode, overwrite=params.overwrite, priority=params.priority,
-                   job_metadata=params.job_metadata, retry=max(retry, 1))  # fmt: skip
+    return JobSpec(
+        files=files,
+        verify_checksum=mode,
+        overwrite=params.overwrite,
+        priority=params.priority,
+        job_metadata=params.job_metadata,
+        retry=max(retry, 1),
+    )
 
 
 def _shown(value: str, limit: int = 100) -> str:

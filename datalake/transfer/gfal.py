@@ -42,8 +42,21 @@ INSTALL = (
     "gfal2-plugin-file, then `datalake testbed install` to link it into the venv"
 )
 
-_FATAL = {E.EACCES, E.EPERM, E.ENOSPC, E.EINVAL, E.EDQUOT, E.EROFS, E.ENOTSUP, E.ENOSYS, E.EPROTONOSUPPORT,
-          E.EISDIR, E.ENOTDIR, E.ENAMETOOLONG, E.EFBIG}  # fmt: skip
+_FATAL = {
+    E.EACCES,
+    E.EPERM,
+    E.ENOSPC,
+    E.EINVAL,
+    E.EDQUOT,
+    E.EROFS,
+    E.ENOTSUP,
+    E.ENOSYS,
+    E.EPROTONOSUPPORT,
+    E.EISDIR,
+    E.ENOTDIR,
+    E.ENAMETOOLONG,
+    E.EFBIG,
+}
 _MISSING = {E.ENOENT, 3011, 3015, 3016}  # the xrootd plugin passes some XRootD codes (kXR_NotFound...) through
 _NOT_SUPPORTED = {E.ENOSYS, E.ENOTSUP}  # the storage cannot compute this checksum
 _XROOTD = {"root", "roots", "xroot", "xroots"}
@@ -117,11 +130,17 @@ class Gfal2:
     schemes = frozenset({"http", "https", "dav", "davs", "s3", "s3s", "root", "roots", "xroot", "xroots", "file"})
 
     def __init__(
-        self, *, s3_access_key: str | None = None, s3_secret_key: str | None = None, s3_token: str | None = None,
-        s3_region: str | None = None, s3_path_style: bool | None = None,
-        options: Mapping[tuple[str, str], str | bool | int] | None = None, delegate: bool = False,
+        self,
+        *,
+        s3_access_key: str | None = None,
+        s3_secret_key: str | None = None,
+        s3_token: str | None = None,
+        s3_region: str | None = None,
+        s3_path_style: bool | None = None,
+        options: Mapping[tuple[str, str], str | bool | int] | None = None,
+        delegate: bool = False,
         checksum_here: Iterable[str] = ("s3", "s3s"),
-    ) -> None:  # fmt: skip
+    ) -> None:
         env = os.environ.get
         s3: dict[str, str | bool | None] = {
             "ACCESS_KEY": s3_access_key or env("DATALAKE_S3_ACCESS_KEY") or env("AWS_ACCESS_KEY_ID"),
@@ -151,9 +170,16 @@ class Gfal2:
         return ctx
 
     def copy(
-        self, source: str, destination: str, *, third_party: bool, checksum_mode: str,
-        checksum: tuple[str, str] | None, overwrite: bool, timeout: int,
-    ) -> None:  # fmt: skip
+        self,
+        source: str,
+        destination: str,
+        *,
+        third_party: bool,
+        checksum_mode: str,
+        checksum: tuple[str, str] | None,
+        overwrite: bool,
+        timeout: int,
+    ) -> None:
         """One copy. Checksum sides that gfal2 cannot verify on this storage are verified here instead."""
         gfal2 = _gfal2()
         ctx = self._context()
@@ -170,8 +196,11 @@ class Gfal2:
         params.proxy_delegation = self.delegate
         sides = {"none": set(), "source": {"source"}, "target": {"target"}, "both": {"source", "target"}}
         wanted = set(sides[checksum_mode]) if checksum else set()
-        here = {side for side, url in (("source", source), ("target", destination))
-                if side in wanted and urlsplit(url).scheme in self.checksum_here}  # fmt: skip
+        here = {
+            side
+            for side, url in (("source", source), ("target", destination))
+            if side in wanted and urlsplit(url).scheme in self.checksum_here
+        }
         if wanted == {"source"} and _xrootd_plugin_copies(source, destination):
             here.add("source")  # XrdCl's "source" mode never compares the source with the expected value
         if checksum:

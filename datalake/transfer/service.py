@@ -77,8 +77,15 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
         return response
 
     def refuse(status: int, message: str):
-        phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
-                  413: "Too Large", 500: "Internal Server Error"}  # fmt: skip
+        phrase = {
+            400: "Bad Request",
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "Not Found",
+            409: "Conflict",
+            413: "Too Large",
+            500: "Internal Server Error",
+        }
         return reply(fts3.error(f"{status} {phrase.get(status, '')}".strip(), message), status)
 
     @app.before_request
@@ -122,15 +129,33 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
 
     @app.get("/")
     def version():
-        return reply({"api": fts3.API_VERSION, "schema": fts3.API_VERSION, "delegation": fts3.API_VERSION,
-                      "service": "datalake transfer service", "version": datalake.__version__}, 200)  # fmt: skip
+        return reply(
+            {
+                "api": fts3.API_VERSION,
+                "schema": fts3.API_VERSION,
+                "delegation": fts3.API_VERSION,
+                "service": "datalake transfer service",
+                "version": datalake.__version__,
+            },
+            200,
+        )
 
     @app.get("/whoami")
     def whoami():
         who: auth.Identity = g.identity
-        return reply({"user_dn": who.dn or who.account, "dn": [who.dn or who.account], "vos": [who.account],
-                      "vos_id": [], "roles": [], "method": who.method, "base_id": base_id,
-                      "delegation_id": auth.digest(who.dn or who.account)[:16]}, 200)  # fmt: skip
+        return reply(
+            {
+                "user_dn": who.dn or who.account,
+                "dn": [who.dn or who.account],
+                "vos": [who.account],
+                "vos_id": [],
+                "roles": [],
+                "method": who.method,
+                "base_id": base_id,
+                "delegation_id": auth.digest(who.dn or who.account)[:16],
+            },
+            200,
+        )
 
     @app.post("/jobs")
     def submit():
@@ -255,8 +280,12 @@ def serve(settings: ServiceSettings, ready: threading.Event | None = None) -> No
     with exclusive_database(settings.database):
         store = Store(settings.database)
         engine = Engine(store, settings.engine())
-        server = wsgi.Server((settings.host, settings.port), create_app(store, engine, settings),
-                             numthreads=settings.threads, server_name="datalake-transfer")  # fmt: skip
+        server = wsgi.Server(
+            (settings.host, settings.port),
+            create_app(store, engine, settings),
+            numthreads=settings.threads,
+            server_name="datalake-transfer",
+        )
         if settings.tls:
             server.ssl_adapter = tls_adapter(settings)
         try:

@@ -134,15 +134,35 @@ class Store:
             db.execute(
                 "INSERT INTO jobs (job_id, submitted, account, priority, verify_checksum, overwrite, retry, "
                 "job_metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, time.time(), account, job.priority, job.verify_checksum, int(job.overwrite), job.retry,
-                 json.dumps(job.job_metadata)),
-            )  # fmt: skip
+                (
+                    job_id,
+                    time.time(),
+                    account,
+                    job.priority,
+                    job.verify_checksum,
+                    int(job.overwrite),
+                    job.retry,
+                    json.dumps(job.job_metadata),
+                ),
+            )
             db.executemany(
                 "INSERT INTO files (job_id, sources, destination, filesize, checksum, metadata, activity, link, state)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(job_id, json.dumps(list(f.sources)), f.destination, f.filesize, f.checksum, json.dumps(f.metadata),
-                  f.activity, f.link(), SUBMITTED) for f in job.files],
-            )  # fmt: skip
+                [
+                    (
+                        job_id,
+                        json.dumps(list(f.sources)),
+                        f.destination,
+                        f.filesize,
+                        f.checksum,
+                        json.dumps(f.metadata),
+                        f.activity,
+                        f.link(),
+                        SUBMITTED,
+                    )
+                    for f in job.files
+                ],
+            )
         return job_id
 
     def job(self, job_id: str) -> dict[str, Any] | None:
@@ -162,8 +182,11 @@ class Store:
             if db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is None:
                 return False
             db.execute("UPDATE jobs SET cancelled = 1 WHERE job_id = ?", (job_id,))
-            db.execute("UPDATE files SET state = ?, reason = 'cancelled by the submitter', finish_time = ? "
-                       "WHERE job_id = ? AND state = ?", (CANCELED, time.time(), job_id, SUBMITTED))  # fmt: skip
+            db.execute(
+                "UPDATE files SET state = ?, reason = 'cancelled by the submitter', finish_time = ? "
+                "WHERE job_id = ? AND state = ?",
+                (CANCELED, time.time(), job_id, SUBMITTED),
+            )
         return True
 
     def cancelled(self, job_id: str) -> bool:
@@ -198,8 +221,11 @@ class Store:
                 if free <= 0 and r["state"] != RECHECK:
                     continue
                 taken[r["link"]] = taken.get(r["link"], 0) + 1
-                db.execute("UPDATE files SET state = ?, start_time = COALESCE(start_time, ?), attempts = attempts + "
-                           "(? = ?) WHERE file_id = ?", (ACTIVE, now, r["state"], SUBMITTED, r["file_id"]))  # fmt: skip
+                db.execute(
+                    "UPDATE files SET state = ?, start_time = COALESCE(start_time, ?), attempts = attempts + "
+                    "(? = ?) WHERE file_id = ?",
+                    (ACTIVE, now, r["state"], SUBMITTED, r["file_id"]),
+                )
                 row = self._row(r, r, recheck=r["state"] == RECHECK)
                 out.append(replace(row, attempts=row.attempts + (r["state"] == SUBMITTED)))  # this attempt counts
         return out
@@ -207,21 +233,28 @@ class Store:
     def finish(self, file_id: int, state: str, reason: str = "", source: str | None = None, size: int = 0) -> None:
         assert state in TERMINAL
         with self._tx() as db:
-            db.execute("UPDATE files SET state = ?, reason = ?, source_used = ?, finish_time = ?, transferred = ? "
-                       "WHERE file_id = ?", (state, reason, source, time.time(), size, file_id))  # fmt: skip
+            db.execute(
+                "UPDATE files SET state = ?, reason = ?, source_used = ?, finish_time = ?, transferred = ? "
+                "WHERE file_id = ?",
+                (state, reason, source, time.time(), size, file_id),
+            )
             self._close_job(db, file_id)
 
     def again(self, file_id: int, reason: str, delay: float) -> None:
         """Back to the queue after a recoverable error, not before ``delay`` seconds."""
         with self._tx() as db:
-            db.execute("UPDATE files SET state = ?, reason = ?, next_try = ? WHERE file_id = ?",
-                       (SUBMITTED, reason, time.time() + delay, file_id))  # fmt: skip
+            db.execute(
+                "UPDATE files SET state = ?, reason = ?, next_try = ? WHERE file_id = ?",
+                (SUBMITTED, reason, time.time() + delay, file_id),
+            )
 
     def release(self, file_id: int) -> None:
         """A claimed file that never started (the service stopped first): queued again, the attempt not counted."""
         with self._tx() as db:
-            db.execute("UPDATE files SET state = ?, attempts = MAX(attempts - 1, 0) WHERE file_id = ? AND state = ?",
-                       (SUBMITTED, file_id, ACTIVE))  # fmt: skip
+            db.execute(
+                "UPDATE files SET state = ?, attempts = MAX(attempts - 1, 0) WHERE file_id = ? AND state = ?",
+                (SUBMITTED, file_id, ACTIVE),
+            )
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per link: files per state (for metrics and ``transfer status``)."""
@@ -232,20 +265,35 @@ class Store:
 
     def _close_job(self, db: sqlite3.Connection, file_id: int) -> None:
         job_id = db.execute("SELECT job_id FROM files WHERE file_id = ?", (file_id,)).fetchone()["job_id"]
-        left = db.execute("SELECT COUNT(*) FROM files WHERE job_id = ? AND state NOT IN (?, ?, ?)",
-                          (job_id, *sorted(TERMINAL))).fetchone()[0]  # fmt: skip
+        left = db.execute(
+            "SELECT COUNT(*) FROM files WHERE job_id = ? AND state NOT IN (?, ?, ?)", (job_id, *sorted(TERMINAL))
+        ).fetchone()[0]
         if left == 0:
             db.execute("UPDATE jobs SET finished = ? WHERE job_id = ?", (time.time(), job_id))
 
     @staticmethod
     def _row(r: sqlite3.Row, job: sqlite3.Row, recheck: bool = False) -> FileRow:
         spec = FileSpec(
-            sources=tuple(json.loads(r["sources"])), destination=r["destination"], filesize=r["filesize"],
-            checksum=r["checksum"], metadata=json.loads(r["metadata"]), activity=r["activity"],
-        )  # fmt: skip
+            sources=tuple(json.loads(r["sources"])),
+            destination=r["destination"],
+            filesize=r["filesize"],
+            checksum=r["checksum"],
+            metadata=json.loads(r["metadata"]),
+            activity=r["activity"],
+        )
         return FileRow(
-            file_id=r["file_id"], job_id=r["job_id"], spec=spec, state=RECHECK if recheck else r["state"],
-            reason=r["reason"], attempts=r["attempts"], source_used=r["source_used"], start_time=r["start_time"],
-            finish_time=r["finish_time"], transferred=r["transferred"], verify_checksum=job["verify_checksum"],
-            overwrite=bool(job["overwrite"]), retry=job["retry"], priority=job["priority"],
-        )  # fmt: skip
+            file_id=r["file_id"],
+            job_id=r["job_id"],
+            spec=spec,
+            state=RECHECK if recheck else r["state"],
+            reason=r["reason"],
+            attempts=r["attempts"],
+            source_used=r["source_used"],
+            start_time=r["start_time"],
+            finish_time=r["finish_time"],
+            transferred=r["transferred"],
+            verify_checksum=job["verify_checksum"],
+            overwrite=bool(job["overwrite"]),
+            retry=job["retry"],
+            priority=job["priority"],
+        )

@@ -46,14 +46,24 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
 
     def evaluate() -> None:
-        run_daemon(once=True, graceful_stop=evaluator.graceful_stop, executable=evaluator.DAEMON_NAME,
-                   partition_wait_time=0, sleep_time=30,
-                   run_once_fnc=functools.partial(evaluator.run_once, did_limit=1000, paused_dids={}))  # fmt: skip
+        run_daemon(
+            once=True,
+            graceful_stop=evaluator.graceful_stop,
+            executable=evaluator.DAEMON_NAME,
+            partition_wait_time=0,
+            sleep_time=30,
+            run_once_fnc=functools.partial(evaluator.run_once, did_limit=1000, paused_dids={}),
+        )
 
     def inject() -> None:
-        run_daemon(once=True, graceful_stop=injector.graceful_stop, executable=injector.DAEMON_NAME,
-                   partition_wait_time=0, sleep_time=30,
-                   run_once_fnc=functools.partial(injector.run_once, paused_rules={}))  # fmt: skip
+        run_daemon(
+            once=True,
+            graceful_stop=injector.graceful_stop,
+            executable=injector.DAEMON_NAME,
+            partition_wait_time=0,
+            sleep_time=30,
+            run_once_fnc=functools.partial(injector.run_once, paused_rules={}),
+        )
 
     steps = [
         ("judge-injector", inject),
