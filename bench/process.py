@@ -36,8 +36,8 @@ import numpy as np
 import uproot
 
 from datalake import Lake
-from datalake.chunks import split
 from datalake.examples.dimuon import BRANCHES, mass_spectrum
+from datalake.processing.chunks import split
 from datalake.testbed import nanoaod
 
 ROOT = Path(__file__).resolve().parent.parent

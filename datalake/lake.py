@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
-    from datalake.govern import Outcome
+    from datalake.policy.govern import Outcome
     from datalake.pull import Summary
     from datalake.register import Plan, Progress, Result
 
@@ -77,13 +77,13 @@ class Lake:
 
     def plan(self, did: str, *, now: datetime | None = None) -> Outcome:
         """What ``apply`` would change to make ``did`` match its recorded sharing policy."""
-        from datalake.govern import govern
+        from datalake.policy.govern import govern
 
         return govern(self.catalog, dids.parse(did), self.policies, now=now, dry_run=True)
 
     def apply(self, did: str | None = None, *, now: datetime | None = None, dry_run: bool = False) -> list[Outcome]:
         """Make one dataset (or, with ``did=None``, every governed dataset) match its sharing policy."""
-        from datalake.govern import govern
+        from datalake.policy.govern import govern
 
         targets = [dids.parse(did)] if did else self.catalog.governed()
         return [govern(self.catalog, t, self.policies, now=now, dry_run=dry_run) for t in targets]
@@ -159,7 +159,7 @@ class Lake:
         """Copy a DID's files to the RSE ``to`` with the transfer engine, register the new replicas, then add a
         rule there (satisfied at once): replication for lakes without a conveyor. Safe to re-run; returns the
         ``Plan`` when ``dry_run``, else the ``Outcome`` (``.ok``, ``.copied``, ``.failed``, ``.rule``)."""
-        from datalake import replicate
+        from datalake.transfer import replicate
         from datalake.transfer.engine import EngineSettings
         from datalake.transfer.optimizer import Settings
 
@@ -190,8 +190,8 @@ class Lake:
         are added with ``+`` (dicts key by key) on the cluster. ``client``: a ``distributed.Client`` to use,
         else one is connected to ``scheduler`` or ``$DATALAKE_SCHEDULER``. With ``with_summary``, returns
         ``(result, summary)`` (events, bytes read, chunks run beside their data, retries, per-chunk records)."""
-        from datalake import cluster, userfn
-        from datalake.process import process
+        from datalake.processing import cluster, userfn
+        from datalake.processing.process import process
 
         user = self._storage_identity()
         userfn.ship(fn)
@@ -228,8 +228,8 @@ class Lake:
         """Write ``columns`` of the events passing ``where`` as Parquet (one file per input) to the RSE ``to``,
         beside the data, and register them as the dataset ``as_did`` with provenance, under the inputs' policy.
         Returns the summary; re-running finishes an interrupted delivery."""
-        from datalake import cluster, selection
-        from datalake.deliver import deliver
+        from datalake.processing import cluster, selection
+        from datalake.processing.deliver import deliver
 
         user = self._storage_identity()
         chosen = selection.parse(where) if where else None

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from datalake.access import Reader, needs_reader, refusal
 from datalake.catalog import Catalog
 from datalake.dids import DID
 from datalake.errors import CatalogError, ConfigError, NotAllowed
 from datalake.localfiles import ALGORITHMS, Target, is_verified, normal, remember, target
+from datalake.policy.access import Reader, needs_reader, refusal
 from datalake.ranking import Context, Replica, RseFacts, rank
 from datalake.storage import FetchError, fetch
 

@@ -24,9 +24,9 @@ from datalake.didmeta import POLICY_KEY, STATE_KEY
 from datalake.dids import DID, name_problem
 from datalake.errors import PolicyError, StorageError
 from datalake.faults import crash_point
-from datalake.govern import Outcome, govern, utcnow
-from datalake.plan import check_placement
 from datalake.policy import SharingPolicy, evaluate
+from datalake.policy.actions import check_placement
+from datalake.policy.govern import Outcome, govern, utcnow
 from datalake.policy.metadata import validate as validate_meta
 
 BATCH = 250  # files per registration call (one transaction each; Rucio takes at most 1000)

@@ -23,18 +23,18 @@ import uproot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datalake import cluster, results, userfn
-from datalake.chunks import Chunk, split
-from datalake.columnar import ReadFailed
 from datalake.errors import ConfigError, UserCodeError
 from datalake.examples import dimuon
-from datalake.merge import merge
-from datalake.placement import Placed, Source, beside_share, place
 from datalake.policy import Tier, evaluate, load
 from datalake.policy.derived import bounded, readers_problem
 from datalake.policy.metadata import validate
-from datalake.process import Partial, merge_partials, run_chunk
-from datalake.selection import parse
+from datalake.processing import cluster, results, userfn
+from datalake.processing.chunks import Chunk, split
+from datalake.processing.columnar import ReadFailed
+from datalake.processing.merge import merge
+from datalake.processing.placement import Placed, Source, beside_share, place
+from datalake.processing.process import Partial, merge_partials, run_chunk
+from datalake.processing.selection import parse
 from datalake.testbed import nanoaod
 from datalake.tracebacks import Frame
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from datalake.errors import PolicyError
-from datalake.plan import CurrentRule, CurrentState, plan
 from datalake.policy import Tier, check, evaluate, load, parse
+from datalake.policy.actions import CurrentRule, CurrentState, plan
 from datalake.policy.metadata import parse_pairs, validate
 from datalake.policy.model import Duration
 from datalake.policy.release import stage_position

@@ -14,11 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from datalake import pull as pull_module
-from datalake.access import Reader, refusal
 from datalake.catalog import ClientConfig
 from datalake.dids import DID
 from datalake.errors import CatalogError, NotAllowed
 from datalake.localfiles import XATTR, hashed, is_verified, remember, target
+from datalake.policy.access import Reader, refusal
 from datalake.ranking import Context, Replica, RseFacts, rank
 from datalake.storage import FetchError
 

@@ -7,9 +7,9 @@ import awkward as ak
 import pytest
 import uproot
 
-from datalake import columnar
-from datalake.columnar import ReadFailed, read
 from datalake.examples.dimuon import BRANCHES
+from datalake.processing import columnar
+from datalake.processing.columnar import ReadFailed, read
 from datalake.testbed import nanoaod
 
 

@@ -13,11 +13,12 @@ import awkward as ak
 import cloudpickle
 import pytest
 
-from datalake import cli, tracebacks, userfn
-from datalake.chunks import Chunk
+from datalake import cli, tracebacks
 from datalake.errors import UserCodeError
-from datalake.placement import Placed, Source
-from datalake.process import run_chunk
+from datalake.processing import userfn
+from datalake.processing.chunks import Chunk
+from datalake.processing.placement import Placed, Source
+from datalake.processing.process import run_chunk
 from datalake.testbed import nanoaod
 from datalake.tracebacks import Frame
 
@@ -155,10 +156,10 @@ def test_frames_survive_pickling_as_dask_sends_them():
 
 
 def test_a_where_expression_failing_on_the_events_names_the_expression_and_the_chunk():
-    from datalake import cluster
-    from datalake.deliver import _selected
     from datalake.errors import ConfigError
-    from datalake.selection import parse
+    from datalake.processing import cluster
+    from datalake.processing.deliver import _selected
+    from datalake.processing.selection import parse
 
     events = {"Muon_pt": ak.Array([[1.0, 2.0], [3.0]]), "Jet_pt": ak.Array([[1.0], [2.0, 3.0]])}
     placed = Placed(Chunk("collider:nano.root", 0, 2), (Source("LOCAL", "A", "x.root"),), "A")

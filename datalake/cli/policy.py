@@ -99,7 +99,7 @@ def apply(
     if did:
         outcomes = lake.apply(did, now=now, dry_run=dry_run)
     else:  # one failing dataset must not stop the others; report it and exit non-zero at the end
-        from datalake.govern import govern
+        from datalake.policy.govern import govern
 
         outcomes, failures = [], []
         for target in lake.catalog.governed():

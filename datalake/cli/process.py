@@ -69,7 +69,8 @@ def process(
 ) -> None:
     """Run FN over the events of DID beside the data: each chunk runs on a Dask worker at the site of one of its
     replicas, reads only BRANCHES over root://, and the results are added up (`+`) on the cluster."""
-    from datalake import Lake, results, userfn
+    from datalake import Lake
+    from datalake.processing import results, userfn
 
     function = userfn.load(fn)
     wanted = _names(branches) or userfn.default_branches(function)
@@ -119,7 +120,7 @@ def process(
 
 
 def _print_hist(h) -> None:  # h: a 1-D hist.Hist
-    from datalake import results
+    from datalake.processing import results
 
     rows = results.rows(h)
     top = max((c for _, _, c in rows), default=0) or 1

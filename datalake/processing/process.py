@@ -15,15 +15,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from datalake import chunks as chunking
-from datalake import cluster, tracebacks
+from datalake import tracebacks
 from datalake.catalog import Catalog
-from datalake.chunks import Chunk
-from datalake.columnar import Inspection, ReadFailed, inspect, read, where_am_i
 from datalake.dids import DID
 from datalake.errors import CatalogError, UserCodeError
-from datalake.merge import merge
-from datalake.placement import Placed, Source, beside_share, place
+from datalake.processing import chunks as chunking
+from datalake.processing import cluster
+from datalake.processing.chunks import Chunk
+from datalake.processing.columnar import Inspection, ReadFailed, inspect, read, where_am_i
+from datalake.processing.merge import merge
+from datalake.processing.placement import Placed, Source, beside_share, place
 from datalake.ranking import Context, Replica, RseFacts, rank
 
 CHUNK = 100_000  # events per chunk (coffea's default)

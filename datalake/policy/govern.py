@@ -14,8 +14,8 @@ from datalake.catalog import Catalog
 from datalake.didmeta import DERIVED_KEY, POLICY_KEY, STATE_KEY
 from datalake.dids import DID
 from datalake.errors import PolicyError
-from datalake.plan import Action, CurrentRule, CurrentState, plan
 from datalake.policy import DesiredState, SharingPolicy, evaluate, find
+from datalake.policy.actions import Action, CurrentRule, CurrentState, plan
 from datalake.policy.derived import bounded
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from datalake.chunks import Chunk
+from datalake.processing.chunks import Chunk
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datalake import tracebacks
-from datalake.columnar import ReadFailed
 from datalake.errors import ConfigError, ProcessingError, UserCodeError
-from datalake.placement import Placed
+from datalake.processing.columnar import ReadFailed
+from datalake.processing.placement import Placed
 
 RESOURCE_PREFIX = "site-"
 SCHEDULER_ENV = "DATALAKE_SCHEDULER"

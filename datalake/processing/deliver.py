@@ -19,17 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import datalake
-from datalake import chunks as chunking
-from datalake import cluster, dids, storage
+from datalake import dids, storage
 from datalake.catalog import Catalog
-from datalake.chunks import Chunk
-from datalake.columnar import Target, read, scratch, store, where_am_i
 from datalake.didmeta import DERIVED_KEY, POLICY_KEY
 from datalake.dids import DID
 from datalake.errors import CatalogError, ConfigError, PolicyError
-from datalake.placement import Placed, place
-from datalake.process import CHUNK, TREE, plan
-from datalake.selection import Selection
+from datalake.processing import chunks as chunking
+from datalake.processing import cluster
+from datalake.processing.chunks import Chunk
+from datalake.processing.columnar import Target, read, scratch, store, where_am_i
+from datalake.processing.placement import Placed, place
+from datalake.processing.process import CHUNK, TREE, plan
+from datalake.processing.selection import Selection
 
 S3_SCHEMES = ("s3",)
 
@@ -211,9 +212,9 @@ def deliver(
     now: datetime | None = None,
 ) -> Summary:
     """Skim ``did`` into the dataset ``output`` on ``rse``; everything is checked before any work is sent."""
-    from datalake.govern import input_state, policy_of, utcnow
     from datalake.policy import evaluate
     from datalake.policy.derived import readers_problem
+    from datalake.policy.govern import input_state, policy_of, utcnow
     from datalake.policy.metadata import DATACITE, OPTIONAL_BUILTIN, parse_pairs
     from datalake.register import Source, prepare, run
 
