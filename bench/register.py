@@ -141,6 +141,7 @@ def register_in_place(work: Path, files: int, size: int, anchor_files: int) -> d
     from rucio.rse import rsemanager
 
     from datalake import Lake, storage
+    from datalake.storage.local import adler32_file
 
     lake = Lake()
     info = lake.catalog.rse_info("XRD2")
@@ -148,9 +149,9 @@ def register_in_place(work: Path, files: int, size: int, anchor_files: int) -> d
     local = make_files(work / f"inplace{tag}", files + anchor_files, size)
     lfns = [{"scope": SCOPE, "name": p.name} for p in local]
     pfns = rsemanager.lfns2pfns(info, lfns, operation="write", scheme="root")
-    jobs = [storage.CopyJob(str(p), pfns[f"{SCOPE}:{p.name}"], size, storage.adler32_file(p)) for p in local]
+    jobs = [storage.CopyJob(str(p), pfns[f"{SCOPE}:{p.name}"], size, adler32_file(p)) for p in local]
     start = time.perf_counter()
-    failed = storage.copy_many(jobs, parallel=32)
+    failed = storage.default().for_urls(*(j.target for j in jobs)).copy_many(jobs, parallel=32)
     placed = time.perf_counter() - start
     if failed:
         raise SystemExit(f"placing files failed: {next(iter(failed.items()))}")

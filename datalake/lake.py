@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from datalake import dids
 from datalake.catalog import Catalog, ClientConfig
+from datalake.progress import NO_PROGRESS, Progress
+from datalake.settings import settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -16,9 +18,8 @@ if TYPE_CHECKING:
 
     from datalake.policy.govern import Outcome
     from datalake.pull import Summary
-    from datalake.register import Plan, Progress, Result
-
-DEFAULT_POLICIES = "policies"
+    from datalake.register import Plan, Result
+    from datalake.storage import Storages
 
 
 class Lake:
@@ -34,10 +35,16 @@ class Lake:
         *,
         timeout: int = 600,
         policies: str | os.PathLike | None = None,
+        storage: Storages | None = None,
     ) -> None:
+        from datalake.storage import default
+        from datalake.storage.xrootd import apply_client_settings
+
+        apply_client_settings()
         self.config = ClientConfig.from_file(config)
         self.timeout = timeout
-        self.policies = Path(policies or os.environ.get("DATALAKE_POLICIES") or DEFAULT_POLICIES)
+        self.policies = Path(policies or settings().policies)
+        self.storages = storage or default()
 
     def __repr__(self) -> str:
         return f"Lake(account={self.account!r}, rucio={self.config.rucio_host!r})"
@@ -49,7 +56,7 @@ class Lake:
     def _storage_identity(self) -> str | None:
         """Talk to storage as this account (its keytab), fixed for the process at its first storage call; returns
         the storage user (None: no keytab configured)."""
-        from datalake import storage_identity
+        from datalake.storage import identity as storage_identity
 
         if self.config.keytab is None:
             return None
@@ -113,8 +120,8 @@ class Lake:
         meta: dict[str, Any],
         *,
         now: datetime | None = None,
-        progress: Progress | None = None,
-        parallel: int = 16,
+        progress: Progress = NO_PROGRESS,
+        parallel: int | None = None,
     ) -> Result:
         """Upload/register files into ``dataset`` under ``policy`` and apply it; re-running finishes a crashed
         run and adds nothing twice."""
@@ -122,7 +129,9 @@ class Lake:
 
         self._storage_identity()
         plan = self.prepare_registration(paths, dataset, policy, rse, meta, now=now)
-        return run(self.catalog, plan, self.policies, progress=progress, parallel=parallel, now=now)
+        return run(
+            self.catalog, plan, self.policies, progress=progress, parallel=parallel, now=now, storages=self.storages
+        )
 
     def pull(
         self,
@@ -132,8 +141,8 @@ class Lake:
         rse_expression: str | None = None,
         prefer: list[str] | tuple[str, ...] = (),
         site: str | None = None,
-        parallel: int = 16,
-        progress: Any = None,
+        parallel: int | None = None,
+        progress: Progress = NO_PROGRESS,
         keep_files: bool = True,
     ) -> Summary:
         """Copy the files of one or more DIDs to ``to/scope/name``: in parallel, verified, resumable, failing over
@@ -153,9 +162,18 @@ class Lake:
             parallel=parallel,
             progress=progress,
             keep_files=keep_files,
+            storages=self.storages,
         )
 
-    def replicate(self, did: str, to: str, *, dry_run: bool = False, parallel: int = 16, progress: Any = None) -> Any:
+    def replicate(
+        self,
+        did: str,
+        to: str,
+        *,
+        dry_run: bool = False,
+        parallel: int | None = None,
+        progress: Progress = NO_PROGRESS,
+    ) -> Any:
         """Copy a DID's files to the RSE ``to`` with the transfer engine, register the new replicas, then add a
         rule there (satisfied at once): replication for lakes without a conveyor. Safe to re-run; returns the
         ``Plan`` when ``dry_run``, else the ``Outcome`` (``.ok``, ``.copied``, ``.failed``, ``.rule``)."""
@@ -167,8 +185,9 @@ class Lake:
         the_plan = replicate.plan(self.catalog, dids.parse(did), to, self.account)
         if dry_run:
             return the_plan
-        settings = EngineSettings(max_active=parallel, optimizer=Settings(start=parallel, high=max(parallel, 32)))
-        return replicate.run(self.catalog, the_plan, settings, progress)
+        parallel = settings().parallel if parallel is None else parallel
+        engine = EngineSettings(max_active=parallel, optimizer=Settings(start=parallel, high=max(parallel, 32)))
+        return replicate.run(self.catalog, the_plan, engine, progress, storages=self.storages)
 
     def process(
         self,
@@ -176,8 +195,8 @@ class Lake:
         fn: Callable[[Any], Any],
         branches: list[str],
         *,
-        tree: str = "Events",
-        chunk_size: int = 100_000,
+        tree: str | None = None,
+        chunk_size: int | None = None,
         scheduler: str | None = None,
         client: Any = None,
         progress: Any = None,
@@ -218,8 +237,8 @@ class Lake:
         as_did: str,
         where: str | None = None,
         meta: dict[str, Any] | list[str] | None = None,
-        tree: str = "Events",
-        chunk_size: int = 100_000,
+        tree: str | None = None,
+        chunk_size: int | None = None,
         scheduler: str | None = None,
         client: Any = None,
         progress: Any = None,

@@ -1,9 +1,9 @@
 """``datalake pull``: DIDs -> files (streamed) -> replicas (listed in batches) -> ranked -> copied in parallel,
 verified, resumed, failed over; bad replicas reported to Rucio so the lake heals.
 
-Memory stays flat whatever the dataset's size: files are streamed from Rucio, replicas are listed
-``LIST_BATCH`` files at a time, and at most ``2 x parallel`` files are queued. Only failures and bad replicas
-are kept unless the caller asks for every file's record (the Python API does).
+Memory stays flat whatever the dataset's size: files are streamed from Rucio, replicas are listed a batch at a
+time (the settings' ``list_batch``), and at most ``2 x parallel`` files are queued. Only failures and bad
+replicas are kept unless the caller asks for every file's record (the Python API does).
 """
 
 from __future__ import annotations
@@ -19,27 +19,22 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from datalake.catalog import Catalog
+from datalake.catalog import Catalog, File
 from datalake.dids import DID
-from datalake.errors import CatalogError, ConfigError, NotAllowed
-from datalake.localfiles import ALGORITHMS, Target, is_verified, normal, remember, target
-from datalake.policy.access import Reader, needs_reader, refusal
+from datalake.errors import CatalogError, ConfigError
+from datalake.policy.access import readable
+from datalake.progress import NO_PROGRESS, Progress
 from datalake.ranking import Context, Replica, RseFacts, rank
-from datalake.storage import FetchError, fetch
+from datalake.settings import settings
+from datalake.storage import Cancelled, Corrupt, LocalDisk, Missing, StorageFailure, Storages
+from datalake.storage import default as default_storages
+from datalake.storage.local import Target, is_verified, remember, target
 
-LIST_BATCH = 200  # files per list_replicas call: small enough never to time out, big enough to amortise
-FIRST_BATCH = 16  # ... except the first, so copying starts while the rest is being listed
-PARALLEL = 16  # files copied at once (measured: 16 saturates loopback XRootD for 1 MiB files on 2 cores)
-BAD_KINDS = ("missing", "corrupt")  # failures that mean the replica itself is bad (reported to Rucio)
+BAD = (Missing, Corrupt)  # failures that mean the replica itself is bad (reported to Rucio)
+BAD_KINDS = tuple(k.kind for k in BAD)
 DEAD_AFTER = 3  # unreachable/refused failures after which an RSE is skipped for the rest of the pull
-
-
-class Progress(Protocol):
-    def start(self, files: int, size: int) -> None: ...
-    def advance(self, files: int, size: int) -> None: ...
-    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -127,22 +122,9 @@ class Summary:
         return out
 
 
-@dataclass(frozen=True)
-class _File:
-    scope: str
-    name: str
-    size: int
-    algorithm: str
-    checksum: str
-
-    @property
-    def did(self) -> str:
-        return f"{self.scope}:{self.name}"
-
-
 def client_site(explicit: str | None = None) -> str | None:
     """The client's site: ``--site``, ``$DATALAKE_SITE``, or ``$SITE_NAME`` (what Rucio's clients read)."""
-    return explicit or os.environ.get("DATALAKE_SITE") or os.environ.get("SITE_NAME") or None
+    return explicit or settings().site or None
 
 
 class Puller:
@@ -156,10 +138,12 @@ class Puller:
         rse_expression: str | None,
         prefer: tuple[str, ...],
         site: str | None,
-        progress: Progress | None,
+        progress: Progress,
         keep_files: bool,
+        storages: Storages,
     ) -> None:
         self.catalog = catalog
+        self.storages = storages
         self.to = to
         self.rse_expression = rse_expression
         self.progress = progress
@@ -182,9 +166,7 @@ class Puller:
         for rse in rses:
             if rse in self.facts:
                 continue
-            attrs = self.catalog.rse_attributes(rse)
-            tier = attrs.get("tier")
-            self.facts[rse] = RseFacts(site=attrs.get("site"), tier=int(tier) if str(tier).isdigit() else None)
+            self.facts[rse] = self.catalog.rse_facts(rse)
             if self.site:
                 if rse in self.site_rses:
                     self.distance[rse] = 0
@@ -201,10 +183,10 @@ class Puller:
 
     # -- doing ----------------------------------------------------------------------------------------------
 
-    def one(self, f: _File, replicas: list[Replica]) -> Pulled:
+    def one(self, f: File, replicas: list[Replica]) -> Pulled:
         where = target(self.to, f.scope, f.name)
         if where is None:
-            return Pulled(f.did, "", "failed", f.size, reason="its name has '.' or '..' parts: not written")
+            return Pulled(str(f.did), "", "failed", f.size, reason="its name has '.' or '..' parts: not written")
         while True:  # the same file reached twice (e.g. in two datasets of a container): one copy, then a check
             with self.lock:
                 other = self.busy.get(where.final)
@@ -215,31 +197,35 @@ class Puller:
         try:
             return self._pull(f, where, replicas)
         except OSError as err:  # our own disk: a name too long, a permission, a quota
-            return Pulled(f.did, str(where.final), "failed", f.size, reason=f"{err.strerror or err}: {err.filename}")
+            return Pulled(
+                str(f.did), str(where.final), "failed", f.size, reason=f"{err.strerror or err}: {err.filename}"
+            )
         finally:
             with self.lock:
                 del self.busy[where.final]
             done.set()
 
-    def _pull(self, f: _File, where: Target, replicas: list[Replica]) -> Pulled:
+    def _pull(self, f: File, where: Target, replicas: list[Replica]) -> Pulled:
         path = str(where.final)
         verified = is_verified(where.final, f.size, f.algorithm, f.checksum)
         if verified:
             self._advance(1, f.size)
-            return Pulled(f.did, path, "present", f.size)
+            return Pulled(str(f.did), path, "present", f.size)
         if not f.checksum:
-            return Pulled(f.did, path, "failed", f.size, reason="the catalog records no adler32 or md5 to verify by")
+            return Pulled(
+                str(f.did), path, "failed", f.size, reason="the catalog records no adler32 or md5 to verify by"
+            )
         if not replicas:
             where_from = f" matching {self.rse_expression!r}" if self.rse_expression else ""
-            return Pulled(f.did, path, "failed", f.size, reason=f"no readable replica{where_from}")
+            return Pulled(str(f.did), path, "failed", f.size, reason=f"no readable replica{where_from}")
         where.final.parent.mkdir(parents=True, exist_ok=True)
         with _exclusive(where.part) as mine:
             if not mine:
-                return Pulled(f.did, path, "failed", f.size, reason="another datalake pull is writing this file")
+                return Pulled(str(f.did), path, "failed", f.size, reason="another datalake pull is writing this file")
             if is_verified(where.final, f.size, f.algorithm, f.checksum):  # another pull just finished it
                 where.part.unlink()
                 self._advance(1, f.size)
-                return Pulled(f.did, path, "present", f.size)
+                return Pulled(str(f.did), path, "present", f.size)
             outcome, attempts = self._copy(f, where, replicas)
             if outcome is None and _size(where.part) == 0:
                 where.part.unlink()  # nothing was copied: leave no empty partial file behind
@@ -248,23 +234,25 @@ class Puller:
         if outcome is None and len(corrupt) == 1 and sum(a.kind == "corrupt" for _, a in attempts) > 1:
             bad = [(r, a) for r, a in bad if a.kind != "corrupt"]  # every copy differs the same way: the catalog?
         with self.lock:
-            self.summary.bad_replicas.extend(BadReplica(f.did, r.rse, r.url, a.kind, a.reason) for r, a in bad)
+            self.summary.bad_replicas.extend(BadReplica(str(f.did), r.rse, r.url, a.kind, a.reason) for r, a in bad)
         tried = tuple(a for _, a in attempts)
         if outcome is None:
             reasons = "; ".join(f"{a.rse}: {a.reason}" for a in tried)
-            return Pulled(f.did, path, "failed", f.size, attempts=tried, reason=f"every replica failed ({reasons})")
+            return Pulled(
+                str(f.did), path, "failed", f.size, attempts=tried, reason=f"every replica failed ({reasons})"
+            )
         if isinstance(outcome, str):
-            return Pulled(f.did, path, "failed", f.size, attempts=tried, reason=outcome)
+            return Pulled(str(f.did), path, "failed", f.size, attempts=tried, reason=outcome)
         replica, resumed = outcome
         self._advance(1, resumed)
-        return Pulled(f.did, path, "copied", f.size, replica.rse, resumed, tried, replaced=verified is False)
+        return Pulled(str(f.did), path, "copied", f.size, replica.rse, resumed, tried, replaced=verified is False)
 
-    def _copy(self, f: _File, where: Target, replicas: list[Replica]) -> tuple[Any, list[tuple[Replica, Attempt]]]:
+    def _copy(self, f: File, where: Target, replicas: list[Replica]) -> tuple[Any, list[tuple[Replica, Attempt]]]:
         """Try the ranked replicas in turn: ((replica, bytes resumed) | a local failure | None, failed attempts)."""
         attempts: list[tuple[Replica, Attempt]] = []
         for replica in self.ranked(f.name, replicas):
             if self.cancel.is_set():
-                raise FetchError("cancelled", "interrupted")
+                raise Cancelled("interrupted")
             with self.lock:
                 dead = self.failures[replica.rse] >= DEAD_AFTER
             if dead:
@@ -275,7 +263,7 @@ class Puller:
             fresh_retry = _size(where.part) > 0  # a mismatch after resuming may be the old prefix's fault
             while True:
                 try:
-                    resumed = fetch(
+                    resumed = self.storages.for_urls(replica.url).download(
                         replica.url,
                         where.part,
                         f.size,
@@ -284,19 +272,19 @@ class Puller:
                         progress=lambda n: self._advance(0, n),
                         cancel=self.cancel,
                     )
-                except FetchError as err:
-                    if err.kind == "corrupt" and fresh_retry:
+                except (Cancelled, LocalDisk) as err:
+                    if isinstance(err, Cancelled):
+                        raise
+                    return str(err), attempts
+                except StorageFailure as err:
+                    if isinstance(err, Corrupt) and fresh_retry:
                         os.truncate(where.part, 0)  # truncated, not removed: our lock is on this file
                         fresh_retry = False
                         continue
-                    if err.kind == "cancelled":
-                        raise
-                    if err.kind == "local":
-                        return str(err), attempts
                     attempts.append((replica, Attempt(replica.rse, err.kind, str(err))))
-                    if err.kind == "corrupt":
+                    if isinstance(err, Corrupt):
                         os.truncate(where.part, 0)  # the next replica starts clean
-                    elif err.kind not in BAD_KINDS:
+                    elif not isinstance(err, BAD):
                         with self.lock:
                             self.failures[replica.rse] += 1
                     break
@@ -306,8 +294,7 @@ class Puller:
         return None, attempts
 
     def _advance(self, files: int, size: int) -> None:
-        if self.progress is not None:
-            self.progress.advance(files, size)
+        self.progress.advance(files, size)
 
     def collect(self, future: Future) -> None:
         if future.cancelled():
@@ -316,7 +303,7 @@ class Puller:
         with self.lock:
             if error is None:
                 self.summary.add(future.result())
-            elif not (isinstance(error, FetchError) and error.kind == "cancelled"):
+            elif not isinstance(error, Cancelled):
                 self.errors.append(error)  # a bug: raised once the pull has stopped
 
     def declare(self) -> None:
@@ -360,67 +347,6 @@ def _exclusive(part: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-class _Reader:
-    """The account's groups and rights, read from Rucio only when a governed, non-public DID needs them."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-        self.value: Reader | None = None
-
-    def __call__(self) -> Reader:
-        if self.value is None:
-            account = self.catalog.config.account
-            self.value = Reader.from_attributes(account, self.catalog.account_attributes(account))
-        return self.value
-
-
-def _refusal(did: DID, meta: dict[str, Any], reader: _Reader) -> str | None:
-    if not needs_reader(meta):
-        return None
-    return refusal(str(did), meta, reader())
-
-
-def check(catalog: Catalog, did: DID, reader: _Reader) -> dict[str, Any]:
-    """The DID's record, after checking ``reader`` may read everything it holds (one clear line if not). A file
-    is readable when any dataset holding it is."""
-    record = catalog.get_did(did)
-    if record is None:
-        raise CatalogError(f"{did}: no such DID in Rucio")
-    kind = str(record.get("type", "")).upper()
-    if kind == "FILE":
-        reasons = [_refusal(p, catalog.metadata(p), reader) for p in catalog.parents(did)]
-        if reasons and all(reasons):
-            raise NotAllowed(f"not allowed: {reasons[0]}")
-        return record
-    pending = [(did, kind)]
-    while pending:
-        current, current_kind = pending.pop()
-        if reason := _refusal(current, catalog.metadata(current), reader):
-            raise NotAllowed(f"not allowed: {reason}")
-        if current_kind == "CONTAINER":
-            pending.extend(catalog.children(current))
-    return record
-
-
-def _files(catalog: Catalog, did: DID, record: dict[str, Any]) -> Iterator[_File]:
-    entries = [record] if str(record.get("type", "")).upper() == "FILE" else catalog.iter_files(did)
-    for e in entries:
-        algorithm = next((a for a in ALGORITHMS if e.get(a)), ALGORITHMS[0])
-        value = normal(algorithm, str(e[algorithm])) if e.get(algorithm) else ""  # no checksum: that file fails
-        yield _File(str(e["scope"]), e["name"], int(e["bytes"] or 0), algorithm, value)
-
-
-def _batches(items: Iterator[_File], first: int, size: int) -> Iterator[list[_File]]:
-    batch: list[_File] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == first:
-            yield batch
-            batch, first = [], size
-    if batch:
-        yield batch
-
-
 # The main thread waits in 0.2 s slices: a signal may be delivered to any thread, and a lock wait without a
 # timeout would not notice Ctrl-C until it ends.
 
@@ -436,7 +362,7 @@ def _get(ahead: queue.Queue) -> Any:
             return ahead.get(timeout=0.2)
 
 
-Listed = tuple[list[_File], dict[tuple[str, str], list[Replica]]]
+Listed = tuple[list[File], dict[DID, list[Replica]]]
 
 
 def _listed(catalog: Catalog, puller: Puller, records: list, rse_expression: str | None) -> Iterator[Listed]:
@@ -454,14 +380,20 @@ def _listed(catalog: Catalog, puller: Puller, records: list, rse_expression: str
     def lister() -> None:
         try:
             for did, record in records:
-                for batch in _batches(_files(catalog, did, record), FIRST_BATCH, LIST_BATCH):
-                    found: dict[tuple[str, str], list[Replica]] = {}
-                    for rep in catalog.replicas([DID(f.scope, f.name) for f in batch], rse_expression):
-                        found[(str(rep["scope"]), rep["name"])] = [
+                files = catalog.files_of(did, record)
+                tuning = settings()
+                listed = catalog.replica_batches(
+                    files, File.did.fget, tuning.list_batch, first=tuning.first_batch, rse_expression=rse_expression
+                )
+                for batch, records_found in listed:
+                    found = {
+                        file: [
                             Replica(info["rse"], pfn)
                             for pfn, info in (rep.get("pfns") or {}).items()
                             if info.get("type", "DISK") == "DISK"
                         ]
+                        for file, rep in records_found.items()
+                    }
                     puller.learn({r.rse for reps in found.values() for r in reps})
                     if not put((batch, found)):
                         return
@@ -488,18 +420,21 @@ def pull(
     rse_expression: str | None = None,
     prefer: Iterable[str] = (),
     site: str | None = None,
-    parallel: int = PARALLEL,
-    progress: Progress | None = None,
+    parallel: int | None = None,
+    progress: Progress = NO_PROGRESS,
     keep_files: bool = True,
     declare: bool = True,
+    storages: Storages | None = None,
 ) -> Summary:
-    """Copy every file of ``targets`` into ``to/scope/name``; see the module docstring."""
+    """Copy every file of ``targets`` into ``to/scope/name``; see the module docstring. ``parallel``: files at
+    once (default: the settings' ``parallel``); ``storages``: where replicas are read from (default: the
+    registered backends by URL scheme)."""
+    parallel = settings().parallel if parallel is None else parallel
     if parallel < 1:
         raise ConfigError("parallel must be at least 1")
     started = time.perf_counter()
     root = Path(to).expanduser()
-    reader = _Reader(catalog)
-    records = [(did, check(catalog, did, reader)) for did in targets]
+    records = [(did, readable(catalog, did)) for did in targets]
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -512,12 +447,12 @@ def pull(
         site=client_site(site),
         progress=progress,
         keep_files=keep_files,
+        storages=storages or default_storages(),
     )
     if puller.site:
         puller.site_rses = [r["rse"] for r in catalog.rses("*") if r.get("site") == puller.site]
-    if progress is not None:
-        files = sum(int(r.get("length") or 1) for _, r in records)
-        progress.start(files, sum(int(r.get("bytes") or 0) for _, r in records))
+    files = sum(int(r.get("length") or 1) for _, r in records)
+    progress.start(files, sum(int(r.get("bytes") or 0) for _, r in records))
     slots = threading.Semaphore(2 * parallel)
     pool = ThreadPoolExecutor(parallel, thread_name_prefix="pull")
 
@@ -530,7 +465,7 @@ def pull(
         for batch, found in batches:
             for f in batch:
                 _acquire(slots)
-                pool.submit(puller.one, f, found.get((f.scope, f.name), [])).add_done_callback(finished)
+                pool.submit(puller.one, f, found.get(f.did, [])).add_done_callback(finished)
         pool.shutdown(wait=True)
     except BaseException:
         puller.cancel.set()  # workers stop at their next chunk; partial copies stay for a resume
@@ -538,8 +473,7 @@ def pull(
         batches.close()
         raise
     finally:
-        if progress is not None:
-            progress.stop()
+        progress.stop()
     if puller.errors:
         raise puller.errors[0]
     if declare:

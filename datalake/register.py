@@ -18,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from datalake import storage
 from datalake.catalog import Catalog, translated
 from datalake.didmeta import POLICY_KEY, STATE_KEY
 from datalake.dids import DID, name_problem
@@ -28,6 +27,12 @@ from datalake.policy import SharingPolicy, evaluate
 from datalake.policy.actions import check_placement
 from datalake.policy.govern import Outcome, govern, utcnow
 from datalake.policy.metadata import validate as validate_meta
+from datalake.progress import NO_PROGRESS, Progress
+from datalake.settings import settings
+from datalake.storage import CopyJob, Storages
+from datalake.storage import default as default_storages
+from datalake.storage.local import adler32_files
+from datalake.storage.xrootd import split_url
 
 BATCH = 250  # files per registration call (one transaction each; Rucio takes at most 1000)
 REGISTER_THREADS = 4  # measured best on the testbed: the server's CPU, not the network, is the limit
@@ -76,14 +81,6 @@ class Plan:
         }
 
 
-class Progress:
-    """What a progress display needs; the CLI passes a rich-backed one."""
-
-    def start(self, files: int, size: int) -> None: ...
-    def advance(self, files: int, size: int) -> None: ...
-    def stop(self) -> None: ...
-
-
 def _local_files(paths: list[Path], problems: list[str]) -> list[Path]:
     out: list[Path] = []
     for path in paths:
@@ -118,6 +115,7 @@ def prepare(
     checksum_threads: int = 4,
     written: list[Source] | None = None,
     allow_empty: bool = False,
+    storages: Storages | None = None,
 ) -> Plan:
     """Check everything and work out what is left to do; raise one error listing every problem. ``written``:
     files already written at the RSE's own paths, with their size and checksum (deliver's outputs)."""
@@ -154,7 +152,7 @@ def prepare(
     local = _local_files([Path(p).resolve() for p in paths if "://" not in p], problems)  # XRootD needs absolute
     urls = [p for p in paths if "://" in p]
     sources: list[Source] = []
-    sums = storage.adler32_files(local, checksum_threads) if local and not problems else []
+    sums = adler32_files(local, checksum_threads) if local and not problems else []
     for path, checksum in zip(local, sums, strict=False):
         sources.append(Source(path.name, path.stat().st_size, checksum, local=path))
     if urls:
@@ -163,7 +161,7 @@ def prepare(
         if rse_info and bad:
             problems += [f"{u}: not on RSE {rse} ({', '.join(sorted(endpoints))})" for u in bad]
         if not problems:
-            found, errors = storage.stat_many(urls, policy.checksum)
+            found, errors = (storages or default_storages()).for_urls(*urls).stat_many(urls, policy.checksum)
             problems += [f"{u}: {why}" for u, why in errors.items()]
             sources += [
                 Source(u.rsplit("/", 1)[-1], s.size, s.checksum, url=u, checksum_key=policy.checksum)
@@ -193,7 +191,7 @@ def prepare(
 
 def _endpoint(url: str, problems: list[str]) -> str:
     try:
-        return storage.split_url(url)[0]
+        return split_url(url)[0]
     except StorageError as err:
         problems.append(str(err))
         return ""
@@ -271,7 +269,7 @@ def _size(record: dict[str, Any]) -> int:
 
 
 def _norm(url: str) -> str:
-    endpoint, path = storage.split_url(url)
+    endpoint, path = split_url(url)
     return f"{endpoint}/{path}"
 
 
@@ -287,12 +285,13 @@ def _pfns(rse_info: dict[str, Any], scope: str, names: list[str]) -> dict[str, s
     return {k: _norm(v) for k, v in pfns.items()}
 
 
-def _still_to_copy(jobs: list[storage.CopyJob]) -> tuple[list[storage.CopyJob], int]:
+def _still_to_copy(storages: Storages, jobs: list[CopyJob]) -> tuple[list[CopyJob], int]:
     """The jobs whose target is not already on storage with the source's size and checksum, and how many are. A
     re-run after a kill finds the killed run's uploads: checked, not sent again, and not overwritten while the
     server may still hold the dead session's file open (its checksum query then fails). A target the server
     cannot stat or checksum is copied again (overwritten)."""
-    found, _unreadable = storage.stat_many([j.target for j in jobs])
+    targets = [j.target for j in jobs]
+    found, _unreadable = storages.for_urls(*targets).stat_many(targets)
     todo = [j for j in jobs if (f := found.get(j.target)) is None or (f.size, f.checksum) != (j.size, j.checksum)]
     return todo, len(jobs) - len(todo)
 
@@ -322,16 +321,19 @@ def run(
     plan: Plan,
     policies: Path,
     *,
-    progress: Progress | None = None,
-    parallel: int = 16,
+    progress: Progress = NO_PROGRESS,
+    parallel: int | None = None,
     batch: int = BATCH,
     now: datetime | None = None,
     say: Callable[[Any], None] | None = None,
     extra_meta: dict[str, Any] | None = None,
+    storages: Storages | None = None,
 ) -> Result:
     """Carry out a prepared plan. Safe to interrupt at any point: the same call finishes it. ``extra_meta``:
-    datalake's own keys besides the policy's (a derived dataset's provenance)."""
-    progress = progress or Progress()
+    datalake's own keys besides the policy's (a derived dataset's provenance). ``parallel``: uploads at once
+    (default: the settings' ``parallel``); ``storages``: where files are uploaded (default: by URL scheme)."""
+    parallel = settings().parallel if parallel is None else parallel
+    storages = storages or default_storages()
     result = Result(plan)
     clock = time.perf_counter()
     dataset = plan.dataset
@@ -352,13 +354,12 @@ def run(
         if plan.upload:
             info = plan.rse_info
             pfns = _pfns(info, dataset.scope, [s.name for s in plan.upload])
-            jobs = [
-                storage.CopyJob(str(s.local), pfns[f"{dataset.scope}:{s.name}"], s.size, s.checksum)
-                for s in plan.upload
-            ]
+            jobs = [CopyJob(str(s.local), pfns[f"{dataset.scope}:{s.name}"], s.size, s.checksum) for s in plan.upload]
             if plan.dataset_exists:  # a re-run: what an interrupted run already uploaded whole stays
-                jobs, result.kept = _still_to_copy(jobs)
-            result.failed = storage.copy_many(jobs, parallel=parallel, progress=lambda f, b: progress.advance(0, b))
+                jobs, result.kept = _still_to_copy(storages, jobs)
+            backend = storages.for_urls(*(j.target for j in jobs))
+            failed = backend.copy_many(jobs, parallel=parallel, progress=lambda f, b: progress.advance(0, b))
+            result.failed = {target: str(why) for target, why in failed.items()}
             result.uploaded = len(jobs) - len(result.failed)
             crash_point("register:uploaded")
         result.seconds["upload"] = time.perf_counter() - clock

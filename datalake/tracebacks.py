@@ -12,7 +12,6 @@ client, which holds the function, finds the file and reads the source line there
 from __future__ import annotations
 
 import linecache
-import os
 import sysconfig
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -66,7 +65,9 @@ def resolve(frames: Sequence[Frame], fn: Callable[..., Any]) -> tuple[Frame, ...
 def shown(frames: Sequence[Frame]) -> tuple[tuple[Frame, ...], int]:
     """The frames worth showing and how many were left out: the user's function and every frame of their own
     code; library frames below the last of those are counted, not shown (all with ``DATALAKE_DEBUG``)."""
-    if os.environ.get("DATALAKE_DEBUG"):
+    from datalake.settings import settings
+
+    if settings().debug:
         return tuple(frames), 0
     last = max((i for i, f in enumerate(frames) if i == 0 or not _library(f.file)), default=-1)
     return tuple(frames[: last + 1]), len(frames) - last - 1

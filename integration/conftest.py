@@ -52,8 +52,8 @@ def tb(*args: str, **kw) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def lake_env() -> dict[str, str]:
     """Bring the testbed up once; yield a base environment for the data manager (as the README's eval gives)."""
-    from datalake import storage_identity
     from datalake.catalog import ClientConfig
+    from datalake.storage import identity as storage_identity
 
     try:
         tb("up")

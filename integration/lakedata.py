@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import ROOT, STATE, datalake
 
 from datalake import Lake
-from datalake.storage import split_url
+from datalake.storage.xrootd import split_url
 
 POLICIES = ROOT / "policies"
 DATACITE = [

@@ -22,8 +22,10 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import PORT_BASE, S3_KEYS, free_port, stop, wait_http
 
-from datalake.transfer.backends import CHECKSUM, EXISTS, SOURCE, Backend, CopyFailed, Found, XRootD
-from datalake.transfer.gfal import Gfal2
+from datalake.storage import Backend, Corrupt, Exists, Found, Missing, Rejected, StorageFailure
+from datalake.storage.conformance import Conformance, Site
+from datalake.storage.gfal import Gfal2
+from datalake.storage.xrootd import XRootD
 
 XRD1, XRD2 = (f"root://127.0.0.1:{int(PORT_BASE) + 10 + i}" for i in range(2))
 BIN = Path(sys.executable).parent
@@ -208,9 +210,9 @@ def test_a_streamed_copy_with_checksums_on_both_sides_arrives_intact(case, paylo
 @pytest.mark.parametrize("mode", ["both", "target", "source"])
 def test_a_wrong_expected_checksum_fails_as_such_and_leaves_no_copy(case, payload, mode):
     source, data = payload
-    with pytest.raises(CopyFailed) as err:
+    with pytest.raises(StorageFailure) as err:
         copy(case, source, f"{case.dst}/bad", data, checksum="0badc0de", mode=mode)
-    assert err.value.kind == CHECKSUM, err.value
+    assert isinstance(err.value, Corrupt), err.value
     assert case.backend.stat(f"{case.dst}/bad", None) is None
 
 
@@ -221,9 +223,9 @@ def test_source_mode_checks_the_source_alone_against_the_expected_checksum(case)
 
 
 def test_a_missing_source_is_the_sources_fault(case, payload):
-    with pytest.raises(CopyFailed) as err:
+    with pytest.raises(StorageFailure) as err:
         copy(case, f"{case.src}/absent", f"{case.dst}/never", b"")
-    assert err.value.kind == SOURCE, err.value
+    assert isinstance(err.value, Missing), err.value
     assert case.backend.stat(f"{case.dst}/never", None) is None
 
 
@@ -232,9 +234,9 @@ def test_an_existing_destination_is_replaced_only_when_asked(case, payload):
     other = os.urandom(1000)
     case.put(f"{case.src}/other", other)
     copy(case, source, f"{case.dst}/twice", data)
-    with pytest.raises(CopyFailed) as err:
+    with pytest.raises(StorageFailure) as err:
         copy(case, f"{case.src}/other", f"{case.dst}/twice", other)
-    assert err.value.kind == EXISTS, err.value
+    assert isinstance(err.value, Exists), err.value
     assert case.get(f"{case.dst}/twice") == data
     # at once: xrootd 5.5 trusts a file's cached adler32 while its mtime (whole seconds) is unchanged, so both
     # backends delete the destination instead of truncating it in place
@@ -271,12 +273,12 @@ def test_gfal2_verifies_here_what_the_storage_cannot_checksum(request, unique):
 
 
 def refused_then_copied(case: Case, bad_mode: str, good_mode: str) -> None:
-    """A wrong expected checksum fails as CHECKSUM leaving nothing; the right one copies."""
+    """A wrong expected checksum fails as Corrupt leaving nothing; the right one copies."""
     data = os.urandom(5000)
     case.put(f"{case.src}/f", data)
-    with pytest.raises(CopyFailed) as err:
+    with pytest.raises(StorageFailure) as err:
         copy(case, f"{case.src}/f", f"{case.dst}/bad", data, checksum="0badc0de", mode=bad_mode)
-    assert err.value.kind == CHECKSUM, err.value
+    assert isinstance(err.value, Corrupt), err.value
     assert case.backend.stat(f"{case.dst}/bad", None) is None
     copy(case, f"{case.src}/f", f"{case.dst}/good", data, mode=good_mode)
     assert case.get(f"{case.dst}/good") == data
@@ -288,9 +290,9 @@ def test_gfal2_third_party_is_refused_where_it_cannot_happen(request, unique):
         case = make_case(name, request, unique)
         data = os.urandom(1000)
         case.put(f"{case.src}/tpc", data)
-        with pytest.raises(CopyFailed) as err:
+        with pytest.raises(StorageFailure) as err:
             copy(case, f"{case.src}/tpc", f"{case.dst}/tpc", data, third_party=True)
-        assert err.value.kind == "fatal", err.value
+        assert isinstance(err.value, Rejected), err.value
         assert case.backend.stat(f"{case.dst}/tpc", None) is None
 
 
@@ -306,3 +308,13 @@ def test_gfal2_overwrites_an_xrootd_file_at_once_without_a_stale_checksum(reques
     (tmp_path / "second").write_bytes(second)
     copy(case, f"file://{tmp_path / 'second'}", f"{case.dst}/f", second, mode=mode, overwrite=True)
     assert case.backend.stat(f"{case.dst}/f", "adler32") == Found(size=len(second), checksum=adler(second))
+
+
+class TestXRootDConformance(Conformance):
+    """The conformance suite every backend passes (the memory and gfal2 ones in tests/test_storage.py), against
+    a testbed RSE through the XRootD client."""
+
+    @pytest.fixture
+    def site(self, request, unique) -> Site:
+        case = make_case("xrootd-root", request, unique)
+        return Site(case.backend, case.src, case.put)

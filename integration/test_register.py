@@ -145,7 +145,7 @@ def test_files_already_on_the_rse_are_registered_in_place(lake_env, unique, tmp_
 
     pfns = rsemanager.lfns2pfns(info, [{"scope": "darkmatter", "name": f.name} for f in files], operation="write")
     jobs = [storage.CopyJob(str(f), pfns[f"darkmatter:{f.name}"], f.stat().st_size, adler(f)) for f in files]
-    assert storage.copy_many(jobs) == {}
+    assert storage.default().for_urls(*(j.target for j in jobs)).copy_many(jobs) == {}
     did = f"darkmatter:{unique}"
     summary = json.loads(register(lake_env, *pfns.values(), policy="darkmatter-closed", dataset=did, rse="XRD2").stdout)
     assert summary["uploaded"] == 0 and summary["registered"] == 5

@@ -55,7 +55,7 @@ def data(lake_env, unique, tmp_path) -> dict[str, bytes]:
 
 
 def stat_checksum(url: str) -> str | None:
-    from datalake.transfer.backends import XRootD
+    from datalake.storage.xrootd import XRootD
 
     found = XRootD().stat(url, "adler32")
     return None if found is None else f"ADLER32:{found.checksum}"

@@ -1,4 +1,5 @@
-"""gfal2 failures mapped to what the engine does next (messages as gfal2 2.21 really gives them), the backend
+"""gfal2 failures mapped to failure classes, by which the engine decides what to do next (messages as gfal2 2.21
+really gives them), the backend
 chosen by URL scheme, the gfal2 backend's settings, and linking Debian's bindings into a venv; no servers."""
 
 from __future__ import annotations
@@ -8,8 +9,17 @@ import errno
 import pytest
 
 from datalake.errors import ConfigError
-from datalake.transfer.backends import CHECKSUM, EXISTS, FATAL, RECOVERABLE, SOURCE, XRootD, backend_for
-from datalake.transfer.gfal import Gfal2, classify_gfal
+from datalake.storage import Corrupt, Denied, Exists, Missing, Rejected, Storages, Unreachable
+from datalake.storage.gfal import Gfal2, classify_gfal, failure
+from datalake.storage.xrootd import XRootD
+
+CHECKSUM, EXISTS, SOURCE, RECOVERABLE = Corrupt, Exists, Missing, Unreachable
+FATAL = Rejected  # retrying cannot help; a missing destination directory is Missing on the destination's side
+
+
+def backend_for(*urls):
+    return Storages().for_urls(*urls)
+
 
 MEASURED = [  # (errno, message, kind): messages seen from gfal2 2.21.3 against xrootd 5.5, XrdHttp and moto's S3
     (errno.EILSEQ, "Error on XrdCl::CopyProcess::Run(): [ERROR] CheckSum error", CHECKSUM),
@@ -70,14 +80,26 @@ MEASURED = [  # (errno, message, kind): messages seen from gfal2 2.21.3 against 
 ]
 
 
+DESTINATION_MISSING = {
+    "Could not open destination: Failed to open file (No such file or directory)",
+    "DESTINATION MAKE_PARENT no such directory",
+}
+
+
 @pytest.mark.parametrize(("code", "message", "kind"), MEASURED)
 def test_measured_gfal2_errors_are_classified(code, message, kind):
-    assert classify_gfal(code, message) == kind
+    found = failure(code, message)
+    if message in DESTINATION_MISSING:  # no other source can help: the engine fails the file
+        assert isinstance(found, Missing) and found.destination
+    else:
+        assert isinstance(found, kind), (type(found), kind)
+        assert not (isinstance(found, Missing) and found.destination)
 
 
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EINVAL])
 def test_errors_retrying_cannot_fix_are_fatal(code):
-    assert classify_gfal(code, "refused") == FATAL
+    assert issubclass(classify_gfal(code, "refused"), FATAL)
+    assert (classify_gfal(code, "refused") is Denied) == (code in (errno.EACCES, errno.EPERM))
 
 
 @pytest.mark.parametrize("code", [errno.ETIMEDOUT, errno.ECONNREFUSED, errno.ECONNRESET, errno.EAGAIN, errno.EIO, 0])
@@ -116,7 +138,7 @@ def test_root_stays_on_the_xrootd_client_though_gfal2_speaks_it():
     [(("gsiftp://a/x", "root://b//y"), "gsiftp://"), (("srm://a/x",), "srm://"), (("/tmp/x",), "plain paths")],
 )
 def test_a_scheme_no_backend_speaks_is_a_config_error_naming_it(urls, named):
-    with pytest.raises(ConfigError, match=f"^no copy backend for {named}"):
+    with pytest.raises(ConfigError, match=f"^no storage backend for {named}"):
         backend_for(*urls)
 
 

@@ -14,13 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from datalake import pull as pull_module
-from datalake.catalog import ClientConfig
+from datalake.catalog import Catalog, ClientConfig, Lookups, RucioCalls
 from datalake.dids import DID
 from datalake.errors import CatalogError, NotAllowed
-from datalake.localfiles import XATTR, hashed, is_verified, remember, target
 from datalake.policy.access import Reader, refusal
 from datalake.ranking import Context, Replica, RseFacts, rank
-from datalake.storage import FetchError
+from datalake.storage import Cancelled, Storages, Unreachable
+from datalake.storage.local import XATTR, hashed, is_verified, remember, target
+from datalake.storage.memory import Memory
 
 # -- ranking -------------------------------------------------------------------------------------------------
 
@@ -118,7 +119,7 @@ def test_verified_files_are_recognised_and_changes_noticed(tmp_path):
 
 
 def test_the_checksum_cache_skips_rereading(tmp_path, monkeypatch):
-    import datalake.localfiles as localfiles
+    import datalake.storage.local as localfiles
 
     path = tmp_path / "f"
     path.write_bytes(os.urandom(4096))
@@ -135,8 +136,8 @@ def test_the_checksum_cache_skips_rereading(tmp_path, monkeypatch):
 # -- fail-over, resume and reporting, behind fakes ------------------------------------------------------------
 
 
-class FakeCatalog:
-    """The few Catalog calls pull makes, answered from dicts."""
+class FakeCatalog(Lookups):
+    """The few Catalog calls pull makes, answered from dicts (the lookups built on them are the real ones)."""
 
     def __init__(self, files: dict[str, bytes], replicas: dict[str, list[str]], meta: dict | None = None) -> None:
         self.config = ClientConfig("http://x", "http://x", "analyst", "userpass", {}, None)
@@ -160,7 +161,7 @@ class FakeCatalog:
         for name, data in self.data.items():
             yield {"scope": "s", "name": name, "bytes": len(data), "adler32": f"{zlib.adler32(data):08x}"}
 
-    def replicas(self, files: list[DID], rse_expression: str | None = None):
+    def replicas(self, files: list[DID], rse_expression: str | None = None, all_states: bool = False):
         for f in files:
             pfns = {f"root://{rse}//{f.name}": {"rse": rse, "type": "DISK"} for rse in self.where[f.name]}
             yield {"scope": f.scope, "name": f.name, "pfns": pfns}
@@ -172,50 +173,60 @@ class FakeCatalog:
         self.declared.append((urls, reason))
         return []
 
+    def children(self, did: DID) -> list[tuple[DID, str]]:
+        return []
 
-class FakeStorage:
-    """``fetch`` over a dict {url: bytes}; missing URLs are 'missing', RSEs in ``down`` are unreachable."""
+    def parents(self, did: DID) -> list[DID]:
+        return []
+
+
+def test_the_fake_catalog_answers_every_call_the_lookups_make():
+    import inspect
+
+    fake = FakeCatalog({}, {})
+    assert isinstance(fake, RucioCalls)
+    for name in ("get_did", "children", "iter_files", "rse_attributes", "replicas"):
+        wanted = list(inspect.signature(getattr(RucioCalls, name)).parameters)[1:]
+        assert list(inspect.signature(getattr(fake, name)).parameters) == wanted, name
+        assert list(inspect.signature(getattr(Catalog, name)).parameters)[1:] == wanted, name
+
+
+class FakeStorage(Memory):
+    """The memory backend serving root:// URLs; RSEs in ``down`` are unreachable. Reads go through the real
+    ``download`` (resume, verification)."""
 
     def __init__(self, content: dict[str, bytes], down: set[str] = frozenset()) -> None:
-        self.content = content
+        super().__init__(content)
         self.down = down
         self.calls: list[str] = []
-        self.lock = threading.Lock()
 
-    def __call__(self, url, part: Path, size, algorithm, checksum, *, progress=None, cancel=None) -> int:
+    def open_reader(self, url: str, timeout: int):
         with self.lock:
             self.calls.append(url)
-        rse = url.split("//")[1]
-        if rse in self.down:
-            raise FetchError("unreachable", "connection refused")
-        if url not in self.content:
-            raise FetchError("missing", "no such file")
-        data = self.content[url]
-        have = part.stat().st_size if part.exists() else 0
-        part.parent.mkdir(parents=True, exist_ok=True)
-        with open(part, "ab") as out:
-            out.write(data[have:])
-        if hashed(part, algorithm).hexdigest() != checksum:
-            raise FetchError("corrupt", "adler32 mismatch")
-        return have
+        if url.split("//")[1] in self.down:
+            raise Unreachable("connection refused")
+        return super().open_reader(url, timeout)
 
 
-def run(monkeypatch, tmp_path, catalog, storage, **kw):
-    monkeypatch.setattr(pull_module, "fetch", storage)
-    return pull_module.pull(catalog, [DID("s", "ds")], tmp_path / "out", parallel=4, **kw)
+def storages(storage: Memory) -> Storages:
+    return Storages().with_backend(storage, schemes={"root"})
+
+
+def run(tmp_path, catalog, storage, **kw):
+    return pull_module.pull(catalog, [DID("s", "ds")], tmp_path / "out", parallel=4, storages=storages(storage), **kw)
 
 
 def test_every_file_pulled_and_a_rerun_copies_nothing(monkeypatch, tmp_path):
     files = {f"f{i}": os.urandom(100 + i) for i in range(30)}
     storage = FakeStorage({f"root://A//{n}": d for n, d in files.items()})
     catalog = FakeCatalog(files, {n: ["A"] for n in files})
-    summary = run(monkeypatch, tmp_path, catalog, storage)
+    summary = run(tmp_path, catalog, storage)
     assert summary.ok and summary.states["copied"] == 30 and summary.sources == {"A": 30}
     for name, data in files.items():
         assert (tmp_path / "out" / "s" / name).read_bytes() == data
     assert {Path(p.path).name for p in summary.files} == set(files)
     storage.calls.clear()
-    again = run(monkeypatch, tmp_path, catalog, storage)
+    again = run(tmp_path, catalog, storage)
     assert again.states["present"] == 30 and again.bytes_copied == 0 and storage.calls == []
 
 
@@ -225,7 +236,7 @@ def test_missing_and_corrupt_replicas_fail_over_and_are_reported(monkeypatch, tm
     content["root://A//good"] = files["good"]
     content["root://A//rotten"] = b"X" * 70  # same size, wrong bytes
     catalog = FakeCatalog(files, {n: ["A", "B"] for n in files})
-    summary = run(monkeypatch, tmp_path, catalog, FakeStorage(content), prefer=["A"])
+    summary = run(tmp_path, catalog, FakeStorage(content), prefer=["A"])
     assert summary.ok and summary.sources == {"A": 1, "B": 2}
     bad = {(b.did, b.rse, b.kind) for b in summary.bad_replicas}
     assert bad == {("s:gone", "A", "missing"), ("s:rotten", "A", "corrupt")}
@@ -238,7 +249,7 @@ def test_an_unreachable_rse_is_avoided_and_not_blamed(monkeypatch, tmp_path):
     files = {f"f{i}": bytes([i]) * 10 for i in range(20)}
     content = {f"root://{r}//{n}": d for n, d in files.items() for r in "AB"}
     storage = FakeStorage(content, down={"A"})
-    summary = run(monkeypatch, tmp_path, FakeCatalog(files, {n: ["A", "B"] for n in files}), storage, prefer=["A"])
+    summary = run(tmp_path, FakeCatalog(files, {n: ["A", "B"] for n in files}), storage, prefer=["A"])
     assert summary.ok and summary.sources == {"B": 20} and not summary.bad_replicas
     assert sum(1 for c in storage.calls if "//A//" in c.replace("root:", "")) < 20  # A sank after failing
 
@@ -246,7 +257,7 @@ def test_an_unreachable_rse_is_avoided_and_not_blamed(monkeypatch, tmp_path):
 def test_files_with_no_good_replica_are_listed_and_the_rest_pulled(monkeypatch, tmp_path):
     files = {"ok": b"1" * 10, "lost": b"2" * 10}
     catalog = FakeCatalog(files, {"ok": ["A"], "lost": ["A"]})
-    summary = run(monkeypatch, tmp_path, catalog, FakeStorage({"root://A//ok": files["ok"]}))
+    summary = run(tmp_path, catalog, FakeStorage({"root://A//ok": files["ok"]}))
     assert not summary.ok and [p.did for p in summary.failed] == ["s:lost"]
     assert "every replica failed" in summary.failed[0].reason and summary.states["copied"] == 1
     assert not (tmp_path / "out" / "s" / "lost").exists()
@@ -258,11 +269,11 @@ def test_a_partial_copy_resumes_and_a_bad_prefix_is_redone_not_blamed(monkeypatc
     part = tmp_path / "out" / "s" / ".big.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(data[:400])
-    summary = run(monkeypatch, tmp_path, catalog, FakeStorage({"root://A//big": data}))
+    summary = run(tmp_path, catalog, FakeStorage({"root://A//big": data}))
     assert summary.files[0].resumed_from == 400 and summary.bytes_copied == 600 and not part.exists()
     (tmp_path / "out" / "s" / "big").unlink()
     part.write_bytes(b"\0" * 400)  # a prefix that does not belong to this file
-    summary = run(monkeypatch, tmp_path, catalog, FakeStorage({"root://A//big": data}))
+    summary = run(tmp_path, catalog, FakeStorage({"root://A//big": data}))
     assert summary.ok and not summary.bad_replicas and (tmp_path / "out" / "s" / "big").read_bytes() == data
 
 
@@ -270,14 +281,13 @@ def test_a_reader_outside_the_policy_is_refused_before_anything_is_copied(monkey
     catalog = FakeCatalog({"f": b"x"}, {"f": ["A"]}, meta=GOVERNED)
     storage = FakeStorage({"root://A//f": b"x"})
     with pytest.raises(NotAllowed, match="analyst may not read s:ds"):
-        run(monkeypatch, tmp_path, catalog, storage)
+        run(tmp_path, catalog, storage)
     assert storage.calls == [] and not (tmp_path / "out").exists()
 
 
 def test_an_unknown_did_is_one_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(pull_module, "fetch", FakeStorage({}))
     with pytest.raises(CatalogError, match="s:nope: no such DID"):
-        pull_module.pull(FakeCatalog({}, {}), [DID("s", "nope")], tmp_path)
+        pull_module.pull(FakeCatalog({}, {}), [DID("s", "nope")], tmp_path, storages=storages(FakeStorage({})))
 
 
 @pytest.fixture
@@ -300,22 +310,22 @@ def test_ctrl_c_stops_the_copies_and_keeps_partial_files(monkeypatch, tmp_path, 
     started = threading.Event()
     told_to_stop: list[str] = []
 
-    def slow(url, part: Path, size, algorithm, checksum, *, progress=None, cancel=None) -> int:
-        part.parent.mkdir(parents=True, exist_ok=True)
-        part.write_bytes(b"z" * 5)  # half a file
-        if not started.is_set():
-            started.set()
-            _thread.interrupt_main()  # what Ctrl-C does
-        for _ in range(500):
-            if cancel.is_set():
-                told_to_stop.append(url)
-                raise FetchError("cancelled", "interrupted")
-            time.sleep(0.01)
-        raise AssertionError("the copy was not told to stop")
+    class Slow(Memory):
+        def download(self, url, part: Path, size, algorithm, checksum, *, progress=None, cancel=None, **kw) -> int:
+            part.parent.mkdir(parents=True, exist_ok=True)
+            part.write_bytes(b"z" * 5)  # half a file
+            if not started.is_set():
+                started.set()
+                _thread.interrupt_main()  # what Ctrl-C does
+            for _ in range(500):
+                if cancel.is_set():
+                    told_to_stop.append(url)
+                    raise Cancelled("interrupted")
+                time.sleep(0.01)
+            raise AssertionError("the copy was not told to stop")
 
-    monkeypatch.setattr(pull_module, "fetch", slow)
     with pytest.raises(KeyboardInterrupt):
-        pull_module.pull(catalog, [DID("s", "ds")], tmp_path / "out", parallel=4)
+        pull_module.pull(catalog, [DID("s", "ds")], tmp_path / "out", parallel=4, storages=storages(Slow()))
     assert told_to_stop  # the copies in flight were stopped, not left to run out
     assert not [t for t in threading.enumerate() if t.name.startswith("pull")]
     assert list((tmp_path / "out" / "s").glob(".*.part")) and not list((tmp_path / "out" / "s").glob("f*"))
@@ -332,7 +342,7 @@ def test_a_file_listed_twice_is_copied_once_and_a_catalog_checksum_error_blames_
     catalog = Twice(files, {"twice": ["A"], "odd": ["A", "B"]})
     content = {"root://A//twice": files["twice"], "root://A//odd": b"p" * 30, "root://B//odd": b"p" * 30}
     storage = FakeStorage(content)
-    summary = run(monkeypatch, tmp_path, catalog, storage)
+    summary = run(tmp_path, catalog, storage)
     assert storage.calls.count("root://A//twice") == 1
     assert summary.states["copied"] == 1 and summary.states["present"] == 1 and summary.states["failed"] == 2
     assert summary.bad_replicas == [] and catalog.declared == []  # both copies agree: the catalog is suspect

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from datalake import storage_identity
 from datalake.catalog import ClientConfig
 from datalake.errors import ConfigError
+from datalake.storage import identity as storage_identity
 
 LINE = "0 u:analyst g:collider n:analyst N:1 c:1 e:0 f:0 k:00112233445566778899aabbccddeeff\n"
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import threading
 import time
 import zlib
+from types import SimpleNamespace
 
 import pytest
 
-from datalake.transfer import backends
-from datalake.transfer.backends import CHECKSUM, RECOVERABLE, SOURCE, CopyFailed, Found, classify_xrootd
+from datalake.storage import Corrupt, Exists, Found, Missing, Rejected, Storages, Unreachable
+from datalake.storage.xrootd import failure
+from datalake.transfer import engine as engine_module
 from datalake.transfer.engine import Engine, EngineSettings
 from datalake.transfer.model import FileSpec, JobSpec, job_state
 from datalake.transfer.optimizer import Link, Settings, decide
@@ -24,7 +26,7 @@ class FakeBackend:
 
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = dict(files)
-        self.fail: dict[str, list[str]] = {}
+        self.fail: dict[str, list[type]] = {}
         self.copies: list[tuple[str, str, bool]] = []
         self.lock = threading.Lock()
 
@@ -33,11 +35,11 @@ class FakeBackend:
             self.copies.append((source, destination, third_party))
             failures = self.fail.get(source)
             if failures:
-                raise CopyFailed(failures.pop(0), f"injected {source}")
+                raise failures.pop(0)(f"injected {source}")
             if source not in self.files:
-                raise CopyFailed(SOURCE, "no such file (source)")
+                raise Missing("no such file (source)")
             if destination in self.files and not overwrite:
-                raise CopyFailed(backends.EXISTS, "file exists (destination)")
+                raise Exists("file exists (destination)", destination=True)
             self.files[destination] = self.files[source]
 
     def stat(self, url, algorithm):
@@ -51,7 +53,7 @@ class FakeBackend:
 @pytest.fixture
 def fake(monkeypatch):
     backend = FakeBackend({"root://a//f1": b"x" * 10, "root://b//f1": b"x" * 10, "root://a//f2": b"y" * 20})
-    monkeypatch.setattr(backends, "backend_for", lambda *urls: backend)
+    monkeypatch.setattr(engine_module, "default_storages", lambda: Storages([(frozenset({"root"}), backend)]))
     return backend
 
 
@@ -91,11 +93,17 @@ def test_job_states_follow_fts3():
 
 
 def test_xrootd_failures_are_classified_by_what_helps():
-    assert classify_xrootd(400, 3011, "Unable to open /x; no such file or directory (source)") == SOURCE
-    assert classify_xrootd(305, 0, "CheckSum error") == CHECKSUM
-    assert classify_xrootd(400, 3018, "file exists (destination)") == backends.EXISTS
-    assert classify_xrootd(108, 0, "Connection error") == RECOVERABLE
-    assert classify_xrootd(400, 3010, "not authorized") == backends.FATAL
+    def status(code: int, errno: int, message: str) -> SimpleNamespace:
+        return SimpleNamespace(ok=False, code=code, errno=errno, message=message)
+
+    missing = failure(status(400, 3011, "Unable to open /x; no such file or directory (source)"))
+    assert isinstance(missing, Missing) and not missing.destination
+    assert isinstance(failure(status(305, 0, "CheckSum error")), Corrupt)
+    assert isinstance(failure(status(400, 3018, "file exists (destination)")), Exists)
+    assert isinstance(failure(status(108, 0, "Connection error")), Unreachable)
+    assert isinstance(failure(status(400, 3010, "not authorized")), Rejected)
+    no_parent = failure(status(400, 3011, "Unable to open /y; no such file or directory (destination)"))
+    assert isinstance(no_parent, Missing) and no_parent.destination
 
 
 def test_a_job_is_durable_before_its_id_is_returned(tmp_path, fake):
@@ -125,8 +133,8 @@ def test_a_missing_source_is_not_retried_and_the_next_source_is_used(tmp_path, f
 
 def test_recoverable_errors_are_retried_a_bounded_number_of_times(tmp_path, fake):
     store = Store(tmp_path / "t.db")
-    fake.fail["root://a//f1"] = [RECOVERABLE, RECOVERABLE]
-    fake.fail["root://a//f2"] = [RECOVERABLE] * 10
+    fake.fail["root://a//f1"] = [Unreachable, Unreachable]
+    fake.fail["root://a//f2"] = [Unreachable] * 10
     job_id = store.submit(JobSpec(files=(spec("f1"), spec("f2", size=20)), retry=3), "root")
     job = run_until_done(store, job_id, fake)
     assert job["state"] == "FINISHEDDIRTY"
@@ -137,7 +145,7 @@ def test_recoverable_errors_are_retried_a_bounded_number_of_times(tmp_path, fake
 
 def test_a_checksum_failure_on_every_source_fails_the_file_with_a_checksum_reason(tmp_path, fake):
     store = Store(tmp_path / "t.db")
-    fake.fail["root://a//f1"] = [CHECKSUM]
+    fake.fail["root://a//f1"] = [Corrupt]
     job_id = store.submit(JobSpec(files=(spec("f1"),)), "root")
     job = run_until_done(store, job_id, fake)
     assert job["state"] == "FAILED" and job["files"][0].reason.startswith("checksum mismatch")
@@ -198,7 +206,7 @@ def test_the_optimizer_climbs_while_throughput_grows_and_backs_off_on_failures()
 
 def test_an_unreachable_first_source_moves_on_to_the_next(fake, tmp_path):
     store = Store(tmp_path / "t.db")
-    fake.fail["root://a//f1"] = [RECOVERABLE] * 10  # server down: never answers
+    fake.fail["root://a//f1"] = [Unreachable] * 10  # server down: never answers
     job_id = store.submit(JobSpec(files=(spec("f1", sources=("root://a//", "root://b//")),)), "rucio")
     job = run_until_done(store, job_id, fake)
     [row] = job["files"]
@@ -207,8 +215,8 @@ def test_an_unreachable_first_source_moves_on_to_the_next(fake, tmp_path):
 
 def test_every_source_recoverable_is_retried_later_then_fails(fake, tmp_path):
     store = Store(tmp_path / "t.db")
-    fake.fail["root://a//f1"] = [RECOVERABLE] * 10
-    fake.fail["root://b//f1"] = [RECOVERABLE] * 10
+    fake.fail["root://a//f1"] = [Unreachable] * 10
+    fake.fail["root://b//f1"] = [Unreachable] * 10
     job_id = store.submit(JobSpec(files=(spec("f1", sources=("root://a//", "root://b//")),), retry=2), "rucio")
     [row] = run_until_done(store, job_id, fake)["files"]
     assert row.state == "FAILED" and row.attempts == 2
@@ -217,8 +225,8 @@ def test_every_source_recoverable_is_retried_later_then_fails(fake, tmp_path):
 
 def test_a_checksum_failure_blames_its_source_even_when_another_failed_after(fake, tmp_path):
     store = Store(tmp_path / "t.db")
-    fake.fail["root://a//f1"] = [CHECKSUM]
-    fake.fail["root://b//f1"] = [SOURCE]
+    fake.fail["root://a//f1"] = [Corrupt]
+    fake.fail["root://b//f1"] = [Missing]
     job_id = store.submit(JobSpec(files=(spec("f1", sources=("root://a//", "root://b//")),)), "rucio")
     [row] = run_until_done(store, job_id, fake)["files"]
     assert row.state == "FAILED" and row.reason.startswith("checksum mismatch:")

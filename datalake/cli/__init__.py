@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import warnings
 
@@ -44,6 +43,9 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """Federated data-lake client and transfer orchestrator for Rucio/XRootD data lakes."""
+    from datalake.storage.xrootd import apply_client_settings
+
+    apply_client_settings()  # every command, its workers and the transfer service: before XRootD first loads
 
 
 def _printable(text: str) -> str:
@@ -99,7 +101,17 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:
         fail(f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}", 1, as_json=as_json)
     except Exception as err:
-        if os.environ.get("DATALAKE_DEBUG"):
+        if _debug():
             raise
         message = f"internal error ({err.__class__.__name__}: {err}); DATALAKE_DEBUG=1 shows the traceback"
         fail(message, 70, as_json=as_json)
+
+
+def _debug() -> bool:
+    """``DATALAKE_DEBUG``, read forgivingly: a bad value there must not hide the error being reported."""
+    from datalake.settings import settings
+
+    try:
+        return settings().debug
+    except DatalakeError:
+        return True

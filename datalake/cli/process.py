@@ -61,8 +61,13 @@ def process(
         "-b",
         help="Branches to read (comma-separated, repeatable, globs; default: the module's BRANCHES).",
     ),
-    tree: str = typer.Option("Events", "--tree", help="The TTree to read."),
-    chunk_size: int = typer.Option(100_000, "--chunk-size", min=1, help="Events per chunk (cut at clusters)."),
+    tree: str | None = typer.Option(None, "--tree", help="The TTree to read [default: Events; env DATALAKE_TREE]."),
+    chunk_size: int | None = typer.Option(
+        None,
+        "--chunk-size",
+        min=1,
+        help="Events per chunk, cut at clusters [env DATALAKE_CHUNK_SIZE].",
+    ),
     out: str | None = typer.Option(None, "--out", "-o", help="Save the merged result as OUT.pkl (+ OUT.png)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler (default: $DATALAKE_SCHEDULER)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -138,8 +143,10 @@ def deliver(
     to: str = typer.Option(..., "--to", help="RSE for the Parquet outputs (XRootD or S3)."),
     as_did: str = typer.Option(..., "--as", help="SCOPE:NAME of the new dataset."),
     meta: list[str] = typer.Option([], "--meta", help="KEY=VALUE metadata for the new dataset (overrides inputs')."),
-    tree: str = typer.Option("Events", "--tree", help="The TTree to read."),
-    chunk_size: int = typer.Option(100_000, "--chunk-size", min=1, help="Events read at once."),
+    tree: str | None = typer.Option(None, "--tree", help="The TTree to read [default: Events; env DATALAKE_TREE]."),
+    chunk_size: int | None = typer.Option(
+        None, "--chunk-size", min=1, help="Events read at once [default: 100000; env DATALAKE_CHUNK_SIZE]."
+    ),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler (default: $DATALAKE_SCHEDULER)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:

@@ -13,7 +13,7 @@ from rich.table import Table
 from datalake.cli.output import console, err_console
 from datalake.cli.progress import FilesAndBytes
 from datalake.errors import DatalakeError
-from datalake.pull import PARALLEL, Summary
+from datalake.pull import Summary
 
 
 class Incomplete(DatalakeError):
@@ -26,7 +26,9 @@ def pull(
     rse_expression: str | None = typer.Option(None, "--rse-expression", help="Only read from RSEs matching this."),
     prefer: list[str] = typer.Option([], "--prefer", help="Try this RSE first (repeatable, in order)."),
     site: str | None = typer.Option(None, "--site", help="Your site (default: $DATALAKE_SITE or $SITE_NAME)."),
-    parallel: int = typer.Option(PARALLEL, "--parallel", "-j", min=1, max=256, help="Files copied at once."),
+    parallel: int | None = typer.Option(
+        None, "--parallel", "-j", min=1, max=256, help="Files copied at once [default: 16; env DATALAKE_PARALLEL]."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary, every file included."),
 ) -> None:
     """Copy the files of DIDs to a directory: parallel, verified (adler32), resumable, failing over between

@@ -47,7 +47,9 @@ def register(
     meta: list[str] = typer.Option([], "--meta", "-m", help="KEY=VALUE metadata (lists: a; b; c). Repeatable."),
     meta_file: Path | None = typer.Option(None, "--meta-file", help="YAML/JSON mapping of metadata."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check everything and show what would be done."),
-    parallel: int = typer.Option(16, "--parallel", min=1, max=256, help="Concurrent uploads."),
+    parallel: int | None = typer.Option(
+        None, "--parallel", min=1, max=256, help="Concurrent uploads [default: 16; env DATALAKE_PARALLEL]."
+    ),
     now: datetime | None = now_option(),
     policies: Path | None = policies_option(),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),

@@ -9,6 +9,7 @@ import typer
 from datalake.cli.output import console
 from datalake.cli.progress import FilesAndBytes
 from datalake.errors import DatalakeError
+from datalake.progress import NO_PROGRESS
 
 
 class Incomplete(DatalakeError):
@@ -19,7 +20,9 @@ def replicate(
     did: str = typer.Argument(..., help="SCOPE:NAME of a dataset, container or file"),
     to: str = typer.Option(..., "--to", help="Destination RSE"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be copied; change nothing."),
-    parallel: int = typer.Option(16, "--parallel", "-j", min=1, max=256, help="Copies at once."),
+    parallel: int | None = typer.Option(
+        None, "--parallel", "-j", min=1, max=256, help="Copies at once [default: 16; env DATALAKE_PARALLEL]."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Copy a DID's files to an RSE without a conveyor: the transfer engine copies them (verified), the new
@@ -53,7 +56,7 @@ def replicate(
             )
             _problems(plan)
         return
-    outcome = lake.replicate(did, to, parallel=parallel, progress=None if as_json else FilesAndBytes())
+    outcome = lake.replicate(did, to, parallel=parallel, progress=NO_PROGRESS if as_json else FilesAndBytes())
     plan = outcome.plan
     if as_json:
         console.print_json(

@@ -36,7 +36,7 @@ def serve(
 ) -> None:
     """Serve FTS3's REST API (what Rucio's FTS3 transfertool calls) and run the transfers. Point an RSE's `fts`
     attribute at it. Jobs are on disk before they are acknowledged; a restart resumes them."""
-    from datalake import storage_identity
+    from datalake.storage import identity as storage_identity
     from datalake.transfer import config as service_config
     from datalake.transfer.service import serve as run
 

@@ -7,6 +7,8 @@ import os
 import typer
 
 from datalake.errors import ConfigError
+from datalake.settings import settings
+from datalake.storage.xrootd import apply_client_settings
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -23,7 +25,7 @@ def worker(
     (that config's XRootD keytab): one user's cluster, as dask-gateway gives each user. Same as `dask worker ADDR
     --resources site-SITE=N --nthreads N` with DATALAKE_SITE=SITE set; other `dask worker` options (--host,
     --memory-limit...) are passed through."""
-    address = scheduler or os.environ.get("DATALAKE_SCHEDULER")
+    address = scheduler or settings().scheduler
     if not address:
         raise ConfigError("no Dask scheduler: pass --scheduler or set $DATALAKE_SCHEDULER")
     if not site or any(c in site for c in " =,"):
@@ -31,8 +33,8 @@ def worker(
     import dask
     from distributed.cli.dask_worker import main as dask_worker
 
-    from datalake import storage_identity
     from datalake.catalog import ClientConfig
+    from datalake.storage import identity as storage_identity
 
     if os.environ.get("RUCIO_CONFIG"):  # the account this worker reads and writes storage as
         config = ClientConfig.from_file()
@@ -51,7 +53,7 @@ def worker(
         *ctx.args,
     ]
     os.environ["DATALAKE_SITE"] = site  # the worker's tasks read it (records of where chunks ran)
-    os.environ.setdefault("RES_OPTIONS", "timeout:1 attempts:1")
+    apply_client_settings()  # before any XRootD client loads in this worker
     # Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers, which switches off glibc's dynamic mmap threshold:
     # every large array is then a fresh mmap with page faults, and columnar code ran ~40 % slower (bench/process.py)
     dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})

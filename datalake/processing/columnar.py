@@ -9,7 +9,6 @@ requests are taken from uproot's own source counters, so the figures are what th
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import threading
 import time
@@ -20,10 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-os.environ.setdefault("XRD_CONNECTIONRETRY", "2")  # a dead server is given up in seconds, not minutes,
-os.environ.setdefault("XRD_CONNECTIONWINDOW", "5")  # so the chunk moves to another replica
-os.environ.setdefault("XRD_STREAMERRORWINDOW", "10")
-os.environ.setdefault("RES_OPTIONS", "timeout:1 attempts:1")
+from datalake import storage
+from datalake.settings import settings
+from datalake.storage import xrootd
 
 TIMEOUT = 60  # seconds per XRootD request
 OPEN_TREES = 8  # trees kept open per worker thread: a file's next chunks skip opening it (~10 ms CPU each)
@@ -58,7 +56,7 @@ def where_am_i() -> tuple[str, str | None, str]:
         address, key = worker.address, str(worker.get_current_task())
     except (ImportError, ValueError):
         address, key = "local", ""
-    return address, os.environ.get("DATALAKE_SITE") or None, key
+    return address, settings().site, key
 
 
 def _open(url: str, timeout: float) -> Any:
@@ -67,6 +65,7 @@ def _open(url: str, timeout: float) -> Any:
     import uproot
 
     if url.startswith(("root://", "xroot://")):
+        xrootd.apply_client_settings()  # a dead server is given up in seconds: the chunk moves to another replica
         return uproot.open(url, handler=uproot.source.xrootd.XRootDSource, timeout=timeout, array_cache=None)
     return uproot.open(url, array_cache=None)
 
@@ -201,7 +200,7 @@ def s3_location(target: Target) -> tuple[Any, str]:
         scheme=target.s3_scheme,
         access_key=target.s3_key,
         secret_key=target.s3_secret,
-        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        region=settings().s3_region or "us-east-1",
     )
     return s3, parts.path.lstrip("/")
 
@@ -209,7 +208,6 @@ def s3_location(target: Target) -> tuple[Any, str]:
 def store(local: Path, target: Target, checksum: str) -> None:
     """Copy a finished local file to its target: XRootD with the checksum verified end to end, or S3 (a
     multipart upload only becomes visible when complete, so no partial object appears under the name)."""
-    from datalake import storage
     from datalake.errors import StorageError
 
     if target.url.startswith("s3://"):
@@ -218,7 +216,8 @@ def store(local: Path, target: Target, checksum: str) -> None:
             while block := src.read(8 << 20):
                 out.write(block)
         return
-    failed = storage.copy_many([storage.CopyJob(str(local), target.url, local.stat().st_size, checksum)], parallel=1)
+    job = storage.CopyJob(str(local), target.url, local.stat().st_size, checksum)
+    failed = storage.default().for_urls(target.url).copy_many([job], parallel=1)
     if failed:
         raise StorageError(f"writing {target.url}: {next(iter(failed.values()))}")
 

@@ -9,7 +9,6 @@ code version recorded. Re-running finishes an interrupted delivery: outputs alre
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import datalake
-from datalake import dids, storage
+from datalake import dids
 from datalake.catalog import Catalog
 from datalake.didmeta import DERIVED_KEY, POLICY_KEY
 from datalake.dids import DID
@@ -29,8 +28,11 @@ from datalake.processing import cluster
 from datalake.processing.chunks import Chunk
 from datalake.processing.columnar import Target, read, scratch, store, where_am_i
 from datalake.processing.placement import Placed, place
-from datalake.processing.process import CHUNK, TREE, plan
+from datalake.processing.process import plan
 from datalake.processing.selection import Selection
+from datalake.progress import NO_PROGRESS, Progress
+from datalake.settings import settings
+from datalake.storage.local import adler32_file
 
 S3_SCHEMES = ("s3",)
 
@@ -88,7 +90,7 @@ def deliver_file(
         if writer is None:  # deliver() never sends a file without entries
             raise cluster.FunctionFailed(str(placed.chunk), "the input file has no entries")
         writer.close()
-        checksum = storage.adler32_file(local)
+        checksum = adler32_file(local)
         store(local, target, checksum)
         worker, site, _ = where_am_i()
         return Written(
@@ -136,17 +138,10 @@ def output_name(output: DID, input_name: str) -> str:
 
 def input_datasets(catalog: Catalog, did: DID) -> list[DID]:
     """The datasets whose files are read: the DID itself, the datasets in a container, or a file's datasets."""
-    record = catalog.get_did(did)
-    kind = str((record or {}).get("type", "")).upper()
-    if kind == "DATASET":
-        return [did]
+    kind = str(catalog.record(did).get("type", "")).upper()
     if kind == "FILE":
         return catalog.parents(did)
-    out, pending = [], [did]
-    while pending:
-        for child, child_kind in catalog.children(pending.pop()):
-            (out if child_kind == "DATASET" else pending).append(child)
-    return out
+    return [d for d, k in catalog.walk(did, kind) if k == "DATASET"]
 
 
 def derived_metadata(policy_keys: set[str], inputs: list[dict[str, Any]], given: dict[str, Any]) -> dict[str, Any]:
@@ -165,8 +160,9 @@ def write_scheme(rse_info: dict[str, Any]) -> str:
 
 
 def s3_credentials() -> tuple[str | None, str | None]:
-    """From the environment, as every S3 tool reads them."""
-    return os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    """From the settings (``DATALAKE_S3_*``, else the ``AWS_*`` names every S3 tool reads)."""
+    tuning = settings()
+    return tuning.s3_access_key, tuning.s3_secret_key
 
 
 @dataclass
@@ -205,13 +201,14 @@ def deliver(
     client: Any,
     policies: Path,
     meta: dict[str, Any] | list[str] | None = None,
-    tree: str = TREE,
-    chunk_size: int = CHUNK,
-    timeout: float = 60,
-    progress: cluster.Progress | None = None,
+    tree: str | None = None,
+    chunk_size: int | None = None,
+    timeout: float | None = None,
+    progress: Progress = NO_PROGRESS,
     now: datetime | None = None,
 ) -> Summary:
-    """Skim ``did`` into the dataset ``output`` on ``rse``; everything is checked before any work is sent."""
+    """Skim ``did`` into the dataset ``output`` on ``rse``; everything is checked before any work is sent.
+    ``tree``, ``chunk_size`` (events read at once) and ``timeout`` default to the settings'."""
     from datalake.policy import evaluate
     from datalake.policy.derived import readers_problem
     from datalake.policy.govern import input_state, policy_of, utcnow
@@ -219,6 +216,10 @@ def deliver(
     from datalake.register import Source, prepare, run
 
     began = time.perf_counter()
+    tuning = settings()
+    tree = tuning.tree if tree is None else tree
+    chunk_size = tuning.chunk_size if chunk_size is None else chunk_size
+    timeout = tuning.read_timeout if timeout is None else timeout
     now = now or utcnow()
     if not columns:
         raise PolicyError("no columns to deliver (--columns)")

@@ -19,18 +19,16 @@ from datalake import tracebacks
 from datalake.catalog import Catalog
 from datalake.dids import DID
 from datalake.errors import CatalogError, UserCodeError
+from datalake.policy.access import readable
 from datalake.processing import chunks as chunking
 from datalake.processing import cluster
 from datalake.processing.chunks import Chunk
 from datalake.processing.columnar import Inspection, ReadFailed, inspect, read, where_am_i
 from datalake.processing.merge import merge
 from datalake.processing.placement import Placed, Source, beside_share, place
+from datalake.progress import NO_PROGRESS, Progress
 from datalake.ranking import Context, Replica, RseFacts, rank
-
-CHUNK = 100_000  # events per chunk (coffea's default)
-TREE = "Events"
-LIST_BATCH = 1000  # files per list_replicas call
-INSPECT_THREADS = 16
+from datalake.settings import settings
 
 
 @dataclass(frozen=True)
@@ -137,17 +135,14 @@ def sources_of(catalog: Catalog, files: list[DID]) -> dict[str, tuple[Source, ..
     """Each file's readable root:// replicas, ranked (tier, then a stable spread), with their RSE's site."""
     facts: dict[str, RseFacts] = {}
     out: dict[str, tuple[Source, ...]] = {}
-    for start in range(0, len(files), LIST_BATCH):
-        for entry in catalog.replicas(files[start : start + LIST_BATCH]):
-            did = f"{entry['scope']}:{entry['name']}"
+    for _, found in catalog.replica_batches(files, lambda f: f, settings().list_batch):
+        for did, entry in found.items():
             replicas = [Replica(rse, url) for rse, urls in (entry.get("rses") or {}).items() for url in urls[:1]]
             for replica in replicas:
                 if replica.rse not in facts:
-                    attrs = catalog.rse_attributes(replica.rse)
-                    tier = attrs.get("tier")
-                    facts[replica.rse] = RseFacts(attrs.get("site"), int(tier) if str(tier).isdigit() else None)
-            ranked = rank(entry["name"], replicas, Context(rses=facts))
-            out[did] = tuple(Source(r.rse, facts[r.rse].site, r.url) for r in ranked)
+                    facts[replica.rse] = catalog.rse_facts(replica.rse)
+            ranked = rank(did.name, replicas, Context(rses=facts))
+            out[str(did)] = tuple(Source(r.rse, facts[r.rse].site, r.url) for r in ranked)
     return out
 
 
@@ -166,21 +161,18 @@ def plan(
     did: DID,
     branches: Sequence[str],
     *,
-    tree: str = TREE,
-    chunk_size: int = CHUNK,
+    tree: str,
+    chunk_size: int,
     sites: dict[str, int],
-    timeout: float = 60,
+    timeout: float,
     files: Iterable[DID] | None = None,
 ) -> Plan:
     """Check access, list files and replicas, read each file's entries and clusters, cut and place chunks.
     Raises one clear error if a file has no replica, a tree or branch is missing, or no replica answers."""
-    from datalake.pull import _files, _Reader, check
-
     if chunk_size < 1:
         raise CatalogError("the chunk size must be at least one event")
     if files is None:
-        record = check(catalog, did, _Reader(catalog))
-        files = [DID(f.scope, f.name) for f in _files(catalog, did, record)]
+        files = [f.did for f in catalog.files_of(did, readable(catalog, did))]
     file_dids = list(files)
     if not file_dids:
         raise CatalogError(f"{did} has no files")
@@ -188,7 +180,7 @@ def plan(
     orphans = [str(f) for f in file_dids if not sources.get(str(f))]
     if orphans:
         raise CatalogError(f"{len(orphans)} files have no readable root:// replica (first: {orphans[0]})")
-    with ThreadPoolExecutor(INSPECT_THREADS) as pool:
+    with ThreadPoolExecutor(settings().inspect_threads) as pool:
         futures = {str(f): pool.submit(_inspect, sources[str(f)], tree, branches, timeout) for f in file_dids}
         try:
             inspections = {k: f.result() for k, f in futures.items()}
@@ -251,15 +243,20 @@ def process(
     branches: Sequence[str],
     *,
     client: Any,
-    tree: str = TREE,
-    chunk_size: int = CHUNK,
-    timeout: float = 60,
-    progress: cluster.Progress | None = None,
+    tree: str | None = None,
+    chunk_size: int | None = None,
+    timeout: float | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> tuple[Any, Summary]:
-    """Run ``fn`` over every chunk of ``did`` beside its data; returns (the merged result, the summary)."""
+    """Run ``fn`` over every chunk of ``did`` beside its data; returns (the merged result, the summary). ``tree``,
+    ``chunk_size`` and ``timeout`` (per read request) default to the settings'."""
     import cloudpickle
 
     began = time.perf_counter()
+    tuning = settings()
+    tree = tuning.tree if tree is None else tree
+    chunk_size = tuning.chunk_size if chunk_size is None else chunk_size
+    timeout = tuning.read_timeout if timeout is None else timeout
     the_plan = plan(
         catalog, did, branches, tree=tree, chunk_size=chunk_size, sites=cluster.worker_sites(client), timeout=timeout
     )

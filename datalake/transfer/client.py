@@ -3,11 +3,11 @@ makes, with a token or a client certificate, and every failure as one line."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from datalake.errors import ConfigError, TransferError
+from datalake.settings import settings
 
 
 @dataclass(frozen=True)
@@ -22,15 +22,15 @@ class ServiceClient:
     def from_env(
         cls, url: str | None = None, token: str | None = None, cert: str | None = None, ca: str | None = None
     ) -> ServiceClient:
-        url = url or os.environ.get("DATALAKE_TRANSFER_URL")
+        tuning = settings()
+        url = url or tuning.transfer_url
         if not url:
             raise ConfigError("no transfer service: pass --url or set DATALAKE_TRANSFER_URL")
-        env = os.environ.get
-        token = token or env("DATALAKE_TRANSFER_TOKEN")
+        token = token or tuning.transfer_token
         if token and not (token.isascii() and token.isprintable() and " " not in token):
             # it goes into an HTTP header: anything else fails deep in http.client, not as one line
             raise ConfigError("the transfer token must be printable ASCII without spaces (see datalake transfer token)")
-        return cls(url.rstrip("/"), token, cert or env("DATALAKE_TRANSFER_CERT"), ca or env("DATALAKE_TRANSFER_CA"))
+        return cls(url.rstrip("/"), token, cert or tuning.transfer_cert, ca or tuning.transfer_ca)
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         import requests

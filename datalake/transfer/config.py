@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-from datalake import storage_identity
 from datalake.errors import ConfigError
+from datalake.storage import identity as storage_identity
 from datalake.transfer.auth import AuthSettings
 from datalake.transfer.engine import EngineSettings
 from datalake.transfer.optimizer import Settings as OptimizerSettings

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from datalake import faults
 from datalake.errors import DatalakeError
-from datalake.transfer import backends
-from datalake.transfer.backends import CopyFailed
+from datalake.storage import Backend, Corrupt, Exists, Missing, Rejected, StorageFailure, Storages, Unreachable
+from datalake.storage import default as default_storages
 from datalake.transfer.model import CANCELED, FAILED, FINISHED
 from datalake.transfer.optimizer import Link, Settings, decide
 from datalake.transfer.store import RECHECK, FileRow, Store
@@ -44,8 +44,9 @@ class LinkStats:
 
 
 class Engine:
-    def __init__(self, store: Store, settings: EngineSettings | None = None) -> None:
+    def __init__(self, store: Store, settings: EngineSettings | None = None, storages: Storages | None = None) -> None:
         self.store = store
+        self.storages = storages or default_storages()
         self.settings = settings or EngineSettings()
         self.links: dict[str, Link] = {}
         self.stats: dict[str, LinkStats] = {}
@@ -140,7 +141,7 @@ class Engine:
         spec = row.spec
         size = spec.filesize or 0
         try:
-            backend = backends.backend_for(*spec.sources, spec.destination)
+            backend = self.storages.for_urls(*spec.sources, spec.destination)
         except DatalakeError as err:  # no backend for the scheme: the job cannot run here
             self.store.finish(row.file_id, FAILED, str(err))
             return False, 0
@@ -171,23 +172,23 @@ class Engine:
             try:
                 try:
                     copy(source, overwrite)
-                except CopyFailed as err:
-                    if err.kind != backends.EXISTS or self._already_there(backend, row):
+                except Exists as err:
+                    if self._already_there(backend, row):
                         raise
                     if not spec.metadata.get("replace_incomplete"):
-                        raise CopyFailed(backends.FATAL, f"{EXISTS_MESSAGE} (destination): {err}") from None
+                        raise Rejected(f"{EXISTS_MESSAGE} (destination): {err}", destination=True) from None
                     copy(source, True)  # a partial or foreign file where ours goes (datalake replicate)
-            except CopyFailed as err:
-                if err.kind == backends.EXISTS:  # and complete: nothing to copy
+            except StorageFailure as err:
+                if isinstance(err, Exists):  # and complete: nothing to copy
                     self.store.finish(row.file_id, FINISHED, "already at the destination", source, size)
                     return True, size
-                if err.kind == backends.FATAL and _about_destination(str(err)):
+                if isinstance(err, Rejected | Missing) and err.destination:  # no other source can help
                     self.store.finish(row.file_id, FAILED, "; ".join([*problems, str(err)]), source)
                     return False, 0
                 problems.append(f"{source}: {err}")
-                if err.kind == backends.CHECKSUM:
+                if isinstance(err, Corrupt):
                     blamed = source
-                retry_later |= err.kind == backends.RECOVERABLE
+                retry_later |= isinstance(err, Unreachable)
                 continue
             faults.crash_point("transfer:copied")  # the worst moment: copied and verified, not yet recorded
             self.store.finish(row.file_id, FINISHED, "", source, size)
@@ -202,7 +203,7 @@ class Engine:
         self.store.finish(row.file_id, FAILED, reason, blamed or spec.sources[-1])
         return False, 0
 
-    def _already_there(self, backend: backends.Backend, row: FileRow) -> bool:
+    def _already_there(self, backend: Backend, row: FileRow) -> bool:
         """The destination holds exactly the file: the expected size and checksum; with no checksum expected, the
         same size and adler32 as a source (a size alone cannot tell a half-written or foreign file)."""
         expected = row.spec.expected()
@@ -217,7 +218,7 @@ class Engine:
                 original = backend.stat(source, algorithm)
                 if original is not None and original.checksum:
                     return original.size == found.size and original.checksum == found.checksum
-        except CopyFailed:
+        except StorageFailure:
             return False
         return False
 
@@ -244,7 +245,3 @@ class Engine:
                     "success_rate": round(stats.done / total, 3) if total else 1.0,
                 }
         return out
-
-
-def _about_destination(message: str) -> bool:
-    return "(destination)" in message or message.upper().startswith("DESTINATION")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,15 @@ from typing import Any
 from datalake.catalog import Catalog, transient_retry, translated
 from datalake.dids import DID
 from datalake.errors import CatalogError, NotAllowed
-from datalake.pull import Progress
+from datalake.progress import NO_PROGRESS, Progress
 from datalake.ranking import Context, Replica, RseFacts, rank
+from datalake.settings import settings
+from datalake.storage import Storages
 from datalake.transfer.engine import Engine, EngineSettings
 from datalake.transfer.model import FAILED, FINISHED, TERMINAL, FileSpec, JobSpec
 from datalake.transfer.store import Store
 
 REGISTER_BATCH = 500  # replicas per add_replicas call
-LIST_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,10 @@ def plan(catalog: Catalog, did: DID, rse: str, account: str) -> Plan:
     facts: dict[str, RseFacts] = {}
     distance: dict[str, int] = {}
     target_site = catalog.rse_attributes(rse).get("site")
-    for batch in _batches(catalog.iter_files(did)):
-        found = {
-            DID(r["scope"], r["name"]): r
-            for r in catalog.replicas([DID(f["scope"], f["name"]) for f in batch], all_states=True)
-        }
+    listed = catalog.replica_batches(
+        catalog.iter_files(did), lambda f: DID(f["scope"], f["name"]), settings().list_batch, all_states=True
+    )
+    for batch, found in listed:
         needed: list[tuple[DID, dict[str, Any], list[Replica]]] = []
         for f in batch:
             file = DID(f["scope"], f["name"])
@@ -110,8 +109,7 @@ def plan(catalog: Catalog, did: DID, rse: str, account: str) -> Plan:
         for _file, _f, sources in needed:
             for src in sources:
                 if src.rse not in facts:
-                    attrs = catalog.rse_attributes(src.rse)
-                    facts[src.rse] = RseFacts(site=attrs.get("site"), tier=_int(attrs.get("tier")))
+                    facts[src.rse] = catalog.rse_facts(src.rse)
                     distance[src.rse] = catalog.distance(src.rse, rse) or 1_000_000
         if not needed:
             continue
@@ -126,21 +124,23 @@ def plan(catalog: Catalog, did: DID, rse: str, account: str) -> Plan:
 
 
 def run(
-    catalog: Catalog, the_plan: Plan, settings: EngineSettings | None = None, progress: Progress | None = None
+    catalog: Catalog,
+    the_plan: Plan,
+    engine: EngineSettings | None = None,
+    progress: Progress = NO_PROGRESS,
+    storages: Storages | None = None,
 ) -> Outcome:
     """Copy, register, add the rule. The engine's job store is a scratch file: a re-run re-plans from Rucio."""
     began = time.monotonic()
     outcome = Outcome(the_plan, rule=the_plan.rule)
     by_destination = {i.destination: i for i in the_plan.copy}
-    if progress:
-        progress.start(len(the_plan.copy), the_plan.bytes)
+    progress.start(len(the_plan.copy), the_plan.bytes)
     try:
         if the_plan.copy:
             with tempfile.TemporaryDirectory(prefix="datalake-replicate-") as scratch:
-                _copy(catalog, the_plan, outcome, by_destination, Path(scratch) / "jobs.db", settings, progress)
+                _copy(catalog, the_plan, outcome, by_destination, Path(scratch) / "jobs.db", engine, progress, storages)
     finally:
-        if progress:
-            progress.stop()
+        progress.stop()
     refused = [r for r in outcome.failed.values() if "permission denied" in r.lower() or "[3010]" in r]
     if refused and len(refused) == len(outcome.failed) and not outcome.copied and not outcome.verified_in_place:
         raise NotAllowed(
@@ -161,8 +161,9 @@ def _copy(
     outcome: Outcome,
     by_destination: dict[str, Item],
     db: Path,
-    settings: EngineSettings | None,
-    progress: Progress | None,
+    engine_settings: EngineSettings | None,
+    progress: Progress,
+    storages: Storages | None,
 ) -> None:
     store = Store(db)
     specs = tuple(
@@ -176,7 +177,7 @@ def _copy(
         for i in the_plan.copy
     )
     job_id = store.submit(JobSpec(files=specs, verify_checksum="both"), account="datalake replicate")
-    engine = Engine(store, settings or EngineSettings())
+    engine = Engine(store, engine_settings or EngineSettings(), storages)
     engine.start()
     seen: set[int] = set()
     unregistered: list[Item] = []
@@ -192,12 +193,10 @@ def _copy(
                     done = outcome.verified_in_place if row.reason else outcome.copied
                     done.append(item.did)
                     unregistered.append(item)
-                    if progress:
-                        progress.advance(1, item.size)
+                    progress.advance(1, item.size)
                 elif row.state == FAILED:
                     outcome.failed[item.did] = row.reason
-                    if progress:
-                        progress.advance(1, 0)
+                    progress.advance(1, 0)
             if len(unregistered) >= REGISTER_BATCH:
                 outcome.registered += _register(catalog, the_plan.rse, unregistered)
             if job["state"] in TERMINAL | {"FINISHEDDIRTY"}:
@@ -216,24 +215,6 @@ def _register(catalog: Catalog, rse: str, items: list[Item]) -> int:
         transient_retry(catalog.client.add_replicas)(rse, replicas)
     items.clear()
     return len(replicas)
-
-
-def _batches(files: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for f in files:
-        batch.append(f)
-        if len(batch) >= LIST_BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 __all__ = ["CatalogError", "Outcome", "Plan", "plan", "run"]

@@ -1,98 +1,26 @@
-"""The one adapter to Rucio: a ``rucio.client.Client`` built from a client ``rucio.cfg``, its errors translated.
-
-Configuration follows Rucio's own (``RUCIO_CONFIG``, the ``[client]`` section), so the stock ``rucio`` CLI and
-datalake always see the same lake. Several catalogs (e.g. a data manager's and an analyst's) can live in one
-process because each is built from explicit values rather than Rucio's process-wide config cache.
-"""
+"""The one adapter to Rucio: a ``rucio.client.Client`` built from a client ``rucio.cfg`` (``config``), its
+errors translated to ours, one method per question datalake asks; the questions built from several calls (RSE
+facts, replicas in batches, the walk through a container) come from ``lookups``."""
 
 from __future__ import annotations
 
-import configparser
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
+from datalake.catalog.config import ClientConfig
+from datalake.catalog.lookups import Lookups, batched
 from datalake.didmeta import POLICY_KEY
 from datalake.dids import DID
-from datalake.errors import CatalogError, ConfigError, NotAllowed
+from datalake.errors import CatalogError, NotAllowed
 
 T = TypeVar("T")
 _QUIET = logging.getLogger("datalake.rucio")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """The ``[client]`` section of a rucio.cfg, as far as datalake needs it."""
-
-    rucio_host: str
-    auth_host: str
-    account: str
-    auth_type: str
-    creds: dict[str, str] = field(repr=False)  # never in a repr, a log line or an error
-    ca_cert: str | None
-    path: Path | None = None
-    token_file: str | None = None  # the config's auth_token_file_path, if it names one
-    keytab: Path | None = None  # [datalake] xrootd_keytab: this account's storage identity (storage_identity)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike | None = None, *, env_account: bool = True) -> ClientConfig:
-        """Read ``path`` or ``$RUCIO_CONFIG``; ``$RUCIO_ACCOUNT`` overrides the account, as in Rucio, unless
-        ``env_account`` is False (a config that must act as exactly its own account)."""
-        raw = path or os.environ.get("RUCIO_CONFIG")
-        if not raw:
-            raise ConfigError('RUCIO_CONFIG is not set (for the local testbed: eval "$(datalake testbed env)")')
-        file = Path(raw).expanduser()
-        parser = configparser.ConfigParser(interpolation=None)
-        try:
-            if not parser.read(file):
-                raise ConfigError(f"cannot read Rucio config {file}")
-        except configparser.Error as err:
-            raise ConfigError(f"{file}: not a valid rucio.cfg ({err.__class__.__name__})") from err
-        if not parser.has_section("client"):
-            raise ConfigError(f"{file}: no [client] section")
-        client = parser["client"]
-        missing = [key for key in ("rucio_host", "account") if not client.get(key)]
-        if missing:
-            raise ConfigError(f"{file}: [client] lacks {', '.join(missing)}")
-        auth_type = client.get("auth_type", "userpass")
-        creds = {}
-        if auth_type == "userpass":
-            creds = {"username": client.get("username", ""), "password": client.get("password", "")}
-        elif auth_type in ("x509", "x509_proxy"):
-            creds = {k: client[k] for k in ("client_cert", "client_key", "client_x509_proxy") if k in client}
-        return cls(
-            rucio_host=client["rucio_host"],
-            auth_host=client.get("auth_host", client["rucio_host"]),
-            account=(env_account and os.environ.get("RUCIO_ACCOUNT")) or client["account"],
-            auth_type=auth_type,
-            creds=creds,
-            ca_cert=client.get("ca_cert"),
-            path=file,
-            token_file=client.get("auth_token_file_path"),
-            keytab=_keytab(parser, file),
-        )
-
-    def token_cache(self) -> Path:
-        """Where this config's token is cached. Rucio keys its cache by account only and reads the path from the
-        process-wide config, so two lakes (two servers, or two accounts) in one process would share a token."""
-        if self.token_file:
-            return Path(self.token_file).expanduser()
-        key = hashlib.sha256(f"{self.rucio_host}|{self.auth_host}|{self.account}".encode()).hexdigest()[:16]
-        return Path.home() / ".cache" / "datalake" / "tokens" / key / "auth_token"
-
-
-def _keytab(parser: configparser.ConfigParser, file: Path) -> Path | None:
-    """``[datalake] xrootd_keytab``, relative to the config's directory unless absolute."""
-    raw = parser.get("datalake", "xrootd_keytab", fallback="").strip()
-    return (file.parent / Path(raw).expanduser()) if raw else None
 
 
 @contextmanager
@@ -161,7 +89,7 @@ def _first_line(err: Exception) -> str:
     return text.strip().splitlines()[0] if text.strip() else err.__class__.__name__
 
 
-class Catalog:
+class Catalog(Lookups):
     """What datalake asks of Rucio: DIDs, metadata, replicas, rules, open data, RSEs. Bulk calls wherever Rucio
     has them, because per-file round trips are what makes the stock tools slow."""
 
@@ -302,24 +230,16 @@ class Catalog:
     def existing(self, files: list[DID], batch: int = 1000) -> dict[DID, dict[str, Any]]:
         """Which of ``files`` Rucio already knows (bytes, adler32), in bulk."""
         out: dict[DID, dict[str, Any]] = {}
-        for start in range(0, len(files), batch):
-            chunk = [f.as_dict() for f in files[start : start + batch]]
+        for chunk in batched([f.as_dict() for f in files], batch):
             with translated("looking up files"):
                 for meta in self.client.get_metadata_bulk(chunk, inherit=False, plugin="DID_COLUMN"):
                     out[DID(meta["scope"], meta["name"])] = meta
         return out
 
     def replicas_on(self, files: list[DID], rse: str, batch: int = 1000) -> set[DID]:
-        """Which of ``files`` have a replica (any state) on ``rse``. (``sort="random"``: the default geoip sort
-        costs the server ~10x.)"""
-        found: set[DID] = set()
-        for start in range(0, len(files), batch):
-            chunk = [f.as_dict() for f in files[start : start + batch]]
-            with translated(f"listing replicas on {rse}"):
-                for rep in self.client.list_replicas(chunk, rse_expression=rse, all_states=True, sort="random"):
-                    if rep.get("rses"):
-                        found.add(DID(rep["scope"], rep["name"]))
-        return found
+        """Which of ``files`` have a replica (any state) on ``rse``."""
+        listed = self.replica_batches(files, lambda f: f, batch, rse_expression=rse, all_states=True)
+        return {did for _, found in listed for did, rep in found.items() if rep.get("rses")}
 
     def add_files(self, dataset: DID, files: list[dict[str, Any]], rse: str | None) -> None:
         """Register replicas on ``rse`` (if given) and attach the files to ``dataset`` in ONE server transaction:

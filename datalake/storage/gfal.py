@@ -27,15 +27,26 @@ from __future__ import annotations
 import contextlib
 import errno as E
 import hashlib
-import os
 import threading
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from datalake.errors import ConfigError
-from datalake.transfer.backends import CHECKSUM, EXISTS, FATAL, RECOVERABLE, SOURCE, CopyFailed, Found, _line
+from datalake.settings import settings
+from datalake.storage.backend import Backend, Found
+from datalake.storage.failures import (
+    Corrupt,
+    Denied,
+    Exists,
+    Missing,
+    Rejected,
+    StorageFailure,
+    Unreachable,
+    first_line,
+)
+from datalake.storage.xrootd import apply_client_settings
 
 INSTALL = (
     "gfal2 is not importable: as root run apt-get install -y python3-gfal2 gfal2-plugin-http gfal2-plugin-xrootd "
@@ -57,25 +68,35 @@ _FATAL = {
     E.ENAMETOOLONG,
     E.EFBIG,
 }
+_DENIED = {E.EACCES, E.EPERM}
 _MISSING = {E.ENOENT, 3011, 3015, 3016}  # the xrootd plugin passes some XRootD codes (kXR_NotFound...) through
 _NOT_SUPPORTED = {E.ENOSYS, E.ENOTSUP}  # the storage cannot compute this checksum
 _XROOTD = {"root", "roots", "xroot", "xroots"}
 _HASHES = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
 
 
-def classify_gfal(errno: int, message: str) -> str:
-    """What a gfal2 failure means for the engine (pure). gfal2's GError codes are errnos; the message says
-    which side failed ("SOURCE ...", "DESTINATION ...", "(destination)") and names checksum mismatches."""
+def classify_gfal(errno: int, message: str) -> type[StorageFailure]:
+    """What a gfal2 failure means (pure). gfal2's GError codes are errnos; the message says which side failed
+    ("SOURCE ...", "DESTINATION ...", "(destination)") and names checksum mismatches."""
     text = (message or "").lower()
     if "checksum mismatch" in text or "checksum error" in text or ("checksum" in text and "do not match" in text):
-        return CHECKSUM
+        return Corrupt
     if errno in (E.EEXIST, 3018) or text.startswith("destination exists"):
-        return EXISTS
+        return Exists
     if errno in _MISSING:
-        return FATAL if _about_destination(text) else SOURCE
+        return Missing
+    if errno in _DENIED:
+        return Denied
     if errno in _FATAL:
-        return FATAL
-    return RECOVERABLE  # ETIMEDOUT, ECONNREFUSED, ECONNRESET, EAGAIN, EIO, ... and anything unknown
+        return Rejected
+    return Unreachable  # ETIMEDOUT, ECONNREFUSED, ECONNRESET, EAGAIN, EIO, ... and anything unknown
+
+
+def failure(errno: int, message: str, what: str = "") -> StorageFailure:
+    """The failure a gfal2 error is, its side (source or destination) read from its message."""
+    line = first_line(message)
+    kind = classify_gfal(errno, message)
+    return kind(f"{what}: {line}" if what else line, destination=kind is Exists or _about_destination(line.lower()))
 
 
 def _about_destination(text: str) -> bool:
@@ -97,6 +118,7 @@ def _xrootd_plugin_copies(source: str, destination: str) -> bool:
 
 
 def _gfal2() -> Any:
+    apply_client_settings()  # its xrootd plugin loads XrdCl, which reads them once
     try:
         import gfal2
     except ImportError:
@@ -111,12 +133,7 @@ def _hex(value: str | None, algorithm: str) -> str | None:
     return value.zfill(8) if algorithm in ("adler32", "crc32") else value
 
 
-def _env_flag(name: str) -> bool | None:
-    value = os.environ.get(name)
-    return None if value is None else value.strip().lower() in ("1", "true", "yes", "on")
-
-
-class Gfal2:
+class Gfal2(Backend):
     """Copies through gfal2, for the schemes the XRootD client does not speak (and root:// when mixed with them).
 
     S3 credentials (davix signs the requests) come from the constructor or the environment:
@@ -141,13 +158,13 @@ class Gfal2:
         delegate: bool = False,
         checksum_here: Iterable[str] = ("s3", "s3s"),
     ) -> None:
-        env = os.environ.get
+        tuning = settings()
         s3: dict[str, str | bool | None] = {
-            "ACCESS_KEY": s3_access_key or env("DATALAKE_S3_ACCESS_KEY") or env("AWS_ACCESS_KEY_ID"),
-            "SECRET_KEY": s3_secret_key or env("DATALAKE_S3_SECRET_KEY") or env("AWS_SECRET_ACCESS_KEY"),
-            "TOKEN": s3_token or env("AWS_SESSION_TOKEN"),
-            "REGION": s3_region or env("DATALAKE_S3_REGION") or env("AWS_REGION") or env("AWS_DEFAULT_REGION"),
-            "ALTERNATE": s3_path_style if s3_path_style is not None else _env_flag("DATALAKE_S3_PATH_STYLE"),
+            "ACCESS_KEY": s3_access_key or tuning.s3_access_key,
+            "SECRET_KEY": s3_secret_key or tuning.s3_secret_key,
+            "TOKEN": s3_token or tuning.s3_token,
+            "REGION": s3_region or tuning.s3_region,
+            "ALTERNATE": s3_path_style if s3_path_style is not None else tuning.s3_path_style,
         }
         self.options: dict[tuple[str, str], str | bool | int] = {("S3", k): v for k, v in s3.items() if v is not None}
         self.options.update(options or {})
@@ -174,11 +191,11 @@ class Gfal2:
         source: str,
         destination: str,
         *,
-        third_party: bool,
-        checksum_mode: str,
-        checksum: tuple[str, str] | None,
-        overwrite: bool,
-        timeout: int,
+        third_party: bool = True,
+        checksum_mode: str = "both",
+        checksum: tuple[str, str] | None = None,
+        overwrite: bool = False,
+        timeout: int = 1800,
     ) -> None:
         """One copy. Checksum sides that gfal2 cannot verify on this storage are verified here instead."""
         gfal2 = _gfal2()
@@ -212,7 +229,7 @@ class Gfal2:
             params.set_checksum(getattr(gfal2.checksum_mode, mode), algorithm.upper(), value)
         if overwrite and urlsplit(destination).scheme in _XROOTD:
             if self.stat(source, None) is None:  # never delete a good destination for a source that is not there
-                raise CopyFailed(SOURCE, f"{source}: no such file (source)")
+                raise Missing(f"{source}: no such file (source)")
             self.delete(destination)  # truncated in place, xrootd would keep serving the old file's checksum
         try:
             ctx.filecopy(params, source, destination)
@@ -222,10 +239,10 @@ class Gfal2:
             if checksum and "target" in wanted and unverifiable:
                 here.add("target")  # copied, but this storage cannot checksum it: verify it here
             else:
-                kind = classify_gfal(err.code, text)
-                if kind == CHECKSUM and not _source_side_mismatch(text):
+                failed = failure(err.code, text)
+                if isinstance(failed, Corrupt) and not _source_side_mismatch(text):
                     self._remove(destination)
-                raise CopyFailed(kind, _line(text)) from None
+                raise failed from None
         if checksum and "target" in here:
             self._verify(destination, checksum, "destination", remove=True)
 
@@ -233,15 +250,15 @@ class Gfal2:
         algorithm, value = checksum
         got = self._checksum(url, algorithm.lower())
         if got is None:
-            raise CopyFailed(FATAL, f"cannot compute {algorithm} of {url} here")
+            raise Rejected(f"cannot compute {algorithm} of {url} here")
         if got != _hex(value, algorithm):
             if remove:
                 self._remove(url)
-            raise CopyFailed(CHECKSUM, f"{side} {algorithm} {got} does not match the expected {value}")
+            raise Corrupt(f"{side} {algorithm} {got} does not match the expected {value}")
 
     def _remove(self, url: str) -> None:
         """Best effort: a bad copy must not stay, but failing to remove it must not hide the real error."""
-        with contextlib.suppress(CopyFailed):
+        with contextlib.suppress(StorageFailure):
             self.delete(url)
 
     def _compute(self, url: str, algorithm: str) -> str | None:
@@ -262,7 +279,7 @@ class Gfal2:
                 else:
                     digest.update(block)
         except gfal2.GError as err:
-            raise CopyFailed(classify_gfal(err.code, err.message), f"read {url}: {_line(err.message)}") from None
+            raise failure(err.code, err.message, f"read {url}") from None
         return f"{state & 0xFFFFFFFF:08x}" if algorithm in ("adler32", "crc32") else digest.hexdigest()
 
     def stat(self, url: str, algorithm: str | None) -> Found | None:
@@ -277,8 +294,7 @@ class Gfal2:
                 except gfal2.GError as err:
                     if err.code in _MISSING:
                         return None
-                    kind = classify_gfal(err.code, err.message)
-                    raise CopyFailed(kind, f"stat {url}: {_line(err.message)}") from None
+                    raise failure(err.code, err.message, f"stat {url}") from None
         return Found(size=info.st_size, checksum=self._checksum(url, algorithm.lower()) if algorithm else None)
 
     def _checksum(self, url: str, algorithm: str) -> str | None:
@@ -292,8 +308,7 @@ class Gfal2:
             if err.code in _NOT_SUPPORTED:
                 return self._compute(url, algorithm)
             if err.code in _MISSING:
-                message = f"checksum of {url}: {_line(err.message)}"
-                raise CopyFailed(classify_gfal(err.code, err.message), message) from None
+                raise failure(err.code, err.message, f"checksum of {url}") from None
             return None
 
     def delete(self, url: str) -> None:
@@ -305,8 +320,29 @@ class Gfal2:
                     self._context().unlink(url)
                 except gfal2.GError as err:
                     if err.code not in _MISSING:
-                        message = f"delete {url}: {_line(err.message)}"
-                        raise CopyFailed(classify_gfal(err.code, err.message), message) from None
+                        raise failure(err.code, err.message, f"delete {url}") from None
+
+    @contextlib.contextmanager
+    def open_reader(self, url: str, timeout: int) -> Iterator[_Reader]:
+        gfal2 = _gfal2()
+        ctx = self._context()
+        try:
+            size = ctx.stat(url).st_size
+            handle = ctx.open(url, "r")
+        except gfal2.GError as err:
+            raise failure(err.code, err.message, f"open {url}") from None
+        yield _Reader(handle, size, gfal2)
+
+
+class _Reader:
+    def __init__(self, handle: Any, size: int, gfal2: Any) -> None:
+        self.handle, self.size, self.gfal2 = handle, size, gfal2
+
+    def read(self, offset: int, length: int) -> bytes:
+        try:
+            return self.handle.pread_bytes(offset, length)
+        except self.gfal2.GError as err:
+            raise failure(err.code, err.message, f"read at {offset}") from None
 
 
 def _again() -> Any:
@@ -314,5 +350,5 @@ def _again() -> Any:
     broken."""
     from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-    transient = retry_if_exception(lambda e: getattr(e, "kind", None) == RECOVERABLE)
+    transient = retry_if_exception(lambda e: isinstance(e, Unreachable))
     return Retrying(retry=transient, stop=stop_after_attempt(3), wait=wait_random_exponential(0.2, max=2), reraise=True)

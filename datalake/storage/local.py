@@ -1,5 +1,5 @@
-"""Files on the analyst's disk: where a pulled file goes, where its partial copy waits, and whether a file already
-there is the right one.
+"""Files on this machine's disk: where a pulled file goes, where its partial copy waits, whether a file already
+there is the right one, and the checksums of local files.
 
 A file only ever appears under its final name after its checksum was verified (it is written as a hidden
 ``.NAME.part`` next to it and renamed). The verified checksum is remembered in an extended attribute keyed by
@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,3 +100,13 @@ def is_verified(path: Path, size: int, algorithm: str, checksum: str) -> bool | 
         return False
     remember(path, algorithm, checksum)
     return True
+
+
+def adler32_file(path: str | os.PathLike) -> str:
+    return hashed(Path(path), "adler32").hexdigest()
+
+
+def adler32_files(paths: list[Path], threads: int = 4) -> list[str]:
+    """Checksums of local files in parallel (zlib releases the GIL on large blocks)."""
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(adler32_file, paths))

@@ -1,0 +1,119 @@
+"""The one settings object: every tunable and every ``DATALAKE_*`` variable of the client, its workers and its
+storage adapters, read from the environment in one place and validated (a bad value is one line).
+
+``settings()`` reads the environment afresh at each call, so entry points (a pull, a process, a worker) see
+what is set when they start. The transfer service (``transfer/config.py``, ``DATALAKE_TRANSFER_*``) and the
+testbed (``testbed/settings.py``, ``DATALAKE_TESTBED_*``) keep settings objects of their own, for their own
+processes. docs/settings.md is the table of all of them (``python -m datalake.settings`` writes it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from datalake.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DATALAKE_", extra="ignore", frozen=True)
+
+    # where things are
+    policies: Path = Field(Path("policies"), description="directory of the sharing policies (policies/*.yaml)")
+    site: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATALAKE_SITE", "SITE_NAME"),
+        description="this machine's site: pulls prefer its RSEs; a worker serves chunks placed there "
+        "(SITE_NAME is what Rucio's clients read)",
+    )
+    scheduler: str | None = Field(None, description="the Dask scheduler's address, for process and deliver")
+    # pulling and listing
+    parallel: int = Field(16, ge=1, description="files copied at once by pull (16 saturates loopback XRootD)")
+    list_batch: int = Field(500, ge=1, description="files per Rucio list_replicas call")
+    first_batch: int = Field(16, ge=1, description="files in a pull's first listing, so copies start at once")
+    # processing
+    chunk_size: int = Field(100_000, ge=1, description="events per chunk (coffea's default)")
+    tree: str = Field("Events", min_length=1, description="the TTree read by process and deliver (NanoAOD's)")
+    inspect_threads: int = Field(16, ge=1, description="files opened at once to read their entries and clusters")
+    read_timeout: float = Field(60, gt=0, description="seconds per XRootD request of a chunk's read")
+    # the XRootD client (XrdCl), applied before it loads; the XRD_* variables themselves win
+    xrd_connection_retry: int = Field(2, ge=1, description="XRD_CONNECTIONRETRY: connection attempts")
+    xrd_connection_window: int = Field(
+        10, ge=1, description="XRD_CONNECTIONWINDOW: seconds per attempt (a dead server costs seconds, not minutes)"
+    )
+    xrd_request_timeout: int = Field(120, ge=1, description="XRD_REQUESTTIMEOUT: seconds per request")
+    xrd_stream_error_window: int = Field(
+        10,
+        ge=0,
+        description="XRD_STREAMERRORWINDOW: seconds a failed server is given up for (XrdCl's 1800 kept a restarted "
+        "RSE unreachable for half an hour)",
+    )
+    # S3, for the gfal2 backend (the AWS_* names are read too)
+    s3_access_key: str | None = Field(
+        None, validation_alias=AliasChoices("DATALAKE_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"), repr=False
+    )
+    s3_secret_key: str | None = Field(
+        None, validation_alias=AliasChoices("DATALAKE_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"), repr=False
+    )
+    s3_token: str | None = Field(None, validation_alias=AliasChoices("AWS_SESSION_TOKEN"), repr=False)
+    s3_region: str | None = Field(
+        None, validation_alias=AliasChoices("DATALAKE_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    s3_path_style: bool | None = Field(None, description="path-style S3 URLs: s3://host:port/bucket/key")
+    # the transfer service's clients (datalake transfer ...)
+    transfer_url: str | None = Field(None, description="the transfer service's URL")
+    transfer_token: str | None = Field(None, description="its bearer token", repr=False)
+    transfer_cert: str | None = Field(None, description="client certificate and key (PEM)")
+    transfer_ca: str | None = Field(None, description="the CA that signed the service's certificate")
+    # diagnostics
+    debug: bool = Field(False, description="full tracebacks: datalake's own and the libraries' frames")
+
+    def xrdcl(self) -> dict[str, str]:
+        """XrdCl's environment, and the resolver's: XrdCl's reverse-DNS lookups stalled for seconds."""
+        return {
+            "XRD_CONNECTIONRETRY": str(self.xrd_connection_retry),
+            "XRD_CONNECTIONWINDOW": str(self.xrd_connection_window),
+            "XRD_REQUESTTIMEOUT": str(self.xrd_request_timeout),
+            "XRD_STREAMERRORWINDOW": str(self.xrd_stream_error_window),
+            "RES_OPTIONS": "timeout:1 attempts:1",
+        }
+
+
+def settings() -> Settings:
+    """The settings as the environment says now; a bad value is one ``ConfigError`` line."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = "DATALAKE_" + ".".join(str(p) for p in first["loc"]).upper()
+        raise ConfigError(f"{name}: {first['msg']}") from None
+
+
+def table() -> str:
+    """docs/settings.md's tables, from the three settings objects."""
+    from datalake.testbed.settings import TestbedSettings
+    from datalake.transfer.config import ServiceSettings
+
+    out = []
+    for title, model, prefix in (
+        ("The client, its workers and storage (`datalake.settings.Settings`)", Settings, "DATALAKE_"),
+        ("The transfer service (`datalake.transfer.config.ServiceSettings`)", ServiceSettings, "DATALAKE_TRANSFER_"),
+        ("The testbed (`datalake.testbed.settings.TestbedSettings`)", TestbedSettings, "DATALAKE_TESTBED_"),
+    ):
+        out += [f"## {title}", "", "| variable | default | what |", "| --- | --- | --- |"]
+        for name, field in model.model_fields.items():
+            alias = field.validation_alias
+            names = list(alias.choices) if isinstance(alias, AliasChoices) else [f"{prefix}{name.upper()}"]
+            default = "" if field.default is None or field.repr is False else f"`{field.default}`"
+            if field.default_factory is not None:
+                default = "(none)"
+            what = (field.description or "").replace("|", "\\|")
+            out.append(f"| {' / '.join(f'`{n}`' for n in names)} | {default} | {what} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(table(), end="")
