@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
-    from datalake.policy.govern import Outcome
-    from datalake.pull import Summary
-    from datalake.register import Plan, Result
+    from datalake.policy.govern import PolicyOutcome
+    from datalake.pull import PullSummary
+    from datalake.register import Registration, Result
     from datalake.storage import Storages
 
 
@@ -82,13 +82,15 @@ class Lake:
 
         return status(self.catalog, dids.parse(did))
 
-    def plan(self, did: str, *, now: datetime | None = None) -> Outcome:
+    def plan(self, did: str, *, now: datetime | None = None) -> PolicyOutcome:
         """What ``apply`` would change to make ``did`` match its recorded sharing policy."""
         from datalake.policy.govern import govern
 
         return govern(self.catalog, dids.parse(did), self.policies, now=now, dry_run=True)
 
-    def apply(self, did: str | None = None, *, now: datetime | None = None, dry_run: bool = False) -> list[Outcome]:
+    def apply(
+        self, did: str | None = None, *, now: datetime | None = None, dry_run: bool = False
+    ) -> list[PolicyOutcome]:
         """Make one dataset (or, with ``did=None``, every governed dataset) match its sharing policy."""
         from datalake.policy.govern import govern
 
@@ -104,7 +106,7 @@ class Lake:
         meta: dict[str, Any],
         *,
         now: datetime | None = None,
-    ) -> Plan:
+    ) -> Registration:
         """Check a registration completely and work out what is left to do; changes nothing."""
         from datalake.policy import load
         from datalake.register import prepare
@@ -125,11 +127,11 @@ class Lake:
     ) -> Result:
         """Upload/register files into ``dataset`` under ``policy`` and apply it; re-running finishes a crashed
         run and adds nothing twice."""
-        from datalake.register import run
+        from datalake.register import register_files
 
         self._storage_identity()
         plan = self.prepare_registration(paths, dataset, policy, rse, meta, now=now)
-        return run(
+        return register_files(
             self.catalog, plan, self.policies, progress=progress, parallel=parallel, now=now, storages=self.storages
         )
 
@@ -144,7 +146,7 @@ class Lake:
         parallel: int | None = None,
         progress: Progress = NO_PROGRESS,
         keep_files: bool = True,
-    ) -> Summary:
+    ) -> PullSummary:
         """Copy the files of one or more DIDs to ``to/scope/name``: in parallel, verified, resumable, failing over
         between replicas and reporting bad ones to Rucio. Returns the summary (``summary.ok``, ``.files``,
         ``.failed``, ``.bad_replicas``); raises ``NotAllowed`` when the sharing policy excludes this account."""
@@ -176,18 +178,18 @@ class Lake:
     ) -> Any:
         """Copy a DID's files to the RSE ``to`` with the transfer engine, register the new replicas, then add a
         rule there (satisfied at once): replication for lakes without a conveyor. Safe to re-run; returns the
-        ``Plan`` when ``dry_run``, else the ``Outcome`` (``.ok``, ``.copied``, ``.failed``, ``.rule``)."""
+        ``Replication`` when ``dry_run``, else the ``Replicated`` (``.ok``, ``.copied``, ``.failed``, ``.rule``)."""
         from datalake.transfer import replicate
         from datalake.transfer.engine import EngineSettings
         from datalake.transfer.optimizer import Settings
 
         self._storage_identity()
-        the_plan = replicate.plan(self.catalog, dids.parse(did), to, self.account)
+        the_plan = replicate.plan_replication(self.catalog, dids.parse(did), to, self.account)
         if dry_run:
             return the_plan
         parallel = settings().parallel if parallel is None else parallel
         engine = EngineSettings(max_active=parallel, optimizer=Settings(start=parallel, high=max(parallel, 32)))
-        return replicate.run(self.catalog, the_plan, engine, progress, storages=self.storages)
+        return replicate.replicate(self.catalog, the_plan, engine, progress, storages=self.storages)
 
     def process(
         self,

@@ -71,7 +71,7 @@ class BadReplica:
 
 
 @dataclass
-class Summary:
+class PullSummary:
     to: str
     files_total: int = 0
     bytes_copied: int = 0
@@ -149,7 +149,7 @@ class Puller:
         self.progress = progress
         self.cancel = threading.Event()
         self.lock = threading.Lock()
-        self.summary = Summary(to=str(to), files=[] if keep_files else None)
+        self.summary = PullSummary(to=str(to), files=[] if keep_files else None)
         self.failures: Counter = Counter()  # RSE -> unreachable/denied failures, read by the ranking
         self.errors: list[BaseException] = []
         self.busy: dict[Path, threading.Event] = {}  # final paths being written, set when done
@@ -425,7 +425,7 @@ def pull(
     keep_files: bool = True,
     declare: bool = True,
     storages: Storages | None = None,
-) -> Summary:
+) -> PullSummary:
     """Copy every file of ``targets`` into ``to/scope/name``; see the module docstring. ``parallel``: files at
     once (default: the settings' ``parallel``); ``storages``: where replicas are read from (default: the
     registered backends by URL scheme)."""

@@ -25,7 +25,7 @@ from datalake.errors import PolicyError, StorageError
 from datalake.faults import crash_point
 from datalake.policy import SharingPolicy, evaluate
 from datalake.policy.actions import check_placement
-from datalake.policy.govern import Outcome, govern, utcnow
+from datalake.policy.govern import PolicyOutcome, govern, utcnow
 from datalake.policy.metadata import validate as validate_meta
 from datalake.progress import NO_PROGRESS, Progress
 from datalake.settings import settings
@@ -52,7 +52,7 @@ class Source:
 
 
 @dataclass
-class Plan:
+class Registration:
     dataset: DID
     policy: SharingPolicy
     rse: str
@@ -116,7 +116,7 @@ def prepare(
     written: list[Source] | None = None,
     allow_empty: bool = False,
     storages: Storages | None = None,
-) -> Plan:
+) -> Registration:
     """Check everything and work out what is left to do; raise one error listing every problem. ``written``:
     files already written at the RSE's own paths, with their size and checksum (deliver's outputs)."""
     problems: list[str] = []
@@ -182,7 +182,7 @@ def prepare(
     if problems:
         raise PolicyError(_listing(problems))
 
-    plan = Plan(dataset, policy, rse, meta, sources, rse_info=rse_info)
+    plan = Registration(dataset, policy, rse, meta, sources, rse_info=rse_info)
     _work_out(catalog, plan, rse_info, problems)
     if problems:
         raise PolicyError(_listing(problems))
@@ -202,7 +202,7 @@ def _listing(problems: list[str]) -> str:
     return f"{head}: " + "; ".join(problems)
 
 
-def _work_out(catalog: Catalog, plan: Plan, rse_info: dict[str, Any], problems: list[str]) -> None:
+def _work_out(catalog: Catalog, plan: Registration, rse_info: dict[str, Any], problems: list[str]) -> None:
     """Split the sources into done / attach only / register / upload, asking Rucio in bulk."""
     dataset = plan.dataset
     record = catalog.get_did(dataset)
@@ -298,12 +298,12 @@ def _still_to_copy(storages: Storages, jobs: list[CopyJob]) -> tuple[list[CopyJo
 
 @dataclass
 class Result:
-    plan: Plan
+    plan: Registration
     uploaded: int = 0
     kept: int = 0  # found whole on the RSE, left by an interrupted run: not sent again
     registered: int = 0
     failed: dict[str, str] = field(default_factory=dict)
-    governed: Outcome | None = None
+    governed: PolicyOutcome | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
 
     def summary(self) -> dict[str, Any]:
@@ -316,9 +316,9 @@ class Result:
         return out
 
 
-def run(
+def register_files(
     catalog: Catalog,
-    plan: Plan,
+    plan: Registration,
     policies: Path,
     *,
     progress: Progress = NO_PROGRESS,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from datalake.errors import PolicyError
 from datalake.policy import Tier, check, evaluate, load, parse
-from datalake.policy.actions import CurrentRule, CurrentState, plan
+from datalake.policy.actions import CurrentRule, CurrentState, plan_actions
 from datalake.policy.metadata import parse_pairs, validate
 from datalake.policy.model import Duration
 from datalake.policy.release import stage_position
@@ -211,7 +211,7 @@ def test_closed_data_is_never_published_and_never_on_public_storage():
     assert state.tier is Tier.RESTRICTED and state.opendata is None and state.readers == ("datamanager",)
     with pytest.raises(PolicyError, match="not allowed for a restricted dataset"):
         leaky = {"access=collaboration": {"XRD1": "collaboration", "XRD3": "public"}}
-        plan(state, CurrentState("darkmatter:sr0", True, {}), leaky)
+        plan_actions(state, CurrentState("darkmatter:sr0", True, {}), leaky)
 
 
 def current_from(state, *, meta=None, opendata=None, doi=None, od_meta=None, is_open=True) -> CurrentState:
@@ -237,10 +237,10 @@ def current_from(state, *, meta=None, opendata=None, doi=None, od_meta=None, is_
 def test_plan_from_nothing_then_nothing_left_to_do():
     policy, meta = lhc(), validate(lhc(), LHC_META)
     state = evaluate(policy, "collider:ds", meta, datetime(2016, 1, 1))
-    actions = plan(state, CurrentState("collider:ds", True, {}), EVERYWHERE)
+    actions = plan_actions(state, CurrentState("collider:ds", True, {}), EVERYWHERE)
     assert [a.kind for a in actions] == ["set-meta", "add-rule", "add-rule", "add-opendata", "update-opendata"]
     done = current_from(state, opendata="draft", doi=state.opendata.doi, od_meta=state.opendata.meta)
-    assert plan(state, done, EVERYWHERE) == []
+    assert plan_actions(state, done, EVERYWHERE) == []
 
 
 def test_release_adds_public_replica_before_dropping_the_cache():
@@ -248,9 +248,9 @@ def test_release_adds_public_replica_before_dropping_the_cache():
     before = evaluate(policy, "collider:ds", meta, datetime(2016, 1, 1))
     after = evaluate(policy, "collider:ds", meta, datetime(2023, 1, 1))
     have = current_from(before, opendata="draft", doi=before.opendata.doi, od_meta=before.opendata.meta)
-    kinds = [a.kind for a in plan(after, have, EVERYWHERE)]
+    kinds = [a.kind for a in plan_actions(after, have, EVERYWHERE)]
     assert kinds == ["set-meta", "close", "add-rule", "opendata-state", "remove-rule"]
-    removed = plan(after, have, EVERYWHERE)[-1]
+    removed = plan_actions(after, have, EVERYWHERE)[-1]
     assert removed.args == {"rule_id": "r1", "unlock": False}
 
 
@@ -260,7 +260,7 @@ def test_withdrawal_after_publication_suspends_instead_of_draft():
     suspended_policy = type(policy).model_validate(policy.model_dump() | {"access": {"tier": "suspended"}})
     state = evaluate(suspended_policy, "collider:ds", meta, datetime(2023, 1, 1))
     have = current_from(public, opendata="public", doi=public.opendata.doi, od_meta=public.opendata.meta, is_open=False)
-    actions = plan(state, have, EVERYWHERE)
+    actions = plan_actions(state, have, EVERYWHERE)
     assert ("opendata-state", {"state": "suspended"}) in [(a.kind, a.args) for a in actions]
     assert [a.args for a in actions if a.kind == "remove-rule"] == [{"rule_id": "r1", "unlock": True}]
 
@@ -274,7 +274,7 @@ def test_changed_rule_is_replaced_and_foreign_rules_are_left_alone():
     have = CurrentState(
         have.did, True, have.meta, (changed, have.rules[1], foreign), "draft", have.opendata_doi, have.opendata_meta
     )
-    actions = plan(state, have, EVERYWHERE)
+    actions = plan_actions(state, have, EVERYWHERE)
     assert [a.kind for a in actions] == ["remove-rule", "add-rule"]  # same expression and copies: remove first
     assert all(a.args.get("rule_id") != "x" for a in actions)
 
@@ -374,7 +374,7 @@ def test_a_rule_left_twice_by_a_killed_run_is_reduced_to_one():
     have = current_from(state, opendata="draft", doi=state.opendata.doi, od_meta=state.opendata.meta)
     twin = have.rules[0].__class__(**{**have.rules[0].__dict__, "id": "twin"})
     have = CurrentState(have.did, True, have.meta, (*have.rules, twin), "draft", have.opendata_doi, have.opendata_meta)
-    actions = plan(state, have, EVERYWHERE)
+    actions = plan_actions(state, have, EVERYWHERE)
     assert [(a.kind, a.args["rule_id"]) for a in actions] == [("remove-rule", "twin")]
 
 
@@ -386,4 +386,4 @@ def test_more_copies_on_the_same_expression_are_added_before_the_old_rule_goes()
     have = CurrentState(
         have.did, True, have.meta, (fewer, have.rules[1]), "draft", have.opendata_doi, have.opendata_meta
     )
-    assert [a.kind for a in plan(state, have, EVERYWHERE)] == ["add-rule", "remove-rule"]
+    assert [a.kind for a in plan_actions(state, have, EVERYWHERE)] == ["add-rule", "remove-rule"]

@@ -13,7 +13,7 @@ from rich.table import Table
 from datalake.cli.output import console, err_console
 from datalake.cli.progress import FilesAndBytes
 from datalake.errors import DatalakeError
-from datalake.pull import Summary
+from datalake.pull import PullSummary
 
 
 class Incomplete(DatalakeError):
@@ -57,7 +57,7 @@ def pull(
         raise Incomplete(f"{len(summary.failed)} of {summary.files_total} files could not be pulled (listed above)")
 
 
-def _print(s: Summary) -> None:
+def _print(s: PullSummary) -> None:
     rate = s.bytes_copied / s.seconds / 1e6 if s.seconds else 0.0
     table = Table(
         "files", "copied", "already there", "failed", "bytes copied", "seconds", "MB/s", title=f"pull to {escape(s.to)}"

@@ -59,7 +59,7 @@ def register(
     Everything is checked first; nothing is registered if anything is wrong. Re-running the same command
     finishes an interrupted registration and never creates duplicates."""
     from datalake import Lake
-    from datalake.register import run
+    from datalake.register import register_files
 
     paths = [*(paths or []), *_listed(files_from)]
     if not paths:
@@ -70,7 +70,7 @@ def register(
         summary = plan.summary() | {"dry_run": True}
         console.print_json(json.dumps(summary)) if as_json else _print_summary(summary)
         return
-    result = run(
+    result = register_files(
         lake.catalog, plan, lake.policies, progress=FilesAndBytes("upload  ", "register"), parallel=parallel, now=now
     )
     summary = result.summary()

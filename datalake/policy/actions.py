@@ -78,7 +78,7 @@ def check_placement(desired: DesiredState, placement: dict[str, dict[str, str]])
     return problems
 
 
-def plan(desired: DesiredState, current: CurrentState, placement: dict[str, dict[str, str]]) -> list[Action]:
+def plan_actions(desired: DesiredState, current: CurrentState, placement: dict[str, dict[str, str]]) -> list[Action]:
     problems = check_placement(desired, placement)
     if problems:
         raise PolicyError(f"{desired.did} under {desired.policy}: " + "; ".join(problems))

@@ -15,7 +15,7 @@ from datalake.didmeta import DERIVED_KEY, POLICY_KEY, STATE_KEY
 from datalake.dids import DID
 from datalake.errors import PolicyError
 from datalake.policy import DesiredState, SharingPolicy, evaluate, find
-from datalake.policy.actions import Action, CurrentRule, CurrentState, plan
+from datalake.policy.actions import Action, CurrentRule, CurrentState, plan_actions
 from datalake.policy.derived import bounded
 
 
@@ -24,7 +24,7 @@ def utcnow() -> datetime:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class PolicyOutcome:
     did: DID
     desired: DesiredState
     actions: list[Action]
@@ -124,7 +124,7 @@ def govern(
     dry_run: bool = False,
     policy: SharingPolicy | None = None,
     say: Callable[[Action], None] | None = None,
-) -> Outcome:
+) -> PolicyOutcome:
     """Plan (and unless ``dry_run``, carry out) what makes ``did`` match its policy."""
     now = now or utcnow()
     meta = catalog.metadata(did)
@@ -133,13 +133,13 @@ def govern(
     if policy is None:
         policy = policy_of(meta, did, policies)
     desired, current, placement = desired_state(catalog, did, policy, now, policies)
-    actions = plan(desired, current, placement)
+    actions = plan_actions(desired, current, placement)
     if not dry_run:
         for action in actions:
             perform(catalog, did, action)
             if say:
                 say(action)
-    return Outcome(did, desired, actions, not dry_run)
+    return PolicyOutcome(did, desired, actions, not dry_run)
 
 
 def perform(catalog: Catalog, did: DID, action: Action) -> None:
@@ -160,5 +160,5 @@ def perform(catalog: Catalog, did: DID, action: Action) -> None:
         catalog.update_opendata(did, **args)
     elif action.kind == "opendata-state":
         catalog.update_opendata(did, state=args["state"])
-    else:  # pragma: no cover - plan only produces the kinds above
+    else:  # pragma: no cover - plan_actions only produces the kinds above
         raise AssertionError(action.kind)

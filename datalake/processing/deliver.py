@@ -28,7 +28,7 @@ from datalake.processing import cluster
 from datalake.processing.chunks import Chunk
 from datalake.processing.columnar import Target, read, scratch, store, where_am_i
 from datalake.processing.placement import Placed, place
-from datalake.processing.process import plan
+from datalake.processing.process import plan_chunks
 from datalake.processing.selection import Selection
 from datalake.progress import NO_PROGRESS, Progress
 from datalake.settings import settings
@@ -166,7 +166,7 @@ def s3_credentials() -> tuple[str | None, str | None]:
 
 
 @dataclass
-class Summary:
+class DeliverySummary:
     input: str
     output: str
     rse: str
@@ -206,14 +206,14 @@ def deliver(
     timeout: float | None = None,
     progress: Progress = NO_PROGRESS,
     now: datetime | None = None,
-) -> Summary:
+) -> DeliverySummary:
     """Skim ``did`` into the dataset ``output`` on ``rse``; everything is checked before any work is sent.
     ``tree``, ``chunk_size`` (events read at once) and ``timeout`` default to the settings'."""
     from datalake.policy import evaluate
     from datalake.policy.derived import readers_problem
     from datalake.policy.govern import input_state, policy_of, utcnow
     from datalake.policy.metadata import DATACITE, OPTIONAL_BUILTIN, parse_pairs
-    from datalake.register import Source, prepare, run
+    from datalake.register import Source, prepare, register_files
 
     began = time.perf_counter()
     tuning = settings()
@@ -237,7 +237,7 @@ def deliver(
     out_meta = derived_metadata(keys, metas, given)
     states = [input_state(catalog, d, policies, now) for d in sources]
     # the work: files, entries, replicas, placement (access to the inputs is checked here)
-    the_plan = plan(
+    the_plan = plan_chunks(
         catalog,
         did,
         [*columns, *(selection.branches if selection else ())],
@@ -260,7 +260,9 @@ def deliver(
     attrs = catalog.rse_attributes(rse)
     key, secret = s3_credentials() if scheme in S3_SCHEMES else (None, None)
     s3_scheme = str(attrs.get("s3_scheme", "https"))
-    summary = Summary(str(did), str(output), rse, policy.name, len(the_plan.files), len(the_plan.files) - len(todo))
+    summary = DeliverySummary(
+        str(did), str(output), rse, policy.name, len(the_plan.files), len(the_plan.files) - len(todo)
+    )
     whole = [(Chunk(fp.did, 0, fp.inspection.entries), fp.sources) for fp in todo if fp.inspection.entries]
     placed = place(whole, the_plan.sites)
     offsets = {fp.did: fp.inspection.offsets for fp in todo}
@@ -302,7 +304,7 @@ def deliver(
             "datalake_code": f"datalake {datalake.__version__}",
             "datalake_input": str(did),
         }
-        run(catalog, reg_plan, policies, now=now, extra_meta=provenance)
+        register_files(catalog, reg_plan, policies, now=now, extra_meta=provenance)
     summary.outputs = written
     summary.events_in = sum(w.events_in for w in written)
     summary.events_out = sum(w.events_out for w in written)

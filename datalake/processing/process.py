@@ -114,7 +114,7 @@ class FilePlan:
 
 
 @dataclass
-class Plan:
+class ChunkPlan:
     did: str
     tree: str
     branches: list[str]
@@ -156,7 +156,7 @@ def _inspect(sources: tuple[Source, ...], tree: str, branches: Sequence[str], ti
     raise ReadFailed(sources[0].url if sources else "?", "; ".join(errors) or "no replica")
 
 
-def plan(
+def plan_chunks(
     catalog: Catalog,
     did: DID,
     branches: Sequence[str],
@@ -166,7 +166,7 @@ def plan(
     sites: dict[str, int],
     timeout: float,
     files: Iterable[DID] | None = None,
-) -> Plan:
+) -> ChunkPlan:
     """Check access, list files and replicas, read each file's entries and clusters, cut and place chunks.
     Raises one clear error if a file has no replica, a tree or branch is missing, or no replica answers."""
     if chunk_size < 1:
@@ -196,14 +196,14 @@ def plan(
     for fp in file_plans:
         for chunk in chunking.split(fp.did, fp.inspection.entries, chunk_size, fp.inspection.offsets):
             pieces.append((chunk, fp.sources))
-    return Plan(str(did), tree, list(branches), file_plans, place(pieces, sites), sites)
+    return ChunkPlan(str(did), tree, list(branches), file_plans, place(pieces, sites), sites)
 
 
 # -- running --------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Summary:
+class ProcessSummary:
     did: str
     files: int
     chunks: int
@@ -247,7 +247,7 @@ def process(
     chunk_size: int | None = None,
     timeout: float | None = None,
     progress: Progress = NO_PROGRESS,
-) -> tuple[Any, Summary]:
+) -> tuple[Any, ProcessSummary]:
     """Run ``fn`` over every chunk of ``did`` beside its data; returns (the merged result, the summary). ``tree``,
     ``chunk_size`` and ``timeout`` (per read request) default to the settings'."""
     import cloudpickle
@@ -257,7 +257,7 @@ def process(
     tree = tuning.tree if tree is None else tree
     chunk_size = tuning.chunk_size if chunk_size is None else chunk_size
     timeout = tuning.read_timeout if timeout is None else timeout
-    the_plan = plan(
+    the_plan = plan_chunks(
         catalog, did, branches, tree=tree, chunk_size=chunk_size, sites=cluster.worker_sites(client), timeout=timeout
     )
     payload = cloudpickle.dumps(fn)
@@ -279,7 +279,7 @@ def process(
         )
     partial: Partial | None = outcome.result
     records = partial.records if partial else []
-    summary = Summary(
+    summary = ProcessSummary(
         did=str(did),
         files=len(the_plan.files),
         chunks=len(the_plan.placed),

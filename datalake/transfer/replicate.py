@@ -38,7 +38,7 @@ class Item:
 
 
 @dataclass
-class Plan:
+class Replication:
     did: DID
     rse: str
     copy: list[Item] = field(default_factory=list)
@@ -53,8 +53,8 @@ class Plan:
 
 
 @dataclass
-class Outcome:
-    plan: Plan
+class Replicated:
+    plan: Replication
     copied: list[DID] = field(default_factory=list)
     verified_in_place: list[DID] = field(default_factory=list)
     failed: dict[DID, str] = field(default_factory=dict)
@@ -67,10 +67,10 @@ class Outcome:
         return not self.failed and not self.plan.unreadable and not self.plan.pending and self.rule is not None
 
 
-def plan(catalog: Catalog, did: DID, rse: str, account: str) -> Plan:
+def plan_replication(catalog: Catalog, did: DID, rse: str, account: str) -> Replication:
     """What has to happen for ``did`` to have a copy on ``rse`` (reads the catalog only)."""
     catalog.rse_info(rse)  # an unknown RSE is one clear error before anything else
-    out = Plan(did, rse)
+    out = Replication(did, rse)
     out.rule = next(
         (
             r["id"]
@@ -123,16 +123,16 @@ def plan(catalog: Catalog, did: DID, rse: str, account: str) -> Plan:
     return out
 
 
-def run(
+def replicate(
     catalog: Catalog,
-    the_plan: Plan,
+    the_plan: Replication,
     engine: EngineSettings | None = None,
     progress: Progress = NO_PROGRESS,
     storages: Storages | None = None,
-) -> Outcome:
+) -> Replicated:
     """Copy, register, add the rule. The engine's job store is a scratch file: a re-run re-plans from Rucio."""
     began = time.monotonic()
-    outcome = Outcome(the_plan, rule=the_plan.rule)
+    outcome = Replicated(the_plan, rule=the_plan.rule)
     by_destination = {i.destination: i for i in the_plan.copy}
     progress.start(len(the_plan.copy), the_plan.bytes)
     try:
@@ -157,8 +157,8 @@ def run(
 
 def _copy(
     catalog: Catalog,
-    the_plan: Plan,
-    outcome: Outcome,
+    the_plan: Replication,
+    outcome: Replicated,
     by_destination: dict[str, Item],
     db: Path,
     engine_settings: EngineSettings | None,
@@ -217,4 +217,4 @@ def _register(catalog: Catalog, rse: str, items: list[Item]) -> int:
     return len(replicas)
 
 
-__all__ = ["CatalogError", "Outcome", "Plan", "plan", "run"]
+__all__ = ["CatalogError", "Replicated", "Replication", "plan_replication", "replicate"]
