@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from datalake.policy.govern import PolicyOutcome
-    from datalake.pull import PullSummary
+    from datalake.pulled import PullSummary
     from datalake.register import Registration, Result
     from datalake.storage import Storages
 

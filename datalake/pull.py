@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from datalake.dids import DID
 from datalake.errors import CatalogError, ConfigError
 from datalake.policy.access import readable
 from datalake.progress import NO_PROGRESS, Progress
+from datalake.pulled import Attempt, BadReplica, Pulled, PullSummary
 from datalake.ranking import Context, Replica, RseFacts, rank
 from datalake.settings import settings
 from datalake.storage import Cancelled, Corrupt, LocalDisk, Missing, StorageFailure, Storages
@@ -35,91 +35,6 @@ from datalake.storage.local import Target, is_verified, remember, target
 BAD = (Missing, Corrupt)  # failures that mean the replica itself is bad (reported to Rucio)
 BAD_KINDS = tuple(k.kind for k in BAD)
 DEAD_AFTER = 3  # unreachable/refused failures after which an RSE is skipped for the rest of the pull
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """A replica that was tried and failed."""
-
-    rse: str
-    kind: str  # missing | corrupt | unreachable | denied
-    reason: str
-
-
-@dataclass(frozen=True)
-class Pulled:
-    """What happened to one file."""
-
-    did: str
-    path: str
-    state: str  # copied | present | failed
-    bytes: int
-    rse: str | None = None  # the replica the copy came from
-    resumed_from: int = 0  # bytes a partial copy already had
-    attempts: tuple[Attempt, ...] = ()  # replicas that failed before the one used (or all of them)
-    reason: str | None = None  # why the file could not be pulled
-    replaced: bool = False  # a different file was at the final path (replaced once the copy was verified)
-
-
-@dataclass(frozen=True)
-class BadReplica:
-    did: str
-    rse: str
-    url: str
-    kind: str
-    reason: str
-
-
-@dataclass
-class PullSummary:
-    to: str
-    files_total: int = 0
-    bytes_copied: int = 0
-    states: Counter = field(default_factory=Counter)
-    sources: Counter = field(default_factory=Counter)  # RSE -> files copied from it
-    failed: list[Pulled] = field(default_factory=list)
-    bad_replicas: list[BadReplica] = field(default_factory=list)
-    declared: str | None = None  # how the bad replicas were reported: "bad" or "suspicious"
-    declare_error: str | None = None
-    seconds: float = 0.0
-    files: list[Pulled] | None = None  # every file, when asked for
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def add(self, pulled: Pulled) -> None:
-        self.files_total += 1
-        self.states[pulled.state] += 1
-        if pulled.state == "copied":
-            self.bytes_copied += pulled.bytes - pulled.resumed_from
-            self.sources[pulled.rse] += 1
-        elif pulled.state == "failed":
-            self.failed.append(pulled)
-        if pulled.replaced:
-            self.states["replaced"] += 1
-        if self.files is not None:
-            self.files.append(pulled)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {
-            "to": self.to,
-            "files": self.files_total,
-            "copied": self.states["copied"],
-            "present": self.states["present"],
-            "failed": self.states["failed"],
-            "replaced": self.states["replaced"],
-            "bytes_copied": self.bytes_copied,
-            "seconds": round(self.seconds, 3),
-            "sources": dict(self.sources),
-            "bad_replicas": [asdict(b) for b in self.bad_replicas],
-            "declared_to_rucio": self.declared,
-            "declare_error": self.declare_error,
-            "failures": [asdict(p) for p in self.failed],
-        }
-        if self.files is not None:
-            out["file_list"] = [asdict(p) for p in self.files]
-        return out
 
 
 def client_site(explicit: str | None = None) -> str | None:

@@ -4,7 +4,7 @@ storage adapters, read from the environment in one place and validated (a bad va
 ``settings()`` reads the environment afresh at each call, so entry points (a pull, a process, a worker) see
 what is set when they start. The transfer service (``transfer/config.py``, ``DATALAKE_TRANSFER_*``) and the
 testbed (``testbed/settings.py``, ``DATALAKE_TESTBED_*``) keep settings objects of their own, for their own
-processes. docs/settings.md is the table of all of them (``python -m datalake.settings`` writes it).
+processes. docs/settings.md is the table of all of them (``scripts/settings-table.py`` writes it).
 """
 
 from __future__ import annotations
@@ -52,14 +52,24 @@ class Settings(BaseSettings):
     )
     # S3, for the gfal2 backend (the AWS_* names are read too)
     s3_access_key: str | None = Field(
-        None, validation_alias=AliasChoices("DATALAKE_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"), repr=False
+        None,
+        validation_alias=AliasChoices("DATALAKE_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
+        repr=False,
+        description="S3 access key (gfal2's S3 group, deliver's Parquet writes)",
     )
     s3_secret_key: str | None = Field(
-        None, validation_alias=AliasChoices("DATALAKE_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"), repr=False
+        None,
+        validation_alias=AliasChoices("DATALAKE_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"),
+        repr=False,
+        description="S3 secret key",
     )
-    s3_token: str | None = Field(None, validation_alias=AliasChoices("AWS_SESSION_TOKEN"), repr=False)
+    s3_token: str | None = Field(
+        None, validation_alias=AliasChoices("AWS_SESSION_TOKEN"), repr=False, description="S3 session token"
+    )
     s3_region: str | None = Field(
-        None, validation_alias=AliasChoices("DATALAKE_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+        None,
+        validation_alias=AliasChoices("DATALAKE_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="S3 region (us-east-1 when unset)",
     )
     s3_path_style: bool | None = Field(None, description="path-style S3 URLs: s3://host:port/bucket/key")
     # the transfer service's clients (datalake transfer ...)
@@ -89,31 +99,3 @@ def settings() -> Settings:
         first = err.errors()[0]
         name = "DATALAKE_" + ".".join(str(p) for p in first["loc"]).upper()
         raise ConfigError(f"{name}: {first['msg']}") from None
-
-
-def table() -> str:
-    """docs/settings.md's tables, from the three settings objects."""
-    from datalake.testbed.settings import TestbedSettings
-    from datalake.transfer.config import ServiceSettings
-
-    out = []
-    for title, model, prefix in (
-        ("The client, its workers and storage (`datalake.settings.Settings`)", Settings, "DATALAKE_"),
-        ("The transfer service (`datalake.transfer.config.ServiceSettings`)", ServiceSettings, "DATALAKE_TRANSFER_"),
-        ("The testbed (`datalake.testbed.settings.TestbedSettings`)", TestbedSettings, "DATALAKE_TESTBED_"),
-    ):
-        out += [f"## {title}", "", "| variable | default | what |", "| --- | --- | --- |"]
-        for name, field in model.model_fields.items():
-            alias = field.validation_alias
-            names = list(alias.choices) if isinstance(alias, AliasChoices) else [f"{prefix}{name.upper()}"]
-            default = "" if field.default is None or field.repr is False else f"`{field.default}`"
-            if field.default_factory is not None:
-                default = "(none)"
-            what = (field.description or "").replace("|", "\\|")
-            out.append(f"| {' / '.join(f'`{n}`' for n in names)} | {default} | {what} |")
-        out.append("")
-    return "\n".join(out)
-
-
-if __name__ == "__main__":
-    print(table(), end="")

@@ -13,7 +13,7 @@ from rich.table import Table
 from datalake.cli.output import console, err_console
 from datalake.cli.progress import FilesAndBytes
 from datalake.errors import DatalakeError
-from datalake.pull import PullSummary
+from datalake.pulled import PullSummary
 
 
 class Incomplete(DatalakeError):

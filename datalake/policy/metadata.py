@@ -12,9 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from datalake.didmeta import POLICY_KEY, STATE_KEY
 from datalake.errors import PolicyError
-from datalake.policy.model import MetaType, SharingPolicy
+from datalake.policy.model import DATACITE, OPTIONAL_BUILTIN, MetaType, SharingPolicy
 
 # DataCite 4.5 resourceTypeGeneral vocabulary.
 _RESOURCE_TYPES = (
@@ -24,17 +23,7 @@ _RESOURCE_TYPES = (
     "StudyRegistration Text Workflow Other"
 )
 RESOURCE_TYPES = frozenset(_RESOURCE_TYPES.split(" "))
-DATACITE: dict[str, MetaType] = {
-    "creators": "list[str]",
-    "title": "str",
-    "publisher": "str",
-    "publication_year": "int",
-    "resource_type": "str",
-}
-# Keys datalake itself writes on a governed DID; a policy may not redefine them.
 DOI = r"10\.\d{4,9}/[-._;()/:A-Za-z0-9]+"  # Rucio 41's open-data DOI check
-RESERVED = frozenset({POLICY_KEY, STATE_KEY, "data_level", "doi", "licence", "checksum_algorithm"})
-OPTIONAL_BUILTIN: dict[str, MetaType] = {"doi": "str", "data_level": "int"}
 
 _PY_TYPES: dict[str, Any] = {
     "str": str,

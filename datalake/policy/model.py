@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from dateutil.relativedelta import relativedelta
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from datalake.didmeta import POLICY_KEY, STATE_KEY
+
 SLUG = r"^[a-z0-9][a-z0-9_.-]{0,62}$"  # policy and rule ids: safe in Rucio metadata and rule comments
 OPEN_DATA_RULE = "open-data"  # the rule id of the public replica that publication adds
 DOI_PREFIX = r"^10\.\d{4,9}$"
@@ -213,6 +215,17 @@ class Rule(Model):
 
 
 MetaType = Literal["str", "int", "float", "bool", "date", "datetime", "list[str]"]
+# DataCite's mandatory properties, asked of every dataset
+DATACITE: dict[str, MetaType] = {
+    "creators": "list[str]",
+    "title": "str",
+    "publisher": "str",
+    "publication_year": "int",
+    "resource_type": "str",
+}
+# Keys datalake itself writes on a governed DID; a policy may not redefine them.
+RESERVED = frozenset({POLICY_KEY, STATE_KEY, "data_level", "doi", "licence", "checksum_algorithm"})
+OPTIONAL_BUILTIN: dict[str, MetaType] = {"doi": "str", "data_level": "int"}
 
 
 class Metadata(Model):
@@ -245,8 +258,6 @@ class SharingPolicy(Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> SharingPolicy:
-        from datalake.policy.metadata import DATACITE, RESERVED
-
         ids = [r.id for r in self.rules]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:

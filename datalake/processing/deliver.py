@@ -14,10 +14,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import datalake
 from datalake import dids
 from datalake.catalog import Catalog
 from datalake.didmeta import DERIVED_KEY, POLICY_KEY
@@ -301,7 +301,7 @@ def deliver(
             "datalake_columns": list(columns),
             "datalake_selection": selection.text if selection else "",
             "datalake_tree": tree,
-            "datalake_code": f"datalake {datalake.__version__}",
+            "datalake_code": f"datalake {version('datalake')}",
             "datalake_input": str(did),
         }
         register_files(catalog, reg_plan, policies, now=now, extra_meta=provenance)

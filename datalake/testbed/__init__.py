@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-ACCOUNTS = ("datamanager", "analyst", "dmanalyst", "root")  # a client config is written for each
-DEFAULT_ACCOUNT = "datamanager"
+from datalake.testbed.accounts import ACCOUNTS, DEFAULT_ACCOUNT
 
 __all__ = ["ACCOUNTS", "DEFAULT_ACCOUNT", "Testbed", "TestbedSettings"]
 

@@ -13,7 +13,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from datalake.testbed import DEFAULT_ACCOUNT, storage_auth, topology
+from datalake.testbed import storage_auth, topology
+from datalake.testbed.accounts import DEFAULT_ACCOUNT
 from datalake.testbed.component import Component, Context
 from datalake.testbed.processes import Launch
 from datalake.testbed.settings import HOST, TestbedSettings

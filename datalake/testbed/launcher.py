@@ -16,7 +16,8 @@ from pathlib import Path
 
 from datalake.catalog import Catalog, ClientConfig
 from datalake.errors import TestbedError
-from datalake.testbed import ACCOUNTS, DEFAULT_ACCOUNT, bootstrap, configs, install, storage_auth, topology
+from datalake.testbed import bootstrap, configs, install, storage_auth, topology
+from datalake.testbed.accounts import ACCOUNTS, DEFAULT_ACCOUNT
 from datalake.testbed.component import Component, Context, is_root
 from datalake.testbed.dask_cluster import CLUSTERS, DaskScheduler, DaskWorker, dashboard_url, scheduler_address, sites
 from datalake.testbed.locking import exclusive

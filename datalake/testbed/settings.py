@@ -24,11 +24,11 @@ class TestbedSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DATALAKE_TESTBED_", frozen=True)
 
     dir: Path = Field(default=Path(".testbed"), description="state directory (configs, data, logs, PIDs)")
-    port_base: int = Field(default=28000, ge=1024, le=65000)
+    port_base: int = Field(default=28000, ge=1024, le=65000)  # first port of the layout (the class docstring)
     rses: int = Field(default=3, ge=1, le=20, description="number of XRootD RSEs")
-    postgres_port: int | None = Field(default=None, ge=1024, le=65535)
-    rucio_port: int | None = Field(default=None, ge=1024, le=65535)
-    transfer_port: int | None = Field(default=None, ge=1024, le=65535)
+    postgres_port: int | None = Field(default=None, ge=1024, le=65535)  # default: port_base + 0
+    rucio_port: int | None = Field(default=None, ge=1024, le=65535)  # default: port_base + 1
+    transfer_port: int | None = Field(default=None, ge=1024, le=65535)  # default: port_base + 2
     scheduler_port: int | None = Field(default=None, ge=1024, le=65535)
     dashboard_port: int | None = Field(default=None, ge=1024, le=65535)
     worker_threads: int = Field(default=1, ge=1, le=64, description="threads of each site's Dask worker")

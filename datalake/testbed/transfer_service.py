@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from datalake.testbed import ACCOUNTS, configs, storage_auth, topology
+from datalake.testbed import configs, storage_auth, topology
+from datalake.testbed.accounts import ACCOUNTS
 from datalake.testbed.component import Component
 from datalake.testbed.pki import CONVEYOR_DN, Pki
 from datalake.testbed.processes import Launch

@@ -29,11 +29,11 @@ class TLS(BaseModel):
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DATALAKE_TRANSFER_", env_nested_delimiter="__", extra="forbid")
 
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # address the service listens on
     port: int = Field(default=8446, ge=1, le=65535)  # FTS3's REST port
-    database: Path = Path("transfers.db")
+    database: Path = Path("transfers.db")  # SQLite job store (relative to the config file)
     threads: int = Field(default=16, ge=2, le=256)  # HTTP worker threads
-    tls: TLS | None = None
+    tls: TLS | None = None  # cert, key and client CA (PEM): https; none: http
     tokens: dict[str, str] = Field(default_factory=dict)  # account -> sha256 hex of its bearer token
     certificates: dict[str, str] = Field(default_factory=dict)  # subject DN -> account (others refused)
     submitters: list[str] = Field(default_factory=list)  # accounts that may submit and change any job ([]: all)
@@ -41,11 +41,11 @@ class ServiceSettings(BaseSettings):
     xrootd_keytab: Path | None = None  # the service's own storage identity (sss), for every copy it makes
     # the engine
     stream_below: int = Field(default=EngineSettings.stream_below, ge=0)  # bytes: smaller streamed, larger TPC
-    max_active: int = Field(default=64, ge=1, le=1024)
+    max_active: int = Field(default=64, ge=1, le=1024)  # transfers at once over all links
     retries: int = Field(default=3, ge=1, le=100)  # attempts per file for recoverable errors
-    timeout: int = Field(default=1800, ge=10)
-    link_start: int = Field(default=8, ge=1)
-    link_max: int = Field(default=32, ge=1)
+    timeout: int = Field(default=1800, ge=10)  # seconds per copy
+    link_start: int = Field(default=8, ge=1)  # transfers at once on a new link (the optimizer moves it)
+    link_max: int = Field(default=32, ge=1)  # at most this many on one link
 
     @classmethod
     def settings_customise_sources(
