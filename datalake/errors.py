@@ -9,6 +9,8 @@ Every error a user can cause or meet is one of these; the CLI prints its message
     ├── CatalogError      Rucio refused or failed a request
     │   └── NotAllowed    ... because the account lacks the right
     ├── StorageError      XRootD / S3 / local storage failed
+    │   └── StorageFailure  ... by a class saying what helps (``datalake.storage.failures``: Missing, Corrupt,
+    │                       Unreachable, Rejected, Denied, Exists, LocalDisk, Cancelled)
     ├── TransferError     a copy could not be completed
     ├── ProcessingError   a chunk could not be processed from any replica
     │   └── UserCodeError ... because the user's own code raised (``frames``: their traceback)
