@@ -4,7 +4,8 @@ and merge results by tree reduction on the cluster.
 A worker belongs to a site through the worker resource ``site-<SITE>`` (``datalake worker --site SITE``); a
 chunk placed at a site is submitted with ``resources={"site-<SITE>": 1}``, so only that site's workers may run
 it. When a read fails (``ReadFailed``) the chunk moves to its next replica; when a site loses its last worker,
-its waiting chunks move to other sites (reading remotely) instead of waiting forever.
+its waiting chunks move to other sites (reading remotely) instead of waiting forever. What to do when is decided
+by the pure state machine in ``schedule``; this module only talks to Dask.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from datalake import tracebacks
 from datalake.errors import ConfigError, ProcessingError, UserCodeError
+from datalake.processing import schedule
 from datalake.processing.columnar import ReadFailed
 from datalake.processing.placement import Placed
 
@@ -100,7 +102,7 @@ def worker_sites(client: Any) -> dict[str, int]:
 
 def _storage_user() -> str | None:
     """On a worker: the identity its XRootD client authenticates as (the user of its sss keytab)."""
-    from datalake import storage_identity
+    from datalake.storage import identity as storage_identity
 
     path = os.environ.get(storage_identity.KEYTAB_ENV)
     if not path or os.environ.get(storage_identity.PROTOCOL_ENV) != "sss":
@@ -152,167 +154,90 @@ def run(
 ) -> Outcome:
     """Run ``task(placed, *args)`` for every chunk at its site; ``reduce`` merges results pairwise on the cluster
     as they arrive. Chunks whose reads fail go to their next replica; the run fails (``ProcessingError``) only
-    when a chunk has no replica left or ``task`` raises anything but ``ReadFailed``."""
-    from distributed import wait
-
+    when a chunk has no replica left or ``task`` raises anything but ``ReadFailed``. The bookkeeping is
+    ``schedule.Schedule``'s; this loop only submits, waits, and tells it what happened."""
     progress = progress or Progress()
-    outcome = Outcome()
     run_id = uuid.uuid4().hex[:8]
-    failed_rses: dict[int, set[str]] = {}
-    pending: dict[Any, tuple[int, Placed | None]] = {}
-    ready: list[Any] = []
-    results: list[Any] = []
-    current: dict[int, Placed] = dict(enumerate(placed))
-    covers: dict[Any, list[int]] = {}  # the chunks behind each result (a chunk's, or a merge's)
-    merges: dict[Any, tuple[Any, Any]] = {}  # a merge's two inputs
 
-    def submit(index: int, item: Placed) -> None:
-        resources = {site_resource(item.site): 1} if item.site else None
-        key = f"{name}-{run_id}-{index}-{uuid.uuid4().hex[:6]}"
-        future = client.submit(task, item, *args, key=key, resources=resources, pure=False)
-        pending[future] = (index, item)
-        current[index] = item
-        covers[future] = [index]
+    def new_key(index: int | None) -> str:
+        if index is None:
+            return f"merge-{run_id}-{uuid.uuid4().hex[:8]}"
+        return f"{name}-{run_id}-{index}-{uuid.uuid4().hex[:6]}"
 
-    def retry(index: int, item: Placed, failed: set[str], live: Sequence[str], reason: str) -> None:
-        moved = item.next(failed, live)
-        if moved is None:
-            outcome.failed.append((item, reason))
-            return
-        outcome.retried += 1
-        submit(index, moved)
-
+    machine = schedule.Schedule(placed, new_key, reduce=reduce is not None)
+    futures: dict[str, Any] = {}  # every task the machine still knows
+    collected: list[Any] = []
     progress.start(len(placed), sum(p.chunk.entries for p in placed))
     try:
-        for index, item in enumerate(placed):
-            submit(index, item)
-        while pending:
-            try:
-                done, _ = wait(list(pending), timeout=POLL, return_when="FIRST_COMPLETED")
-            except TimeoutError:  # nothing finished within POLL seconds
-                done = set()
-            for future in done:
-                index, item = pending.pop(future)
-                if future.status == "finished":
-                    if item is not None:
+        decisions = machine.start()
+        while True:
+            answers: list[schedule.Event] = []
+            for decision in decisions:
+                match decision:
+                    case schedule.Submit(key=key, placed=item):
+                        resources = {site_resource(item.site): 1} if item.site else None
+                        futures[key] = client.submit(task, item, *args, key=key, resources=resources, pure=False)
+                    case schedule.Merge(key=key, a=a, b=b):
+                        futures[key] = client.submit(reduce, futures[a], futures[b], key=key, pure=False)
+                    case schedule.Advance(placed=item):
                         progress.advance(1, item.chunk.entries)
-                    if reduce is None:
-                        results.append(future.result())
-                        continue
-                    ready.append(future)
-                    for merged_input in merges.pop(future, ()):  # merged: its inputs are not needed any more
-                        covers.pop(merged_input, None)
-                    while len(ready) >= 2:
-                        a, b = ready.pop(0), ready.pop(0)
-                        merged = client.submit(reduce, a, b, key=f"merge-{run_id}-{uuid.uuid4().hex[:8]}", pure=False)
-                        pending[merged] = (-1, None)
-                        merges[merged], covers[merged] = (a, b), covers[a] + covers[b]
-                    continue
-                error = future.exception() if future.status == "error" else None
-                if future.status == "cancelled" or _lost_with_worker(error):
-                    # Dask gave up on it: something it needed died with a worker and cannot be computed again
-                    # (a merged result whose inputs were already released, or a chunk killed with its worker
-                    # too often). The chunks behind it run again; nothing else covers them.
-                    merges.pop(future, None)
-                    live = list(worker_sites(client))
-                    for lost in covers.pop(future, []):
-                        outcome.moved += 1
-                        retry(lost, current[lost], failed_rses.get(lost, set()), live, "lost with a worker")
-                    continue
-                if item is not None and isinstance(error, ReadFailed):
-                    failed = failed_rses.setdefault(index, set())
-                    failed.add(item.sources[0].rse)
-                    retry(index, item, failed, list(worker_sites(client)), str(error))
-                    continue
-                raise _as_error(error, item)
-            if not done:
-                _move_stranded(client, pending, failed_rses, retry, outcome)
-                lost = _lost_results(client, ready, pending, merges, covers, current)
-                for index in lost:
-                    outcome.moved += 1
-                    retry(
-                        index,
-                        current[index],
-                        failed_rses.get(index, set()),
-                        list(worker_sites(client)),
-                        f"its result was lost with the last worker of site {current[index].site}",
-                    )
-            if not pending and ready:
-                pending.update(_waiting(client, ready))  # a lost result Dask is computing again: wait for it
-        if reduce is not None:
-            outcome.result = ready[0].result() if ready else None
-        else:
-            outcome.result = results
+                    case schedule.Collect(key=key):
+                        collected.append(futures.pop(key).result())
+                    case schedule.Release(keys=keys):
+                        for key in keys:
+                            futures.pop(key, None)
+                    case schedule.Cancel(keys=keys):
+                        for key in keys:
+                            futures.pop(key).cancel()
+                    case schedule.Check(keys=keys):
+                        answers.append(schedule.Holdings(_held(client, [futures[k] for k in keys])))
+                    case schedule.Fail(error=error, placed=item):
+                        raise _as_error(error, item)
+                    case schedule.Done(key=key):
+                        result = collected if reduce is None else (futures[key].result() if key else None)
+                        return Outcome(result, machine.retried, machine.moved, machine.failed)
+            decisions = machine.handle(*(answers or _events(client, machine, futures)))
     finally:
-        for future in list(pending):
-            future.cancel()
+        for key in machine.running:
+            if key in futures:
+                futures[key].cancel()
         progress.stop()
-    return outcome
 
 
-def _move_stranded(client: Any, pending: dict, failed_rses: dict, retry: Callable, outcome: Outcome) -> None:
-    """Chunks waiting for a site that has no worker any more go elsewhere (the data is fine; the site is not)."""
-    live = list(worker_sites(client))
-    for future, (index, item) in list(pending.items()):
-        if item is None or item.site is None or item.site in live or future.status != "pending":
-            continue
-        del pending[future]
-        future.cancel()
-        outcome.moved += 1
-        retry(index, item, failed_rses.get(index, set()), live, f"site {item.site} has no worker")
+def _events(client: Any, machine: schedule.Schedule, futures: dict[str, Any]) -> list[schedule.Event]:
+    """What happened within POLL seconds: the tasks that ended; if none did, what the cluster looks like now
+    (sites with workers, tasks still queued, results still held), to find work stranded by a lost worker."""
+    from distributed import wait
+
+    try:
+        done, _ = wait([futures[k] for k in machine.running], timeout=POLL, return_when="FIRST_COMPLETED")
+    except TimeoutError:  # nothing finished within POLL seconds
+        done = set()
+    events = [_event(future) for future in done]
+    if done and all(isinstance(e, schedule.Finished) for e in events):
+        return events
+    sites = schedule.Sites(frozenset(worker_sites(client)))  # where retries may go, fresh
+    if done:
+        return [sites, *events]
+    queued = frozenset(k for k in machine.running if futures[k].status == "pending")
+    return [sites, schedule.Quiet(queued, _held(client, [futures[k] for k in machine.watched]))]
 
 
-def _held(client: Any, futures: list) -> set[str]:
+def _event(future: Any) -> schedule.Event:
+    key = str(future.key)
+    if future.status == "finished":
+        return schedule.Finished(key)
+    error = future.exception() if future.status == "error" else None
+    if future.status == "cancelled" or _lost_with_worker(error):
+        return schedule.Lost(key)
+    if isinstance(error, ReadFailed):
+        return schedule.ReadError(key, error)
+    return schedule.Errored(key, error)
+
+
+def _held(client: Any, futures: list) -> frozenset[str]:
     """Keys of the results some worker holds (the client still calls a result lost with its worker finished)."""
-    return {str(key) for key, where in client.who_has(futures).items() if where} if futures else set()
-
-
-def _waiting(client: Any, ready: list) -> dict:
-    """Lost results being recomputed, watched like pending work (taken out of ``ready`` until they finish)."""
-    held = _held(client, ready)
-    lost = [f for f in ready if str(f.key) not in held]
-    for f in lost:
-        ready.remove(f)
-    return {f: (-2, None) for f in lost}
-
-
-def _lost_results(
-    client: Any, ready: list, pending: dict, merges: dict, covers: dict, current: dict[int, Placed]
-) -> list[int]:
-    """Chunks to send again because their finished result died with a worker and Dask cannot compute it again:
-    it would rerun them only at their site, which has no worker left. Lost results and the merges waiting on
-    them are cancelled; a merge's surviving input goes back to ``ready``."""
-    live = set(worker_sites(client))
-    waiting = [f for f, (index, _) in pending.items() if index == -2]
-    held = _held(client, [*ready, *waiting, *(f for m in merges if m in pending for f in merges[m])])
-
-    def stranded(future: Any) -> bool:
-        return str(future.key) not in held and any(current[i].site not in live for i in covers.get(future, []))
-
-    redo: list[int] = []
-    for merged, inputs in list(merges.items()):
-        if merged not in pending or not any(stranded(f) for f in inputs):
-            continue
-        del pending[merged], merges[merged]
-        covers.pop(merged, None)
-        merged.cancel()
-        for f in inputs:
-            if stranded(f):
-                redo += covers.pop(f, [])
-                f.cancel()
-            else:
-                ready.append(f)
-    for f in [f for f in ready if stranded(f)]:
-        ready.remove(f)
-        pending.pop(f, None)
-        redo += covers.pop(f, [])
-        f.cancel()
-    for f, (index, _) in list(pending.items()):
-        if index == -2 and stranded(f):
-            del pending[f]
-            redo += covers.pop(f, [])
-            f.cancel()
-    return redo
+    return frozenset(str(key) for key, where in client.who_has(futures).items() if where) if futures else frozenset()
 
 
 def _lost_with_worker(error: BaseException | None) -> bool:

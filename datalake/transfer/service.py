@@ -90,6 +90,9 @@ def serve(settings: ServiceSettings, ready: threading.Event | None = None) -> No
     out stop taking requests, then let copies in flight end."""
     from cheroot import wsgi
 
+    from datalake.storage.xrootd import apply_client_settings
+
+    apply_client_settings()  # before any copy loads the XRootD client (ours, or gfal2's plugin)
     settings.database.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_database(settings.database):
         store = Store(settings.database)
