@@ -201,7 +201,7 @@ class Lake:
         chunk_size: int | None = None,
         scheduler: str | None = None,
         client: Any = None,
-        progress: Any = None,
+        progress: Progress = NO_PROGRESS,
         with_summary: bool = False,
     ) -> Any:
         """Run ``fn`` over the events of ``did`` beside the data and return the merged result.
@@ -243,7 +243,7 @@ class Lake:
         chunk_size: int | None = None,
         scheduler: str | None = None,
         client: Any = None,
-        progress: Any = None,
+        progress: Progress = NO_PROGRESS,
         now: datetime | None = None,
     ) -> Any:
         """Write ``columns`` of the events passing ``where`` as Parquet (one file per input) to the RSE ``to``,

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from datalake.policy.metadata import DATACITE, RESERVED
-from datalake.policy.model import ALLOWED_ACCESS, OPEN_DATA_RULE, SharingPolicy, Tier
+from datalake.policy.model import ALLOWED_ACCESS, DATACITE, OPEN_DATA_RULE, RESERVED, SharingPolicy, Tier
 from datalake.policy.release import ReleaseDecision, decide
 
 RULE_MARK = "datalake"  # rule comments "datalake:<policy>:<rule id>" mark the rules a policy manages

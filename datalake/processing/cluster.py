@@ -22,6 +22,8 @@ from datalake.errors import ConfigError, ProcessingError, UserCodeError
 from datalake.processing import schedule
 from datalake.processing.columnar import ReadFailed
 from datalake.processing.placement import Placed
+from datalake.progress import NO_PROGRESS, Progress
+from datalake.settings import settings
 
 RESOURCE_PREFIX = "site-"
 SCHEDULER_ENV = "DATALAKE_SCHEDULER"
@@ -73,7 +75,7 @@ def connect(address: str | None = None, timeout: float = 10) -> Any:
     from distributed import Client
     from distributed.versions import VersionMismatchWarning
 
-    address = address or os.environ.get(SCHEDULER_ENV)
+    address = address or settings().scheduler
     if not address:
         raise ConfigError(f"no Dask scheduler: pass --scheduler or set ${SCHEDULER_ENV} (`datalake testbed env` does)")
     try:
@@ -126,14 +128,6 @@ def check_identity(client: Any, user: str) -> None:
         )
 
 
-class Progress:
-    """What a progress display needs (the CLI passes a rich one): chunks and events done."""
-
-    def start(self, chunks: int, events: int) -> None: ...
-    def advance(self, chunks: int, events: int) -> None: ...
-    def stop(self) -> None: ...
-
-
 @dataclass
 class Outcome:
     result: Any = None  # the merged result (with ``reduce``), else the list of per-chunk results
@@ -149,14 +143,13 @@ def run(
     args: tuple = (),
     *,
     reduce: Callable[[Any, Any], Any] | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
     name: str = "chunk",
 ) -> Outcome:
     """Run ``task(placed, *args)`` for every chunk at its site; ``reduce`` merges results pairwise on the cluster
     as they arrive. Chunks whose reads fail go to their next replica; the run fails (``ProcessingError``) only
     when a chunk has no replica left or ``task`` raises anything but ``ReadFailed``. The bookkeeping is
     ``schedule.Schedule``'s; this loop only submits, waits, and tells it what happened."""
-    progress = progress or Progress()
     run_id = uuid.uuid4().hex[:8]
 
     def new_key(index: int | None) -> str:

@@ -212,7 +212,8 @@ def deliver(
     from datalake.policy import evaluate
     from datalake.policy.derived import readers_problem
     from datalake.policy.govern import input_state, policy_of, utcnow
-    from datalake.policy.metadata import DATACITE, OPTIONAL_BUILTIN, parse_pairs
+    from datalake.policy.metadata import parse_pairs
+    from datalake.policy.model import DATACITE, OPTIONAL_BUILTIN
     from datalake.register import Source, prepare, register_files
 
     began = time.perf_counter()
