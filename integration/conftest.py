@@ -18,6 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from datalake.storage.xrootd import apply_client_settings
+
+# This test process is a long-lived XRootD client like any other (the fault tests kill and restart RSEs under
+# it): it takes the lake's XrdCl settings before any test loads the XRootD client, as every entry point does.
+apply_client_settings()
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 STATE = Path(os.environ.get("DATALAKE_TEST_TESTBED_DIR", ROOT / ".testbed-test"))
