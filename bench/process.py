@@ -37,6 +37,7 @@ import uproot
 
 from datalake import Lake
 from datalake.examples.dimuon import BRANCHES, mass_spectrum
+from datalake.processing import cluster
 from datalake.processing.chunks import split
 from datalake.testbed import nanoaod
 
@@ -164,7 +165,7 @@ def main() -> None:
 
     lake = Lake()
     client = Client(os.environ["DATALAKE_SCHEDULER"])
-    workers = len(client.scheduler_info(n_workers=-1)["workers"])
+    workers = len(cluster.workers(client))
     with tempfile.TemporaryDirectory(prefix="bench-process-") as tmp:
         did, paths = make_dataset(Path(tmp), args.files, args.events)
         total_events = args.files * args.events

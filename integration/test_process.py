@@ -25,6 +25,7 @@ from lakedata import register
 
 from datalake import Lake, UserCodeError, dids
 from datalake.examples.dimuon import BRANCHES, mass_spectrum
+from datalake.processing import cluster
 from datalake.testbed import cms_samples, nanoaod
 from datalake.testbed.processes import PidRecord
 
@@ -73,7 +74,7 @@ def local_spectrum(paths: list[Path]):
 def sites_of_workers(client) -> dict[str, str]:
     """Worker address -> site, from the resources the scheduler itself records."""
     out = {}
-    for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
+    for address, info in cluster.workers(client).items():
         sites = [r[len("site-") :] for r in info.get("resources", {}) if r.startswith("site-")]
         out[address] = sites[0] if sites else None
     return out

@@ -527,7 +527,7 @@ def partial_task(placed: Placed) -> Partial:
 
 
 def site_of(client, address: str) -> set[str]:
-    resources = client.scheduler_info(n_workers=-1)["workers"][address]["resources"]
+    resources = cluster.workers(client)[address]["resources"]
     return {r.removeprefix(cluster.RESOURCE_PREFIX) for r in resources}
 
 

@@ -91,10 +91,17 @@ def connect(address: str | None = None, timeout: float = 10) -> Any:
         raise ConfigError(f"not a Dask scheduler address: {err}") from None
 
 
+def workers(client: Any) -> dict[str, dict[str, Any]]:
+    """The scheduler's workers now, by address, asked of the scheduler itself: ``Client.scheduler_info()``
+    returns a cache that its periodic refresh (every 2 s, without per-worker details) may overwrite between the
+    fetch and the return, so it sometimes lists no worker at all (distributed 2026.8)."""
+    return client.sync(client.scheduler.identity, n_workers=-1)["workers"]
+
+
 def worker_sites(client: Any) -> dict[str, int]:
     """Sites that have workers now, with how many."""
     sites: dict[str, int] = {}
-    for worker in client.scheduler_info(n_workers=-1)["workers"].values():
+    for worker in workers(client).values():
         for resource in worker.get("resources", {}):
             if resource.startswith(RESOURCE_PREFIX):
                 site = resource[len(RESOURCE_PREFIX) :]
