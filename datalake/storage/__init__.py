@@ -79,9 +79,9 @@ class Storages:
                     return self._made[index]
         known = sorted({s for speaks, _ in self._entries for s in speaks})
         unknown = ", ".join(f"{s}://" if s else "plain paths (use file://)" for s in sorted(schemes - set(known)))
-        raise ConfigError(
-            f"no storage backend for {unknown or ' and '.join(sorted(schemes))} together (known: {', '.join(known)})"
-        )
+        if not unknown:
+            raise ConfigError(f"no storage backend speaks {' and '.join(sorted(schemes))} together")
+        raise ConfigError(f"no storage backend for {unknown} (known: {', '.join(known)})")
 
 
 _default: Storages | None = None

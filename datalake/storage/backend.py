@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 from datalake import faults
-from datalake.storage.failures import Cancelled, Corrupt, LocalDisk, StorageFailure
+from datalake.storage.failures import Cancelled, Corrupt, LocalDisk, Missing, StorageFailure
 from datalake.storage.local import digest, hashed
 
 CHECKSUM_MODES = ("none", "source", "target", "both")  # FTS3's verify_checksum values
@@ -87,8 +87,6 @@ class Backend(ABC):
         failed: dict[str, StorageFailure] = {}
 
         def one(url: str) -> None:
-            from datalake.storage.failures import Missing
-
             try:
                 answer = self.stat(url, algorithm)
             except StorageFailure as err:
