@@ -191,6 +191,15 @@ def test_a_lost_merge_runs_the_chunks_it_covered_again():
     assert (m.retried, m.moved) == (2, 2) and m.watched == ()
 
 
+def test_a_chunk_run_again_advances_the_progress_once():
+    placed = [at("A", 0), at("B", 1)]
+    m, (k0, k1) = machine(*placed)
+    assert only(Advance, m.handle(Finished(k0), Finished(k1))) == [Advance(placed[0]), Advance(placed[1])]
+    again = only(Submit, m.handle(BOTH, Lost("m2")))
+    assert len(again) == 2
+    assert only(Advance, m.handle(*(Finished(s.key) for s in again))) == []  # still two chunks of two, not four
+
+
 def test_a_merge_input_lost_with_its_site_cancels_the_merge_and_the_other_input_waits_again():
     placed = [at("A", 0), at("B", 1), at("B", 2)]
     m, (k0, k1, k2) = machine(*placed)
@@ -220,7 +229,7 @@ def test_a_result_computed_again_at_a_dead_site_runs_again_elsewhere():
     out = m.handle(ONLY_B, Quiet(frozenset({k0}), NOBODY))  # ... which it cannot: site A has no worker left
     elsewhere = Placed(chunk(0), (B1, A1), "B")
     assert out == [Cancel((k0,)), Submit("c0.1", 0, elsewhere)]
-    assert m.handle(Finished("c0.1")) == [Advance(elsewhere), Check(("c0.1",))]
+    assert m.handle(Finished("c0.1")) == [Check(("c0.1",))]  # its progress was counted when it first finished
     assert (m.retried, m.moved, m.failed) == (1, 1, [])
 
 

@@ -180,6 +180,7 @@ class Schedule:
         self._running: dict[str, _Task] = {}
         self._ready: dict[str, _Task] = {}  # finished results waiting for a merge, oldest first
         self._inputs: dict[str, _Task] = {}  # results being merged by a running merge
+        self._advanced: set[int] = set()  # chunks whose progress was reported
 
     @property
     def running(self) -> tuple[str, ...]:
@@ -229,7 +230,8 @@ class Schedule:
         task = self._running.pop(key, None)
         if task is None:
             return
-        if task.kind is Kind.CHUNK:
+        if task.kind is Kind.CHUNK and task.covers[0] not in self._advanced:  # a chunk run again counts once
+            self._advanced.add(task.covers[0])
             out.append(Advance(task.placed))
         if not self._reduce:
             out.append(Collect(key))
