@@ -9,6 +9,7 @@ processes. docs/settings.md is the table of all of them (``scripts/settings-tabl
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, ValidationError
@@ -91,10 +92,20 @@ class Settings(BaseSettings):
         }
 
 
+_READ = ("DATALAKE_", "SITE_NAME", "AWS_")  # the environment the settings are read from
+_last: tuple[tuple[tuple[str, str], ...], Settings] | None = None
+
+
 def settings() -> Settings:
-    """The settings as the environment says now; a bad value is one ``ConfigError`` line."""
+    """The settings as the environment says now; a bad value is one ``ConfigError`` line. Read again only when
+    that part of the environment changed (a worker asks once per chunk; validating costs ~1 ms)."""
+    global _last
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_READ)))
+    if _last is not None and _last[0] == key:
+        return _last[1]
     try:
-        return Settings()
+        _last = (key, Settings())
+        return _last[1]
     except ValidationError as err:
         first = err.errors()[0]
         name = "DATALAKE_" + ".".join(str(p) for p in first["loc"]).upper()
