@@ -79,6 +79,14 @@ class Backend(ABC):
 
     # -- derived ---------------------------------------------------------------------------------------------
 
+    def clear_for_overwrite(self, source: str, destination: str) -> None:
+        """Delete ``destination`` before a copy overwrites it, once ``source`` is known to exist (never lose a good
+        file for a source that is not there): xrootd keeps a file's checksum keyed by its mtime in whole seconds,
+        so a file truncated and rewritten within that second would keep serving the old checksum."""
+        if self.stat(source, None) is None:
+            raise Missing(f"{source}: no such file (source)")
+        self.delete(destination)
+
     def stat_many(
         self, urls: list[str], algorithm: str = "adler32"
     ) -> tuple[dict[str, Found], dict[str, StorageFailure]]:

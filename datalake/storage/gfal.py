@@ -228,9 +228,7 @@ class Gfal2(Backend):
             mode = "both" if len(left) == 2 else next(iter(left), "none")
             params.set_checksum(getattr(gfal2.checksum_mode, mode), algorithm.upper(), value)
         if overwrite and urlsplit(destination).scheme in _XROOTD:
-            if self.stat(source, None) is None:  # never delete a good destination for a source that is not there
-                raise Missing(f"{source}: no such file (source)")
-            self.delete(destination)  # truncated in place, xrootd would keep serving the old file's checksum
+            self.clear_for_overwrite(source, destination)
         try:
             ctx.filecopy(params, source, destination)
         except gfal2.GError as err:

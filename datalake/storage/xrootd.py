@@ -252,10 +252,8 @@ class XRootD(Backend):
             found = self.stat(source, algorithm)
             if found is not None and found.checksum and found.checksum != value:
                 raise Corrupt(f"source {algorithm} {found.checksum} differs from the expected {value}")
-        if overwrite:  # xrootd trusts a cached checksum while the mtime's second is unchanged: never truncate in place
-            if self.stat(source, None) is None:  # never delete a good destination for a source that is not there
-                raise Missing(f"{source}: no such file (source)")
-            self.delete(destination)
+        if overwrite:
+            self.clear_for_overwrite(source, destination)
         process = client().CopyProcess()
         process.add_job(
             source,
