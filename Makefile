@@ -5,15 +5,23 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(CURDIR)/scripts/uv
 SERVER_LOCK := datalake/testbed/locks/rucio-server
+STOCK_LOCK := datalake/testbed/locks/stock-client
+FTS_LOCK := datalake/testbed/locks/fts-client
+COMPOSE_LOCK := datalake/testbed/locks/podman-compose
 
-.PHONY: demo test install lint lock lock-upgrade lock-check bench
+.PHONY: demo demo-sites test install lint lock lock-upgrade lock-check bench
 
 demo: install
 	bash scripts/tour.sh
 
+# the same tour on the site lake: each site a host of its own on a shaped link, in containers (podman; docker/)
+demo-sites: install
+	bash docker/sites.sh demo
+
 test: EXTRAS = test
 test: install lint
 	$(BIN)/pytest -ra
+	bash docker/sites.sh check
 
 # coffea, for bench/process.py's comparison with coffea's executor
 bench: EXTRAS = test bench
@@ -36,12 +44,21 @@ install:
 # move everything to the newest releases the ranges allow (`lock-upgrade`). Commit the lock files with the change.
 lock:
 	$(UV) lock
-	bash scripts/lock-server.sh $(SERVER_LOCK)
+	bash scripts/lock-venv.sh $(SERVER_LOCK)
+	bash scripts/lock-venv.sh $(STOCK_LOCK)
+	bash scripts/lock-venv.sh $(FTS_LOCK) "" --no-emit-package m2crypto
+	bash scripts/lock-venv.sh $(COMPOSE_LOCK)
 
 lock-upgrade:
 	$(UV) lock --upgrade
-	bash scripts/lock-server.sh $(SERVER_LOCK) --upgrade
+	bash scripts/lock-venv.sh $(SERVER_LOCK) --upgrade
+	bash scripts/lock-venv.sh $(STOCK_LOCK) --upgrade
+	bash scripts/lock-venv.sh $(FTS_LOCK) --upgrade --no-emit-package m2crypto
+	bash scripts/lock-venv.sh $(COMPOSE_LOCK) --upgrade
 
 lock-check:  # CI fails when a lock no longer matches what it was resolved from
 	$(UV) lock --check --quiet
-	bash scripts/lock-server.sh $(SERVER_LOCK) --check
+	bash scripts/lock-venv.sh $(SERVER_LOCK) --check
+	bash scripts/lock-venv.sh $(STOCK_LOCK) --check
+	bash scripts/lock-venv.sh $(FTS_LOCK) --check
+	bash scripts/lock-venv.sh $(COMPOSE_LOCK) --check

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from datalake import dids
 from datalake.catalog import Catalog, ClientConfig
+from datalake.errors import ConfigError
 from datalake.progress import NO_PROGRESS, Progress
 from datalake.settings import settings
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from datalake.pulled import PullSummary
     from datalake.register import Registration, Result
     from datalake.storage import Storages
+    from datalake.tokens.token import Token
 
 
 class Lake:
@@ -53,16 +55,17 @@ class Lake:
     def account(self) -> str:
         return self.config.account
 
-    def _storage_identity(self) -> str | None:
-        """Talk to storage as this account (its keytab), fixed for the process at its first storage call; returns
-        the storage user (None: no keytab configured)."""
-        from datalake.storage import identity as storage_identity
+    def _storage_identity(self) -> Token | None:
+        """Talk to storage as this account: its WLCG token, kept fresh for the process; returns it, as work sent
+        to a shared cluster carries it. An account that logs in to Rucio otherwise (userpass, x509) presents the
+        token the discovery rules find, if any (None: the storage sees an anonymous client)."""
+        from datalake.storage import credentials
+        from datalake.tokens.discovery import discover
 
-        if self.config.keytab is None:
-            return None
-        keytab = storage_identity.read(self.config.keytab)
-        storage_identity.use(keytab)
-        return keytab.user
+        if self.config.auth_type == "oidc":
+            return credentials.use(self.config.token_source())
+        found = discover()
+        return found.token if found is not None else None
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -167,6 +170,21 @@ class Lake:
             storages=self.storages,
         )
 
+    def share(self, did: str, with_: str, for_: str, to: str | os.PathLike | None = None) -> Any:
+        """Let ``with_`` (a Rucio account or an e-mail address) read the dataset ``did`` for ``for_`` (``14d``):
+        read-only tokens naming its files, minted by the lake's issuer, written 0600 into ``to`` (default
+        ``./share-SCOPE-NAME``), recorded on the dataset. Returns the ``Shared`` summary."""
+        from datalake import share
+
+        if self.config.issuer_client is None:
+            raise ConfigError(
+                f"{self.config.path}: sharing needs the lake's issuer ([datalake] token_issuer, token_secret_file)"
+            )
+        target = dids.parse(did)
+        life = share.lifetime(for_)
+        where = Path(to) if to is not None else Path(f"share-{target.scope}-{target.name.replace('/', '_')}")
+        return share.share(self.catalog, self.config.issuer_client, target, with_, life, where)
+
     def replicate(
         self,
         did: str,
@@ -214,16 +232,22 @@ class Lake:
         from datalake.processing import cluster, userfn
         from datalake.processing.process import process
 
-        user = self._storage_identity()
+        token = self._storage_identity()
         userfn.ship(fn)
         target = dids.parse(did)  # a bad DID is one line now, not after waiting for the scheduler
         own = client is None
         client = client or cluster.connect(scheduler)
         try:
-            if user is not None:
-                cluster.check_identity(client, user)
             result, summary = process(
-                self.catalog, target, fn, branches, client=client, tree=tree, chunk_size=chunk_size, progress=progress
+                self.catalog,
+                target,
+                fn,
+                branches,
+                client=client,
+                tree=tree,
+                chunk_size=chunk_size,
+                progress=progress,
+                token=token,
             )
         finally:
             if own:
@@ -252,14 +276,12 @@ class Lake:
         from datalake.processing import cluster, selection
         from datalake.processing.deliver import deliver
 
-        user = self._storage_identity()
+        token = self._storage_identity()
         chosen = selection.parse(where) if where else None
         source, output = dids.parse(did), dids.parse(as_did)  # checked before waiting for the scheduler
         own = client is None
         client = client or cluster.connect(scheduler)
         try:
-            if user is not None:
-                cluster.check_identity(client, user)
             return deliver(
                 self.catalog,
                 source,
@@ -274,6 +296,7 @@ class Lake:
                 chunk_size=chunk_size,
                 progress=progress,
                 now=now,
+                token=token,
             )
         finally:
             if own:

@@ -27,6 +27,7 @@ apply_client_settings()
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 STATE = Path(os.environ.get("DATALAKE_TEST_TESTBED_DIR", ROOT / ".testbed-test"))
+SITE_LAKE = os.environ.get("DATALAKE_TESTBED_SITES") == "1"  # run on the site lake's client host (docker/sites.sh)
 
 
 def free_port_base(start: int = 29100) -> str:
@@ -55,20 +56,38 @@ def tb(*args: str, **kw) -> subprocess.CompletedProcess:
     return datalake("testbed", "--dir", str(STATE), "--port-base", PORT_BASE, *args, **kw)
 
 
+def stock_xrdcp(src: str, dst: str, tmp_path: Path, token: str | None) -> subprocess.CompletedProcess:
+    """The stock xrdcp as anyone on the machine runs it: with a token (``BEARER_TOKEN``) or none, and no other
+    credential (no token file the discovery rules would find, an empty HOME)."""
+    from datalake.testbed.pki import pki
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BEARER_TOKEN", "XDG_RUNTIME"))}
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env.update(HOME=str(home), X509_CERT_DIR=str(pki(STATE).certdir), XRD_CONNECTIONRETRY="1")
+    if token is not None:
+        env["BEARER_TOKEN"] = token
+    return subprocess.run(["xrdcp", "-f", "-s", src, dst], env=env, capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture(scope="session")
 def lake_env() -> dict[str, str]:
     """Bring the testbed up once; yield a base environment for the data manager (as the README's eval gives)."""
     from datalake.catalog import ClientConfig
-    from datalake.storage import identity as storage_identity
+    from datalake.storage import credentials
 
     try:
-        tb("up")
+        if not SITE_LAKE:  # the site lake is up before its tests run, in containers of its own
+            tb("up")
         env = {**os.environ, **json.loads(tb("env", "--json").stdout)}
+        # the testbed's CA is this machine's grid trust (a real one has /etc/grid-security/certificates): every
+        # XRootD client of the tests, in this process or started by it, checks the RSEs' TLS with it
+        os.environ["X509_CERT_DIR"] = env["X509_CERT_DIR"]
         # this process's own XRootD calls (test helpers, in-process Lake calls) are the data manager's
-        storage_identity.use(storage_identity.read(ClientConfig.from_file(env["RUCIO_CONFIG"]).keytab))
+        credentials.use(ClientConfig.from_file(env["RUCIO_CONFIG"]).token_source())
         yield env
     finally:
-        if not os.environ.get("DATALAKE_TEST_KEEP_TESTBED"):
+        if not (SITE_LAKE or os.environ.get("DATALAKE_TEST_KEEP_TESTBED")):
             tb("down", "--wipe", check=False)
             shutil.rmtree(STATE, ignore_errors=True)
 
@@ -90,6 +109,15 @@ def rucio(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProc
     if check and result.returncode != 0:
         raise AssertionError(f"rucio {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def refused_by_rucio(result: subprocess.CompletedProcess, message: str) -> None:
+    """The stock CLI's report of a call Rucio refused. Rucio answers a refusal with 401, and with a token
+    (``auth_type = oidc``) Rucio 41's client takes any 401 for an expired token: it tries an interactive login
+    and prints that failure instead of the server's message. The refusal itself is the server's either way; the
+    tests check the catalog is unchanged."""
+    text = result.stderr.lower().replace("cannot", "can not")
+    assert message.lower() in text or "oidc authentication failed" in text, result.stderr
 
 
 # -- moto's standalone S3 server (the S3 targets of the backends and of deliver) ------------------------------
@@ -127,18 +155,20 @@ def stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def moto() -> Iterator[str]:
-    """moto's standalone S3 server on a free loopback port, with a source and a destination bucket."""
+    """moto's standalone S3 server on a free port, with a source and a destination bucket: on loopback, or in the
+    site lake on the client's host, where the sites' workers reach it by name."""
     import boto3
 
     port = free_port()
     home = Path(tempfile.mkdtemp(prefix="datalake-moto-"))
     log = home / "moto.log"
+    bind, host = ("0.0.0.0", socket.gethostname()) if SITE_LAKE else ("127.0.0.1", "127.0.0.1")
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+            [str(BIN / "moto_server"), "-H", bind, "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        endpoint = f"127.0.0.1:{port}"
+        endpoint = f"{host}:{port}"
         wait_http(f"http://{endpoint}/", process, log)
         s3 = boto3.client("s3", endpoint_url=f"http://{endpoint}", **S3_KEYS)
         for bucket in ("lake-src", "lake-dst"):
@@ -146,6 +176,9 @@ def moto() -> Iterator[str]:
         yield endpoint
     finally:
         stop(process)
+        if "Traceback" in log.read_text(errors="replace"):  # moto answered some call with a 500: keep its why
+            FAULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(log, FAULTS_JSON.parent / "moto.log")
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -158,39 +158,57 @@ def corrupt(path: Path, r: random.Random, length: int = 64) -> int:
 _cleanups: dict[str, Callable[[], None]] = {}
 
 
-def _umount(directory: Path) -> None:
-    if subprocess.run(["umount", str(directory)], capture_output=True).returncode != 0:
-        subprocess.run(["umount", "-l", str(directory)], capture_output=True)  # busy (xrootd holds a file): lazy
+def _namespace_of(directory: Path) -> tuple[list[str], Path]:
+    """How to run a command where the RSE serving ``directory`` sees its files, and the directory as it sees it:
+    a token door's xrootd lives in a mount namespace of its own (its CA file), which mounts made out here never
+    reach."""
+    server = directory.relative_to(STATE).parts[0]
+    record = PidRecord.load(STATE / "run" / f"{server}.json")
+    if record is None or not record.alive():
+        return [], directory
+    if os.readlink(f"/proc/{record.pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt"):
+        return [], directory
+    view = Path(f"/proc/{record.pid}/root") / directory.relative_to("/")
+    return ["nsenter", f"--target={record.pid}", "--mount", "--"], view
 
 
-def _mounted(directory: Path) -> bool:
-    return any(line.split()[1] == str(directory) for line in Path("/proc/mounts").read_text().splitlines())
+def _umount(inside: list[str], directory: Path) -> None:
+    if subprocess.run([*inside, "umount", str(directory)], capture_output=True).returncode != 0:
+        subprocess.run([*inside, "umount", "-l", str(directory)], capture_output=True)  # busy (xrootd holds a file)
+
+
+def _mounted(inside: list[str], directory: Path) -> bool:
+    mounts = subprocess.run([*inside, "cat", "/proc/self/mounts"], capture_output=True, text=True, check=True)
+    return any(line.split()[1] == str(directory) for line in mounts.stdout.splitlines())
 
 
 @contextlib.contextmanager
 def disk_full(directory: Path, size_kib: int) -> Iterator[Path]:
     """Mount a ``size_kib`` tmpfs owned by the xrootd user over ``directory`` (created if missing, as xrootd
-    would): writes beyond the size fail with ENOSPC. On the way out, whatever happened, space is "freed" as an
-    operator would free it: what was written meanwhile (complete or partial) stays in ``directory`` for the
-    recovery to deal with, and the tmpfs goes."""
+    would), where the RSE's server sees it, and yield the directory as the server sees it: writes beyond the size
+    fail with ENOSPC. On the way out, whatever
+    happened, space is "freed" as an operator would free it: what was written meanwhile (complete or partial) stays
+    in ``directory`` for the recovery to deal with, and the tmpfs goes."""
     entry = pwd.getpwnam(XRD_USER)
     fresh = [p for p in (directory, *directory.parents) if not p.exists()]
     directory.mkdir(parents=True, exist_ok=True)
     for p in fresh:
         os.chown(p, entry.pw_uid, entry.pw_gid)
+    inside, view = _namespace_of(directory)
     options = f"size={size_kib}k,uid={entry.pw_uid},gid={entry.pw_gid},mode=0755"
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], check=True, capture_output=True)
+    mount = [*inside, "mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)]
+    subprocess.run(mount, check=True, capture_output=True)
     key = f"mount:{directory}"
-    _cleanups[key] = lambda: _umount(directory)
+    _cleanups[key] = lambda: _umount(inside, directory)
     try:
-        yield directory
+        yield view
     finally:
         kept = Path(tempfile.mkdtemp(prefix="datalake-full-", dir=directory.parent))
         try:
-            subprocess.run(["cp", "-a", f"{directory}/.", str(kept)], check=True)  # owners and modes kept
-            _umount(directory)
+            subprocess.run(["cp", "-a", f"{view}/.", str(kept)], check=True)  # owners and modes kept
+            _umount(inside, directory)
             _cleanups.pop(key, None)
-            assert not _mounted(directory), f"{directory} is still mounted"
+            assert not _mounted(inside, directory), f"{directory} is still mounted"
             subprocess.run(["cp", "-a", f"{kept}/.", str(directory)], check=True)
         finally:
             shutil.rmtree(kept, ignore_errors=True)

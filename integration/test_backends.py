@@ -140,7 +140,7 @@ def make_case(name: str, request: pytest.FixtureRequest, unique: str) -> Case:
         request.getfixturevalue("lake_env")
     if name in ("xrootd-root", "gfal2-root"):
         backend = XRootD() if name == "xrootd-root" else Gfal2()
-        return Case(backend, f"{XRD1}//backends/{unique}", f"{XRD2}//backends/{unique}", xrd_put, xrd_get)
+        return Case(backend, f"{XRD1}//rucio/backends/{unique}", f"{XRD2}//rucio/backends/{unique}", xrd_put, xrd_get)
     if name == "gfal2-s3":
         endpoint = request.getfixturevalue("moto")
         return Case(
@@ -148,11 +148,13 @@ def make_case(name: str, request: pytest.FixtureRequest, unique: str) -> Case:
         )
     if name == "gfal2-root-s3":
         endpoint = request.getfixturevalue("moto")
-        return Case(gfal2_s3(), f"{XRD1}//backends/{unique}", f"s3://{endpoint}/lake-dst/{unique}", xrd_put, s3_get)
+        return Case(
+            gfal2_s3(), f"{XRD1}//rucio/backends/{unique}", f"s3://{endpoint}/lake-dst/{unique}", xrd_put, s3_get
+        )
     if name in ("gfal2-http", "gfal2-dav"):
         xrd_port, http_port = request.getfixturevalue("xrdhttp")
         scheme = name.removeprefix("gfal2-")
-        base = f"{scheme}://127.0.0.1:{http_port}/backends/{unique}"
+        base = f"{scheme}://127.0.0.1:{http_port}/rucio/backends/{unique}"
         put = lambda url, data: xrd_put(f"root://127.0.0.1:{xrd_port}/{urlsplit(url).path}", data)  # noqa: E731
         return Case(Gfal2(), f"{base}/src", f"{base}/dst", put, http_get)
     raise AssertionError(name)

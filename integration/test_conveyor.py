@@ -17,9 +17,11 @@ from lakedata import adler, make_files, on_disk, register, replicas_at, replicat
 
 from datalake import Lake
 from datalake.testbed.processes import PidRecord
+from datalake.testbed.settings import TestbedSettings
 
 SERVICE_DB = STATE / "transfer" / "transfers.db"
-XRD1_PORT = int(PORT_BASE) + 10
+SETTINGS = TestbedSettings(dir=STATE, port_base=int(PORT_BASE))
+XRD1 = f"//{SETTINGS.host('xrd1')}:{SETTINGS.xrootd_port(1)}/"  # how XRD1's URLs begin
 
 
 def one_copy_dataset(env, tmp_path: Path, name: str, sizes: list[int]) -> tuple[str, list[Path]]:
@@ -79,7 +81,7 @@ def test_a_rule_added_with_the_stock_rucio_cli_reaches_ok_with_verified_replicas
         assert at_xrd2[f.name]["adler32"] == adler(f)
         assert copy.read_bytes() == f.read_bytes(), f.name
         [row] = service_rows(f.name)
-        assert row["state"] == "FINISHED" and f"//127.0.0.1:{XRD1_PORT}/" in row["source_used"]
+        assert row["state"] == "FINISHED" and XRD1 in row["source_used"]
     status = json.loads(datalake("transfer", "status", "--json", env=lake_env).stdout)
     assert status["links"]["XRD1->XRD2"]["finished"] >= len(files)
 
@@ -98,7 +100,7 @@ def test_a_sharing_policy_wanting_copies_elsewhere_is_fulfilled_through_the_conv
         assert on_disk(copies["XRD2"][f.name]["url"], "XRD2").read_bytes() == f.read_bytes()
         # the second copy went through the conveyor and our service (it may be done before we look at the rule)
         [row] = service_rows(f.name)
-        assert row["state"] == "FINISHED" and f"//127.0.0.1:{XRD1_PORT}/" in row["source_used"]
+        assert row["state"] == "FINISHED" and XRD1 in row["source_used"]
 
 
 def test_a_missing_source_replica_is_replaced_by_another_source(lake_env, unique, tmp_path):
@@ -193,3 +195,59 @@ def test_unauthenticated_submission_is_refused(lake_env):
     result = datalake("transfer", "status", env={**lake_env, "DATALAKE_TRANSFER_TOKEN": "wrong"}, check=False)
     assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
     assert "refused" in result.stderr
+
+
+def test_rules_travel_over_davs_with_the_per_file_tokens_rucio_obtains(lake_env, unique, tmp_path):
+    """As Rucio does against IAM: every RSE has ``oidc_support`` and a davs door, so the conveyor asks the issuer
+    for its token to the transfer service (scope ``fts``) and for per-file storage tokens (``storage.read`` at
+    the source, ``storage.modify`` at the destination, audience the host); the service presents those, having no
+    credential of its own for davs. The same copy without them is refused by the storage."""
+    import requests
+
+    from datalake.testbed.pki import pki
+    from datalake.tokens.client import ClientCredentials
+
+    did, files = one_copy_dataset(lake_env, tmp_path, unique, [50_000, 2 << 20])
+    rule = wait_rule(lake_env, add_rule(lake_env, did, "XRD2"))
+    assert rule["locks_ok_cnt"] == len(files)
+    db = sqlite3.connect(f"file:{SERVICE_DB}?mode=ro", uri=True)
+    for f in files:
+        [row] = service_rows(f.name)
+        assert row["source_used"].startswith("davs://") and row["destination"].startswith("davs://"), dict(row)
+        assert row["tokens"] is None  # presented, then forgotten once done
+        [(account,)] = db.execute("SELECT account FROM jobs WHERE job_id = ?", (row["job_id"],)).fetchall()
+        assert account == "rucio"  # the conveyor authenticated with its own token, not its certificate
+    db.close()
+
+    # by hand: the same kind of copy without tokens, then with tokens minted as Rucio mints them
+    url, ca = lake_env["DATALAKE_TRANSFER_URL"], lake_env["DATALAKE_TRANSFER_CA"]
+    me = {"Authorization": f"Bearer {Path(lake_env['BEARER_TOKEN_FILE']).read_text()}"}  # the data manager's JWT
+    source = service_rows(files[0].name)[0]["source_used"]
+    settings = SETTINGS
+    target = f"davs://{settings.host('xrd2')}:{settings.xrootd_port(2)}/rucio/user/datamanager/{unique}-by-hand"
+
+    def submit(extra: dict) -> dict:
+        entry = {"sources": [source], "destinations": [target], "checksum": f"ADLER32:{adler(files[0])}", **extra}
+        body = {"files": [entry], "params": {"verify_checksum": "both", "overwrite": True}}
+        job_id = requests.post(f"{url}/jobs", json=body, headers=me, verify=ca, timeout=30).json()["job_id"]
+        deadline = time.monotonic() + 60
+        while (job := requests.get(f"{url}/jobs/{job_id}", headers=me, verify=ca, timeout=30).json())[
+            "job_state"
+        ] not in ("FINISHED", "FAILED"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.5)
+        files_ = requests.get(f"{url}/jobs/{job_id}/files", headers=me, verify=ca, timeout=30).json()
+        return {**job, "reason": files_[0]["reason"]}
+
+    refused = submit({})
+    assert refused["job_state"] == "FAILED" and ("403" in refused["reason"] or "401" in refused["reason"]), refused
+    secrets = json.loads((STATE / "secrets.json").read_text())
+    rucio_client = ClientCredentials(settings.issuer_url, "rucio", secrets["client_rucio"], ca=str(pki(STATE).ca))
+    # as Rucio asks: the audience is the RSE's davs host name
+    read = rucio_client.obtain(("storage.read:/", "offline_access"), (settings.host("xrd1"),)).value
+    modify = rucio_client.obtain(("storage.modify:/", "storage.read:/", "offline_access"), (settings.host("xrd2"),))
+    modify = modify.value
+    done = submit({"source_tokens": [read], "destination_tokens": [modify]})
+    assert done["job_state"] == "FINISHED", done
+    on_xrd2 = STATE / "xrd2" / "data" / "rucio" / "user" / "datamanager" / f"{unique}-by-hand"
+    assert on_xrd2.read_bytes() == files[0].read_bytes()

@@ -218,10 +218,16 @@ def test_wrong_credentials_and_server_down(lake_env, unique, tmp_path):
     make_files(tmp_path / unique, 1)
     config = Path(lake_env["RUCIO_CONFIG"]).read_text()
     bad = tmp_path / "bad.cfg"
-    token = config.split("auth_token_file_path = ")[1].split()[0]  # a cached token would hide a wrong password
-    bad.write_text(config.replace("password = ", "password = wrong").replace(token, str(tmp_path / "t" / "token")))
+    token_file = config.split("auth_token_file_path = ")[1].split()[0]
+    header, claims, signature = Path(token_file).read_text().split(".")
+    forged = tmp_path / "t" / "token"  # the account's claims, not the issuer's signature; nothing to renew it with
+    forged.parent.mkdir()
+    forged.write_text(f"{header}.{claims}.{signature[::-1]}")
+    forged.chmod(0o600)
+    unrenewable = "\n".join(line for line in config.splitlines() if not line.startswith("token_"))
+    bad.write_text(unrenewable.replace(token_file, str(forged)))
     result = register(
-        {**lake_env, "RUCIO_CONFIG": str(bad)},
+        {**{k: v for k, v in lake_env.items() if k != "BEARER_TOKEN_FILE"}, "RUCIO_CONFIG": str(bad)},
         tmp_path / unique,
         policy="darkmatter-closed",
         dataset=f"darkmatter:{unique}",
@@ -229,8 +235,8 @@ def test_wrong_credentials_and_server_down(lake_env, unique, tmp_path):
     )
     assert "refused the credentials" in one_line_error(result)
     down = tmp_path / "down.cfg"
-    port = config.split("rucio_host = http://127.0.0.1:")[1].split()[0]
-    down.write_text(config.replace(f"127.0.0.1:{port}", "127.0.0.1:9"))
+    host = config.split("rucio_host = http://")[1].split()[0]
+    down.write_text(config.replace(host, f"{host.rsplit(':', 1)[0]}:9"))  # the same host, nothing listening
     result = register(
         {**lake_env, "RUCIO_CONFIG": str(down)},
         tmp_path / unique,

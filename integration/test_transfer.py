@@ -50,7 +50,7 @@ def run(store: Store, job_id: str, settings: EngineSettings, timeout: float = 12
 def data(lake_env, unique, tmp_path) -> dict[str, bytes]:
     files = {f"{unique}/small{i}": os.urandom(100_000) for i in range(3)} | {f"{unique}/big": os.urandom(3 << 20)}
     for name, payload in files.items():
-        put(f"{XRD1}//transfer-test/{name}", payload, tmp_path)
+        put(f"{XRD1}//rucio/transfer-test/{name}", payload, tmp_path)
     return files
 
 
@@ -65,8 +65,8 @@ def test_small_files_stream_large_ones_go_third_party_and_checksums_match(data, 
     store = Store(tmp_path / "t.db")
     files = tuple(
         FileSpec(
-            sources=(f"{XRD1}//transfer-test/{n}",),
-            destination=f"{XRD2}//transfer-test/{n}",
+            sources=(f"{XRD1}//rucio/transfer-test/{n}",),
+            destination=f"{XRD2}//rucio/transfer-test/{n}",
             filesize=len(d),
             checksum=adler(d),
             metadata={"request_id": n},
@@ -81,24 +81,24 @@ def test_small_files_stream_large_ones_go_third_party_and_checksums_match(data, 
 
 def test_a_missing_source_fails_over_and_a_corrupt_one_fails_with_a_checksum_error(data, unique, tmp_path):
     name, payload = next(iter(data.items()))
-    put(f"{XRD3}//transfer-test/{name}", payload, tmp_path)
+    put(f"{XRD3}//rucio/transfer-test/{name}", payload, tmp_path)
     store = Store(tmp_path / "t.db")
     good = FileSpec(
-        sources=(f"{XRD1}//transfer-test/{unique}/absent", f"{XRD3}//transfer-test/{name}"),
-        destination=f"{XRD2}//transfer-test/{unique}/failover",
+        sources=(f"{XRD1}//rucio/transfer-test/{unique}/absent", f"{XRD3}//rucio/transfer-test/{name}"),
+        destination=f"{XRD2}//rucio/transfer-test/{unique}/failover",
         filesize=len(payload),
         checksum=adler(payload),
     )
     corrupt = FileSpec(
-        sources=(f"{XRD1}//transfer-test/{name}",),
-        destination=f"{XRD2}//transfer-test/{unique}/bad",
+        sources=(f"{XRD1}//rucio/transfer-test/{name}",),
+        destination=f"{XRD2}//rucio/transfer-test/{unique}/bad",
         filesize=len(payload),
         checksum="ADLER32:00000001",
     )
     job = run(store, store.submit(JobSpec(files=(good, corrupt)), "root"), EngineSettings())
     first, second = job["files"]
     assert job["state"] == "FINISHEDDIRTY"
-    assert first.state == "FINISHED" and first.source_used == f"{XRD3}//transfer-test/{name}"
+    assert first.state == "FINISHED" and first.source_used == f"{XRD3}//rucio/transfer-test/{name}"
     assert second.state == "FAILED" and second.reason.startswith("checksum mismatch")
     assert stat_checksum(good.destination) == good.checksum
     assert stat_checksum(corrupt.destination) is None  # the bad copy was removed

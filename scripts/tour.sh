@@ -73,11 +73,11 @@ sys.exit(0 if set(states) == {"OK"} else 1)
 PY
 rucio rule list --did "$dataset"
 "$DATALAKE" transfer status
-as_analyst() { (eval "$("$DATALAKE" testbed env --account analyst)" && "$@"); }  # the analyst's key and cluster
-step "the storage checks who asks: an anonymous xrdcp of a collaboration-only file is refused"
+as_analyst() { (eval "$("$DATALAKE" testbed env --account analyst)" && "$@"); }  # the analyst's token and cluster
+step "the storage checks who asks: an xrdcp of a collaboration-only file without a token is refused"
 url=$(rucio replica list file "darkmatter:$name" --pfns | head -1)
-echo "xrdcp $url   (no key)"
-refusal=$( (unset XrdSecPROTOCOL XrdSecSSSKT; HOME="$work" xrdcp -f "$url" "$work/anonymous.dat" 2>&1) || true)
+echo "xrdcp $url   (no token)"
+refusal=$( (unset BEARER_TOKEN_FILE BEARER_TOKEN; HOME="$work" xrdcp -f "$url" "$work/anonymous.dat" 2>&1) || true)
 echo "$refusal"
 grep -q "Auth failed" <<< "$refusal" || { echo "the anonymous read was not refused by the server" >&2; exit 1; }
 step "as the analyst: datalake pull $dataset   (parallel, adler32-verified, resumable)"
@@ -86,6 +86,13 @@ for f in "$work"/run2025/*.root; do cmp "$f" "$work/pulled/${dataset%%:*}/$(base
 echo "all 20 files byte-identical to the originals"
 step "pulled again: nothing is copied twice"
 as_analyst "$DATALAKE" pull "$dataset" --to "$work/pulled"
+step "datalake share $dataset --with referee@uni.example.org --for 10min   (a referee reads it, nothing else)"
+"$DATALAKE" share "$dataset" --with referee@uni.example.org --for 10min --to "$work/share"
+mkdir -p "$work/refereed"
+(unset BEARER_TOKEN; export BEARER_TOKEN_FILE="$work/share/token-1"; HOME="$work" \
+    xrdcp -f -s --infiles "$work/share/files-1.txt" "$work/refereed/")
+for f in "$work"/run2025/*.root; do cmp "$f" "$work/refereed/$(basename "$f")"; done
+echo "the referee's copies are byte-identical; their token opens these $(wc -l < "$work/share/files-1.txt") files only"
 step "datalake policy plan $dataset --now 2036-01-01   (what-if: ten years after the run, it is open data)"
 "$DATALAKE" policy plan "$dataset" --now 2036-01-01
 

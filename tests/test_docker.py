@@ -24,7 +24,20 @@ def test_compose_runs_every_native_component_through_the_same_launcher():
     for name in native:  # one service per component, named for it
         assert services[name]["command"] == ["datalake", "testbed", "run", name]
     assert "datalake testbed bootstrap" in " ".join(services["client"]["command"])
-    assert all(s["network_mode"] == "host" for s in services.values())  # same 127.0.0.1 configs as natively
+    # the site lake: central services and each site's RSE a host of their own on the lake's network, named for them;
+    # a site's worker (and the public RSE's anonymous door) on its RSE's host; only site hosts may shape their link
+    from datalake.testbed.dask_cluster import site_rse
+
+    settings = TestbedSettings(rses=3, sites=True)
+    for name, service in services.items():
+        if name.startswith("worker-"):
+            assert service["network_mode"] == f"service:xrd{site_rse(name.removeprefix('worker-'), 3)}"
+        elif name.endswith("-anon"):
+            assert service["network_mode"] == f"service:{settings.host(name)}"
+        else:
+            assert service["networks"] == ["lake"] and service["hostname"] == name
+        assert ("cap_add" in service) == (re.fullmatch(r"xrd\d+", name) is not None)
+    assert services["postgres"]["environment"]["DATALAKE_TESTBED_SITES"] == "1"
     assert [name for name, s in services.items() if "build" in s] == ["postgres"]  # the image is built once
     for comp in Testbed(TestbedSettings(rses=3)).components():  # compose starts what a component needs first
         assert set(comp.needs) <= set(services[comp.name].get("depends_on", []))

@@ -38,8 +38,8 @@ def test_every_pin_of_the_server_lock_carries_hashes():
 
 
 def test_the_server_lock_check_fails_when_its_input_changed(tmp_path):
-    """lock-server.sh --check (run by make lint) compares the digest of today's .in with the lock's first line."""
-    script = ROOT / "scripts" / "lock-server.sh"
+    """lock-venv.sh --check (run by make lint) compares the digest of today's .in with the lock's first line."""
+    script = ROOT / "scripts" / "lock-venv.sh"
     stem = tmp_path / "rucio-server"
     stem.with_suffix(".in").write_text(SERVER_IN.read_text())
     stem.with_suffix(".txt").write_text(install.SERVER_LOCK.read_text())

@@ -8,6 +8,7 @@ import stat
 import pytest
 from pydantic import ValidationError
 
+from datalake.errors import ConfigError
 from datalake.testbed import configs, topology
 from datalake.testbed.settings import TestbedSettings
 
@@ -34,8 +35,13 @@ def test_topology_has_collaboration_and_public_rses():
     assert all({"site", "country", "tier"} <= set(r.attributes) for r in topo.rses)
     assert len({r.attributes["site"] for r in topo.rses}) == 3  # one site per RSE
     assert {r.attributes["fts"] for r in topo.rses} == {"https://127.0.0.1:30002"}  # Rucio hands transfers to us
-    assert topo.rses[0].protocols()[0]["port"] == 30010
-    assert topo.rses[0].protocols()[0]["domains"]["wan"]["third_party_copy_write"] == 1
+    root, davs = topo.rses[0].protocols()
+    assert (root["scheme"], root["port"], davs["scheme"], davs["port"]) == ("root", 30010, "davs", 30010)  # one door
+    # third-party copies over davs (Rucio sends per-file tokens only then), everything else over root
+    assert davs["domains"]["wan"]["third_party_copy_write"] == davs["domains"]["wan"]["third_party_copy_read"] == 1
+    assert root["domains"]["wan"]["third_party_copy_write"] == 2 and root["domains"]["wan"]["read"] == 1
+    assert davs["prefix"] == "/rucio/" and topo.rses[0].attributes["oidc_base_path"] == "/rucio"
+    assert all(r.attributes["oidc_support"] is True for r in topo.rses)
 
 
 def test_distances_are_symmetric_positive_and_cover_every_pair():
@@ -60,31 +66,37 @@ def test_server_and_client_configs_render_and_stay_apart():
         configs.render(
             "rucio-server.cfg",
             db_password="pw",
+            pg_host="127.0.0.1",
             pg_port=1,
             root_password="r",
             alembic_ini="/a.ini",
             logdir="/l",
             conveyor_cert="/p/c.pem",
+            idpsecrets="/r/idpsecrets.json",
         )
     )
     assert server["database"]["default"].startswith("postgresql+psycopg://rucio:pw@127.0.0.1:1/")
     assert server["conveyor"]["usercert"] == "/p/c.pem"  # what Rucio's FTS3 transfertool presents over https
     assert server["policy"]["package"] == "datalake_policy"
+    assert server["oidc"]["idpsecrets"] == "/r/idpsecrets.json" and server["oidc"]["expected_audience"] == "rucio"
     client = configparser.ConfigParser(interpolation=None)
     client.read_string(
         configs.render(
             "rucio-client.cfg",
             url="http://h:1",
             account="analyst",
-            password="p",
             token_file="/t/token",
-            keytab="/k/analyst.keytab",
+            issuer="https://i:2",
+            secret_file="/t/client-secret",
+            ca="/p/ca.pem",
         )
     )
     # a [database] section would switch rucio-clients into server mode
     assert not client.has_section("database") and client["client"]["account"] == "analyst"
-    assert client["client"]["auth_token_file_path"] == "/t/token"  # a token cache per testbed and account
-    assert client["datalake"]["xrootd_keytab"] == "/k/analyst.keytab"  # the account's storage identity
+    assert client["client"]["auth_type"] == "oidc" and "password" not in client["client"]  # a token, no password
+    assert client["client"]["auth_token_file_path"] == "/t/token"  # the account's token, per testbed
+    assert client["datalake"]["token_issuer"] == "https://i:2" and client["datalake"]["token_client"] == "analyst"
+    assert not any("keytab" in key for key in client["datalake"])  # tokens are the storage's one credential
     xrd = configs.render(
         "xrootd.cfg",
         rse="XRD1",
@@ -93,11 +105,14 @@ def test_server_and_client_configs_render_and_stay_apart():
         data="/d",
         admin="/a",
         export_options="",
-        security="sec.protocol sss -s /k",
+        allow="xrd.allow host localhost",
+        security="sec.protbind * only ztn",
         authdb="/e/authdb",
+        token_authorization="ofs.authlib ++ libXrdAccSciTokens.so config=/e/scitokens.cfg",
     )
     assert "xrootd.chksum max 64 adler32 md5" in xrd and "pgm /usr/bin/xrdcp --server" in xrd
-    assert "sec.protocol sss -s /k" in xrd and "acc.authdb /e/authdb" in xrd and "ofs.authorize" in xrd
+    assert "sec.protbind * only ztn" in xrd and "acc.authdb /e/authdb" in xrd and "ofs.authorize 1" in xrd
+    assert "ofs.authlib ++ libXrdAccSciTokens.so config=/e/scitokens.cfg" in xrd and "fcreds ?ztn" in xrd
 
 
 def test_a_missing_template_value_is_an_error_not_a_blank():
@@ -116,3 +131,29 @@ def test_components_start_after_what_they_need():
     names = [c.name for c in Testbed(TestbedSettings(rses=2)).components()]
     for position, comp in enumerate(Testbed(TestbedSettings(rses=2)).components()):
         assert all(names.index(needed) < position for needed in comp.needs)
+
+
+def test_the_site_lake_names_each_server_by_its_host_natively_all_are_loopback():
+    native = TestbedSettings(rses=3, port_base=30000)
+    assert {native.host(c) for c in ("rucio", "xrd2", "xrd3-anon", "issuer")} == {"127.0.0.1"}
+    assert native.bind("rucio") == "127.0.0.1"
+    sites = TestbedSettings(rses=3, port_base=30000, sites=True)
+    assert (sites.host("rucio"), sites.host("xrd2"), sites.host("xrd3-anon")) == ("rucio", "xrd2", "xrd3")
+    assert sites.bind("rucio") == "0.0.0.0"  # listens on its host's network
+    assert (sites.rucio_url, sites.issuer_url) == ("http://rucio:30001", "https://issuer:30007")
+    assert (sites.transfer_url, sites.scheduler_address) == ("https://transfer:30002", "tcp://dask-scheduler:30003")
+    topo = topology.build(sites)
+    assert [p["hostname"] for p in topo.rses[1].protocols()] == ["xrd2", "xrd2"]  # the RSE's protocols name its site
+    assert {p["hostname"] for p in topo.rses[2].protocols()} == {"xrd3"}  # the anonymous door is on the same host
+
+
+def test_a_site_uplink_is_a_token_bucket_of_the_rate_asked():
+    from datalake.testbed import links
+
+    argv = links.shape_argv("100mbit")
+    assert argv[:7] == ["tc", "qdisc", "replace", "dev", "eth0", "root", "tbf"]
+    assert argv[argv.index("rate") + 1] == "100000000" and argv[argv.index("burst") + 1] == "125000"  # 10 ms
+    assert links.shape_argv("1kbit")[links.shape_argv("1kbit").index("burst") + 1] == "16000"  # at least 16 kB
+    for bad in ("fast", "0mbit", "100 mb", "-1gbit"):
+        with pytest.raises(ConfigError, match=r"write e\.g\. 50mbit"):
+            links.bits_per_second(bad)

@@ -1,8 +1,7 @@
-"""The testbed's storage access rules (authorization databases) and sss keys, without servers."""
+"""The testbed's storage access rules (token scopes, the anonymous door's authorization database), without
+servers."""
 
 from __future__ import annotations
-
-import stat
 
 from datalake.testbed import storage_auth, topology
 from datalake.testbed.settings import TestbedSettings
@@ -10,30 +9,13 @@ from datalake.testbed.settings import TestbedSettings
 TOPO = topology.build(TestbedSettings())
 
 
-def rules(kind: str) -> dict[tuple[str, str], list[str]]:
-    out = {}
-    for line in storage_auth.authdb(TOPO, kind).splitlines():
-        if line and not line.startswith("#"):
-            kind_, who, *grants = line.split()
-            assert (kind_, who) not in out  # XRootD rejects a second line for the same identity
-            out[(kind_, who)] = grants
-    return out
+def rules(kind: str) -> list[str]:
+    return [line for line in storage_auth.authdb(kind).splitlines() if line and not line.startswith("#")]
 
 
-def test_a_collaboration_rse_admits_members_of_a_scope_and_owners_of_user_scopes_only():
-    db = rules("collaboration")
-    assert ("u", "*") not in db  # nobody without a key
-    assert db[("g", "collider")] == ["/rucio/collider/", "lr"]  # members read, never write
-    assert db[("u", "analyst")] == ["/rucio/user/analyst/", "a"]
-    assert db[("u", "dmanalyst")] == ["/rucio/user/dmanalyst/", "a"]
-    assert db[("u", "datamanager")] == db[("u", "lake")] == db[("u", "root")] == ["/", "a"]
-    assert all(path.endswith("/") for grants in db.values() for path in grants[::2])  # prefixes, not names
-
-
-def test_a_public_rse_reads_for_everybody_writes_for_the_lake():
-    assert rules("anonymous") == {("u", "*"): ["/", "lr"]}
-    public = rules("public")
-    assert public[("u", "*")] == ["/", "lr"] and public[("u", "lake")] == ["/", "a"]
+def test_only_the_anonymous_door_has_rules_of_its_own_and_it_only_reads():
+    assert rules("anonymous") == ["u * / lr"]
+    assert rules("collaboration") == rules("public") == []  # a token door: the token's scopes alone decide
 
 
 def test_identities_follow_the_accounts_collaborations():
@@ -43,27 +25,41 @@ def test_identities_follow_the_accounts_collaborations():
     assert ids["datamanager"].everything and ids["lake"].everything and ids["root"].everything
 
 
-def test_public_rses_have_an_anonymous_read_door_and_an_sss_door_for_the_rest():
+def test_public_rses_have_an_anonymous_read_door_and_a_token_door_for_the_rest():
     public = TOPO.rses[-1].protocols()
-    assert [p["port"] for p in public] == [28012, 28032]
-    sss, anon = (p["domains"]["wan"] for p in public)
+    assert [(p["scheme"], p["port"]) for p in public] == [("root", 28012), ("davs", 28012), ("root", 28032)]
+    tokens, davs, anon = (p["domains"]["wan"] for p in public)
     assert anon["read"] == 1 and anon["write"] is anon["delete"] is anon["third_party_copy_write"] is None
-    assert sss["read"] == 2 and sss["write"] == sss["delete"] == sss["third_party_copy_write"] == 1
-    assert len(TOPO.rses[0].protocols()) == 1  # a collaboration RSE has one (authenticated) door
+    assert tokens["read"] == 2 and tokens["write"] == tokens["delete"] == 1 and davs["read"] == 3
+    assert {p["port"] for p in TOPO.rses[0].protocols()} == {28010}  # a collaboration RSE has one (token) door
 
 
-def test_keys_are_private_distinct_and_kept(tmp_path):
-    keys = storage_auth.Keys(tmp_path)
-    wanted = storage_auth.identities(TOPO)
-    keys.ensure(wanted)
-    server = keys.server.read_text().splitlines()
-    assert len(server) == len(wanted)
-    assert len({f for line in server for f in line.split() if f.startswith("N:")}) == len(wanted)  # key numbers
-    for ident in wanted:
-        path = keys.client(ident.user)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert f"u:{ident.user} g:{ident.group} " in path.read_text()
-    assert stat.S_IMODE(keys.dir.stat().st_mode) == 0o700
-    before = keys.server.read_text()
-    keys.ensure(wanted)  # idempotent: existing keys are never replaced
-    assert keys.server.read_text() == before
+def test_token_scopes_grant_each_account_its_collaborations_and_its_own_scope():
+    """WLCG scopes below the RSEs' base path: members read their collaboration, each account
+    owns its user scope, data managers and the lake everything; every token may also log in to Rucio."""
+    scopes = {i.user: set(storage_auth.token_scopes(i)) for i in storage_auth.identities(TOPO)}
+    assert storage_auth.BASE_PATH == "/rucio"
+    assert scopes["analyst"] == {
+        "openid",
+        "profile",
+        "storage.read:/collider",
+        "storage.read:/user/analyst",
+        "storage.create:/user/analyst",
+        "storage.modify:/user/analyst",
+    }
+    assert "storage.read:/darkmatter" in scopes["dmanalyst"] and "storage.read:/collider" not in scopes["dmanalyst"]
+    everything = {"openid", "profile", "storage.read:/", "storage.create:/", "storage.modify:/"}
+    assert scopes["datamanager"] == scopes["lake"] == scopes["root"] == everything
+
+
+def test_the_issuer_knows_each_storage_identity_and_rucio_with_its_own_secret():
+    from datalake.testbed import credentials, token_issuer
+
+    secrets = {name: f"secret-of-{name}" for name in credentials.ALL}
+    clients = token_issuer.clients(TOPO, secrets, lifetime=600)
+    assert set(clients) == {i.user for i in storage_auth.identities(TOPO)} | {"rucio"}
+    assert clients["analyst"]["secret"] == "secret-of-client_analyst" and clients["analyst"]["sub"] == "analyst"
+    analyst = next(i for i in storage_auth.identities(TOPO) if i.user == "analyst")
+    assert clients["analyst"]["scopes"] == list(storage_auth.token_scopes(analyst))
+    assert "storage.modify:/" in clients["rucio"]["scopes"] and clients["rucio"]["lifetime"] == 600
+    assert all(c["audience"] == ["rucio", token_issuer.ANY_AUDIENCE] for c in clients.values())

@@ -115,3 +115,87 @@ def test_storage_scopes_allow_their_paths_only(action, path, expected):
 
 def test_a_root_scope_covers_everything():
     assert allows(("storage.read:/",), "read", "/anything/at/all")
+
+
+class Issuer:
+    """Stands in for the issuer behind ``ClientCredentials.obtain``: counts the tokens it hands out."""
+
+    def __init__(self, lifetime: timedelta = timedelta(hours=1)) -> None:
+        self.lifetime, self.calls = lifetime, 0
+
+    def obtain(self, *args, **kwargs) -> Token:
+        self.calls += 1
+        exp = int((datetime.now(UTC) + self.lifetime).timestamp())
+        return Token.parse(jwt(sub="analyst", exp=exp, n=self.calls))
+
+
+def expiring_in(delta: timedelta) -> str:
+    return jwt(sub="analyst", exp=int((datetime.now(UTC) + delta).timestamp()))
+
+
+def test_a_token_file_is_filled_from_the_issuer_private_and_without_a_newline(tmp_path):
+    from datalake.tokens.source import TokenFile
+
+    issuer = Issuer()
+    file = TokenFile(tmp_path / "tokens" / "token", issuer)  # type: ignore[arg-type]
+    token = file.current()
+    assert issuer.calls == 1 and file.path.read_text() == token.value  # Rucio sends the first line as it is
+    assert oct(file.path.stat().st_mode & 0o777) == "0o600"  # XRootD ignores a token file others can read
+    assert file.current() == token and issuer.calls == 1  # good for an hour: kept
+
+
+def test_a_token_about_to_expire_is_renewed_and_an_expired_one_without_an_issuer_is_one_line(tmp_path):
+    from datalake.tokens.source import TokenFile
+
+    path = tmp_path / "token"
+    path.write_text(expiring_in(timedelta(minutes=2)))
+    issuer = Issuer()
+    renewed = TokenFile(path, issuer).current()  # type: ignore[arg-type]
+    assert issuer.calls == 1 and renewed.claims["n"] == 1 and path.read_text() == renewed.value
+
+    path.write_text(expiring_in(timedelta(minutes=2)))
+    assert TokenFile(path).current().subject == "analyst"  # nobody to renew it: still good, used
+    path.write_text(expiring_in(-timedelta(minutes=1)))
+    with pytest.raises(ConfigError, match=r"^the token in .* expired at \d{4}-\d\d-\d\d") as expired:
+        TokenFile(path).current()
+    assert path.read_text() not in str(expired.value)
+    with pytest.raises(ConfigError, match=r"no token in .* and no issuer configured"):
+        TokenFile(tmp_path / "missing").current()
+
+
+def test_an_owned_token_comes_first_else_a_discovered_one(tmp_path):
+    from datalake.tokens.source import TokenFile, bearer
+
+    agent = expiring_in(timedelta(hours=2))
+    users = TokenFile(tmp_path / "rucio-token")  # no issuer client: the user's agent keeps their token fresh
+    assert bearer(users, {"BEARER_TOKEN": agent}).value == agent
+    with pytest.raises(ConfigError, match=r"from \$BEARER_TOKEN expired"):
+        bearer(users, {"BEARER_TOKEN": expiring_in(-timedelta(minutes=1))})
+    owned = TokenFile(tmp_path / "token", Issuer())  # type: ignore[arg-type]
+    owned.path.write_text(expiring_in(timedelta(minutes=1)))  # about to expire; another account's in the env
+    renewed = bearer(owned, {"BEARER_TOKEN": agent})
+    assert renewed.claims["n"] == 1 and owned.path.read_text() == renewed.value
+
+
+def test_the_account_config_names_its_issuer_client_and_a_private_secret_file(tmp_path):
+    from datalake.catalog import ClientConfig
+
+    config = tmp_path / "rucio.cfg"
+    config.write_text(
+        "[client]\nrucio_host = http://r\naccount = analyst\nauth_type = oidc\n"
+        "auth_token_file_path = /t/token\n[datalake]\ntoken_issuer = https://iam\ntoken_secret_file = secret\n"
+    )
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    parsed = ClientConfig.from_file(config)
+    client = parsed.issuer_client
+    assert client is not None and (client.issuer, client.client_id, client.secret) == (
+        "https://iam",
+        "analyst",
+        "s3cret",
+    )
+    assert "s3cret" not in repr(parsed) and str(parsed.token_source().path) == "/t/token"
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"client secret .* is open to others"):
+        ClientConfig.from_file(config)

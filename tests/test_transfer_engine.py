@@ -3,6 +3,9 @@ against real servers in integration/test_transfer.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import stat
 import threading
 import time
 import zlib
@@ -28,11 +31,22 @@ class FakeBackend:
         self.files = dict(files)
         self.fail: dict[str, list[type]] = {}
         self.copies: list[tuple[str, str, bool]] = []
+        self.presented: list[dict[str, str]] = []  # the per-URL tokens in force at each copy
         self.lock = threading.Lock()
+        self.local = threading.local()
+
+    @contextlib.contextmanager
+    def bearing(self, tokens):
+        self.local.tokens = dict(tokens)
+        try:
+            yield
+        finally:
+            self.local.tokens = {}
 
     def copy(self, source, destination, *, third_party, checksum_mode, checksum, overwrite, timeout) -> None:
         with self.lock:
             self.copies.append((source, destination, third_party))
+            self.presented.append(getattr(self.local, "tokens", {}))
             failures = self.fail.get(source)
             if failures:
                 raise failures.pop(0)(f"injected {source}")
@@ -268,3 +282,21 @@ def test_files_claimed_but_never_started_go_back_to_the_queue(tmp_path):
     store.release(row.file_id)
     [again] = store.job(job_id)["files"]
     assert (again.state, again.attempts) == ("SUBMITTED", 0)
+
+
+def test_each_copy_presents_the_tokens_rucio_sent_for_its_urls_and_they_are_forgotten_when_done(tmp_path, fake):
+    store = Store(tmp_path / "t.db")
+    first, second = spec("f1"), spec("f2", size=20)
+    with_tokens = FileSpec(**{**first.__dict__, "tokens": {first.sources[0]: "src-t", first.destination: "dst-t"}})
+    job_id = store.submit(JobSpec(files=(with_tokens, second)), "rucio")
+    assert stat.S_IMODE((tmp_path / "t.db").stat().st_mode) == 0o600  # it holds them meanwhile
+    assert "src-t" not in repr(store.job(job_id)["files"][0].spec)
+    job = run_until_done(store, job_id, fake)
+    assert job["state"] == "FINISHED"
+    by_source = {src: tokens for (src, _, _), tokens in zip(fake.copies, fake.presented, strict=True)}
+    assert by_source == {
+        first.sources[0]: {first.sources[0]: "src-t", first.destination: "dst-t"},
+        second.sources[0]: {},
+    }
+    leftover = sqlite3.connect(tmp_path / "t.db").execute("SELECT tokens FROM files").fetchall()
+    assert leftover == [(None,), (None,)]  # done files keep no token

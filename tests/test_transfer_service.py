@@ -3,6 +3,7 @@ answered in FTS3's words, and nobody unauthenticated gets in (Flask's test clien
 
 from __future__ import annotations
 
+import copy
 import datetime
 
 import pytest
@@ -283,3 +284,189 @@ def test_metrics_count_answers_by_status_class_including_500s(tmp_path):
     assert client.get("/jobs/x", headers=bearer()).status_code == 500
     answered = client.get("/metrics", headers=bearer()).get_json()["requests"]
     assert answered == {"2xx": 1, "4xx": 2, "5xx": 1}  # the /metrics call itself is counted after it answers
+
+
+FTS3_CLIENT_BODY = {  # what `fts-rest-transfer-submit -K SRC DST ADLER32` sends (fts3 3.14.2), nulls and all
+    "params": {
+        "overwrite": False,
+        "verify_checksum": "b",
+        "retry": 0,
+        "priority": None,
+        "job_metadata": None,
+        "bring_online": -1,
+        "multihop": False,
+        "reuse": None,
+        "spacetoken": None,
+    },
+    "files": [
+        {
+            "sources": ["root://a:1094//rucio/f"],
+            "destinations": ["root://b:1094//rucio/f"],
+            "source_tokens": ["T"],
+            "destination_tokens": ["T"],
+            "checksum": "ADLER32",
+            "filesize": None,
+            "activity": None,
+            "scitag": None,
+            "metadata": None,
+        }
+    ],
+}
+
+
+def test_what_fts3s_own_cli_submits_is_taken_with_its_defaults(service):
+    client, store = service
+    reply = client.post("/jobs", json=FTS3_CLIENT_BODY, headers=bearer())
+    assert reply.status_code == 200, reply.get_json()
+    job = store.job(reply.get_json()["job_id"])
+    assert job["job"]["verify_checksum"] == "both" and job["job"]["priority"] == 3
+    assert job["files"][0].spec.checksum is None and job["files"][0].spec.activity == "default"
+    for letter, mode in (("n", "none"), ("s", "source"), ("t", "target")):
+        body = {**FTS3_CLIENT_BODY, "params": {**FTS3_CLIENT_BODY["params"], "verify_checksum": letter}}
+        job_id = client.post("/jobs", json=body, headers=bearer()).get_json()["job_id"]
+        assert store.job(job_id)["job"]["verify_checksum"] == mode
+
+
+def test_the_routes_fts3s_cli_reads_list_files_dm_and_hosts(service):
+    client, store = service
+    first = client.post("/jobs", json=rucio_submission(2), headers=bearer()).get_json()["job_id"]
+    second = client.post("/jobs", json=rucio_submission(1), headers=bearer()).get_json()["job_id"]
+    for row in store.claim(lambda _link: 10, 10):
+        if row.job_id == second:
+            store.finish(row.file_id, "FINISHED", "", None, 1)
+    listed = client.get("/jobs", headers=bearer()).get_json()
+    assert [j["job_id"] for j in listed] == [first]  # unfinished ones unless asked
+    asked = client.get("/jobs?state_in=FINISHED&vo_name=conveyor", headers=bearer()).get_json()
+    assert [j["job_id"] for j in asked] == [second]
+    assert client.get("/jobs?vo_name=nobody", headers=bearer()).get_json() == []
+    assert client.get("/jobs?limit=x", headers=bearer()).status_code == 400
+    files = client.get(f"/jobs/{first}/files", headers=bearer()).get_json()
+    assert len(files) == 2 and {f["file_state"] for f in files} <= {"SUBMITTED", "ACTIVE"}
+    assert client.get(f"/jobs/{first}/dm", headers=bearer()).get_json() == []
+    assert client.get("/jobs/nosuchjob/files", headers=bearer()).status_code == 404
+    hosts = client.get("/status/hosts", headers=bearer()).get_json()
+    assert len(hosts) == 1 and set(next(iter(hosts.values()))) == {"active", "staging"}
+
+
+def test_paths_with_the_double_slash_of_fts3s_client_reach_the_app():
+    """fts-rest-* asks for ``//whoami``; cheroot alone answers 400 "Absolute URI not allowed"."""
+    import http.client
+    import threading
+
+    from cheroot import wsgi
+
+    from datalake.transfer.service import accept_double_slashes
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{environ['PATH_INFO']}?{environ['QUERY_STRING']}".encode()]
+
+    server = wsgi.Server(("127.0.0.1", 0), app, numthreads=1)
+    accept_double_slashes(server)
+    server.prepare()
+    threading.Thread(target=server.serve, daemon=True).start()
+    try:
+        for path, seen in (("//whoami", "/whoami?"), ("///jobs?state_in=ACTIVE", "/jobs?state_in=ACTIVE"), ("/", "/?")):
+            connection = http.client.HTTPConnection(*server.bind_addr, timeout=5)
+            connection.request("GET", path)
+            answer = connection.getresponse()
+            assert (answer.status, answer.read().decode()) == (200, seen)
+            connection.close()
+    finally:
+        server.stop()
+
+
+def test_wlcg_tokens_of_the_configured_issuer_are_credentials_and_nothing_else_is():
+    import time
+
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from datalake.transfer.oidc import TokenVerifier
+
+    ours, theirs = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    verify = TokenVerifier(
+        "https://iam.lake",
+        ["https://wlcg.cern.ch/jwt/v1/any", "fts.lake"],
+        {"robot": "rucio"},
+        signing_key=lambda _token: ours.public_key(),
+    )
+
+    def token(key=ours, **claims) -> str:
+        now = int(time.time())
+        base = {"iss": "https://iam.lake", "sub": "robot", "aud": ["fts.lake"], "iat": now, "exp": now + 600}
+        return pyjwt.encode({**base, **claims}, key, algorithm="RS256")
+
+    settings = auth.AuthSettings({}, {}, verify_jwt=verify)
+    assert auth.identify(settings, f"Bearer {token()}", None, None) == auth.Identity("rucio", "token", "robot")
+    refusals = {
+        "expired": token(exp=int(time.time()) - 5),
+        "not meant for this service": token(aud=["rucio"]),
+        "another issuer": token(iss="https://elsewhere"),
+        "cannot be verified": token(key=theirs),
+        "no account for the token's subject 'stranger'": token(sub="stranger"),
+    }
+    for reason, value in refusals.items():
+        refused = auth.identify(settings, f"Bearer {value}", None, None)
+        assert isinstance(refused, str) and reason in refused and value not in refused
+    assert auth.identify(settings, "Bearer opaque-token", None, None) == "unknown or revoked token"
+
+
+def test_the_services_own_storage_token_is_configured_beside_its_file(tmp_path):
+    path = tmp_path / "svc.yaml"
+    secret = tmp_path / "lake-secret"
+    secret.write_text("s3cret")
+    secret.chmod(0o600)
+    path.write_text(
+        "storage_token:\n  issuer: https://iam.lake\n  client_id: lake\n  secret_file: lake-secret\n  file: token\n"
+    )
+    settings = config.load(path)
+    token_file = settings.storage_token_file()
+    assert token_file is not None and token_file.path == (tmp_path / "token").resolve()
+    assert token_file.client is not None and (token_file.client.client_id, token_file.client.secret) == (
+        "lake",
+        "s3cret",
+    )
+    assert "s3cret" not in repr(settings)
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match="open to others"):
+        config.load(path)
+
+
+def test_single_files_of_a_job_are_cancelled_as_fts3s_cli_asks(service):
+    client, store = service
+    job_id = client.post("/jobs", json=rucio_submission(3), headers=bearer()).get_json()["job_id"]
+    first, second, third = (f.file_id for f in store.job(job_id)["files"])
+    (started,) = store.claim(lambda _link: 1, 1)  # one file is in flight: it is not cancelled under the engine
+    assert started.file_id == first
+    answer = client.delete(f"/jobs/{job_id}/files/{first},{second}", headers=bearer())
+    assert answer.status_code == 200 and answer.get_json() == ["ACTIVE", "CANCELED"]
+    assert client.delete(f"/jobs/{job_id}/files/{third}", headers=bearer()).get_json() == "CANCELED"
+    assert client.delete(f"/jobs/{job_id}/files/x", headers=bearer()).status_code == 400
+    assert client.delete(f"/jobs/{job_id}/files/999999", headers=bearer()).status_code == 404
+    assert client.delete(f"/jobs/nosuchjob/files/{first}", headers=bearer()).status_code == 404
+
+
+def test_the_per_file_tokens_rucio_sends_are_kept_per_url_and_never_shown(service):
+    """Rucio's FTS3 transfertool with ``oidc_support``: a token per source and one for the destination."""
+    client, store = service
+    body = copy.deepcopy(FTS3_CLIENT_BODY)
+    body["files"][0].update(
+        sources=["davs://a:1094/rucio/f", "davs://c:1094/rucio/f"],
+        destinations=["davs://b:1094/rucio/f"],
+        source_tokens=["src-a", None],  # Rucio puts None where it could not get one
+        destination_tokens=["dst-b"],
+    )
+    reply = client.post("/jobs", json=body, headers=bearer())
+    assert reply.status_code == 200, reply.get_json()
+    job_id = reply.get_json()["job_id"]
+    assert store.job(job_id)["files"][0].spec.tokens == {
+        "davs://a:1094/rucio/f": "src-a",
+        "davs://b:1094/rucio/f": "dst-b",
+    }
+    shown = client.get(f"/jobs/{job_id}/files", headers=bearer()).get_data(as_text=True)
+    shown += client.get(f"/jobs/{job_id}", headers=bearer()).get_data(as_text=True)
+    assert "src-a" not in shown and "dst-b" not in shown
+    body["files"][0]["source_tokens"] = ["only-one"]  # two sources
+    refused = client.post("/jobs", json=body, headers=bearer())
+    assert refused.status_code == 400 and "source_tokens has 1 entries for 2 sources" in refused.get_json()["message"]

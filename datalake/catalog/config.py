@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datalake.errors import ConfigError
+from datalake.tokens.client import ClientCredentials
+from datalake.tokens.source import TokenFile, read_secret
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class ClientConfig:
     ca_cert: str | None
     path: Path | None = None
     token_file: str | None = None  # the config's auth_token_file_path, if it names one
-    keytab: Path | None = None  # [datalake] xrootd_keytab: this account's storage identity (storage_identity)
+    issuer_client: ClientCredentials | None = None  # [datalake] token_*: where this account's tokens come from
 
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None, *, env_account: bool = True) -> ClientConfig:
@@ -65,8 +67,12 @@ class ClientConfig:
             ca_cert=client.get("ca_cert"),
             path=file,
             token_file=client.get("auth_token_file_path"),
-            keytab=_keytab(parser, file),
+            issuer_client=_issuer_client(parser, file, client["account"]),
         )
+
+    def token_source(self) -> TokenFile:
+        """The account's token (``auth_type = oidc``): Rucio's token file, renewed from the issuer if configured."""
+        return TokenFile(self.token_cache(), self.issuer_client)
 
     def token_cache(self) -> Path:
         """Where this config's token is cached. Rucio keys its cache by account only and reads the path from the
@@ -77,7 +83,16 @@ class ClientConfig:
         return Path.home() / ".cache" / "datalake" / "tokens" / key / "auth_token"
 
 
-def _keytab(parser: configparser.ConfigParser, file: Path) -> Path | None:
-    """``[datalake] xrootd_keytab``, relative to the config's directory unless absolute."""
-    raw = parser.get("datalake", "xrootd_keytab", fallback="").strip()
-    return (file.parent / Path(raw).expanduser()) if raw else None
+def _issuer_client(parser: configparser.ConfigParser, file: Path, account: str) -> ClientCredentials | None:
+    """``[datalake] token_issuer`` (URL), ``token_client`` (default: the account), ``token_secret_file`` and
+    ``token_ca`` (a CA file for a private issuer): a client-credentials client for this account's tokens."""
+    section = parser["datalake"] if parser.has_section("datalake") else {}
+    issuer = section.get("token_issuer", "").strip()
+    if not issuer:
+        return None
+    raw = section.get("token_secret_file", "").strip()
+    if not raw:
+        raise ConfigError(f"{file}: [datalake] token_issuer needs token_secret_file")
+    secret = read_secret(file.parent / Path(raw).expanduser())
+    ca = section.get("token_ca", "").strip() or None
+    return ClientCredentials(issuer, section.get("token_client", "").strip() or account, secret, ca)

@@ -16,6 +16,8 @@ from datalake.catalog.lookups import Lookups, batched
 from datalake.didmeta import POLICY_KEY
 from datalake.dids import DID
 from datalake.errors import CatalogError, NotAllowed
+from datalake.tokens.source import MARGIN, bearer
+from datalake.tokens.token import Token
 
 T = TypeVar("T")
 _QUIET = logging.getLogger("datalake.rucio")
@@ -73,15 +75,30 @@ def transient_retry(call: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def _client_class(token_file: str) -> Any:
-    """Rucio's Client, with the token cache of one config rather than the process-wide one."""
+def _client_class(token_file: str, renew: Callable[[], Token] | None = None) -> Any:
+    """Rucio's Client, with the token cache of one config rather than the process-wide one.
+
+    With a WLCG token (``renew``), the client presents the token ``renew`` gives: at start (Rucio's own client
+    would take whatever the process environment's discovery finds, another account's in a process with two), and
+    on a 401, where it would start an interactive OIDC login; so a permission refusal (also a 401) keeps Rucio's
+    own message instead of becoming "OIDC authentication failed"."""
     from rucio.client import Client
 
     def _get_auth_tokens(self: Any) -> tuple[str, str, str, str]:
         folder = os.path.dirname(token_file)
         return token_file, f"{folder}/{self.TOKEN_EXP_PREFIX}for_account_{self.account}", token_file, folder
 
-    return type("DatalakeRucioClient", (Client,), {"_get_auth_tokens": _get_auth_tokens})
+    members: dict[str, Any] = {"_get_auth_tokens": _get_auth_tokens}
+    if renew is not None:
+
+        def _take_token(self: Any) -> bool:
+            self.auth_token = renew().value
+            self.headers["X-Rucio-Auth-Token"] = self.auth_token
+            return True
+
+        members["_BaseClient__get_token"] = _take_token
+        members["_BaseClient__read_token"] = _take_token
+    return type("DatalakeRucioClient", (Client,), members)
 
 
 def _first_line(err: Exception) -> str:
@@ -97,16 +114,32 @@ class Catalog(Lookups):
         self.config = config
         self.timeout = timeout
         self._client: Any = None
+        self._token: Token | None = None  # the WLCG token presented (auth_type oidc), renewed before it expires
         self._attributes: dict[str, dict[str, Any]] = {}
+
+    def _renew_token(self) -> Token:
+        """A long run outlives a token: take a fresh one into the client before the old one expires (Rucio's own
+        client would answer a 401 with an interactive login)."""
+        self._token = bearer(self.config.token_source())
+        if self._client is not None:
+            self._client.auth_token = self._token.value
+            self._client.headers["X-Rucio-Auth-Token"] = self._token.value
+        return self._token
 
     @property
     def client(self) -> Any:
+        if self._token is not None and self._token.expires_within(MARGIN):
+            self._renew_token()
         if self._client is None:
             c = self.config
             token = c.token_cache()
             token.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            renew = None
+            if c.auth_type == "oidc":  # Rucio's client reads it from there (or where discovery finds it)
+                self._token = bearer(c.token_source())
+                renew = self._renew_token
             with translated(f"connecting to {c.rucio_host} as {c.account}"):
-                self._client = _client_class(str(token))(
+                self._client = _client_class(str(token), renew)(
                     rucio_host=c.rucio_host,
                     auth_host=c.auth_host,
                     account=c.account,
@@ -215,6 +248,18 @@ class Catalog(Lookups):
     def parents(self, did: DID) -> list[DID]:
         with translated(f"listing the datasets holding {did}"):
             return [DID(p["scope"], p["name"]) for p in self.client.list_parent_dids(did.scope, did.name)]
+
+    def account_exists(self, account: str) -> bool:
+        from rucio.common.exception import AccountNotFound
+
+        try:
+            with translated(f"looking up account {account}"):
+                self.client.get_account(account)
+        except CatalogError as err:
+            if isinstance(err.__cause__, AccountNotFound):
+                return False
+            raise
+        return True
 
     def account_attributes(self, account: str) -> list[dict[str, Any]]:
         with translated(f"reading attributes of account {account}"):

@@ -9,7 +9,7 @@ import warnings
 import typer
 
 import datalake
-from datalake.cli import policy, process, pull, register, replicate, testbed, transfer, worker
+from datalake.cli import policy, process, pull, register, replicate, share, testbed, transfer, worker
 from datalake.cli.output import console, err_console
 from datalake.errors import DatalakeError
 
@@ -27,6 +27,7 @@ app.command()(register.register)
 app.command()(register.status)
 app.command()(pull.pull)
 app.command()(replicate.replicate)
+app.command()(share.share)
 app.command()(process.process)
 app.command()(process.deliver)
 app.command(context_settings=worker.EXTRA)(worker.worker)

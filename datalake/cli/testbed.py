@@ -101,12 +101,12 @@ def env(
 ) -> None:
     """Print `export` lines after which `rucio`, XRootD tools and datalake use this testbed."""
     tb: Testbed = ctx.obj
-    variables = tb.env(account)
     if not tb.client_config(account).exists():
         raise TestbedError(
             f"no testbed in {tb.settings.state}: run `datalake testbed up` first, or point --dir / "
             "DATALAKE_TESTBED_DIR at it"
         )
+    variables = tb.env(account)
     if as_json:
         print(json.dumps(variables, indent=2))
     else:
@@ -117,7 +117,7 @@ def env(
 
 @app.command("install")
 def install_cmd(ctx: typer.Context) -> None:
-    """Install what the testbed needs: Debian packages (as root) and the Rucio server's venv."""
+    """Install what the testbed needs: Debian packages (as root), the Rucio server's venv, the token issuer."""
     tb: Testbed = ctx.obj
     from datalake.testbed import install
 
@@ -142,3 +142,12 @@ def bootstrap_cmd(ctx: typer.Context, wait: float = typer.Option(300, help="Seco
         wait_until(comp.ready, wait, comp.name)
     tb.bootstrap()
     _say(f"bootstrapped; client configs in {tb.client_config().parent}")
+
+
+@app.command()
+def link(rate: str = typer.Argument(..., help="The site's uplink: 50mbit, 100mbit, 1gbit.")) -> None:
+    """Shape this site host's uplink (the site lake: run inside a site's container, e.g. `podman exec`)."""
+    from datalake.testbed import links
+
+    links.shape(rate)
+    _say(f"uplink shaped to {rate}")

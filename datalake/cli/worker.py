@@ -21,10 +21,10 @@ def worker(
     name: str | None = typer.Option(None, "--name", help="Worker name (default: Dask's)."),
 ) -> None:
     """Start a Dask worker tied to SITE: it offers the resource `site-SITE`, so `datalake process` and `deliver`
-    send it the chunks whose replicas are at SITE. It reads and writes storage as the account of $RUCIO_CONFIG
-    (that config's XRootD keytab): one user's cluster, as dask-gateway gives each user. Same as `dask worker ADDR
-    --resources site-SITE=N --nthreads N` with DATALAKE_SITE=SITE set; other `dask worker` options (--host,
-    --memory-limit...) are passed through."""
+    send it the chunks whose replicas are at SITE. It serves every user, as a site's coffea-casa does: it holds no
+    credential of its own, and each chunk reads and writes storage with the token its user submitted it with. Same
+    as `dask worker ADDR --resources site-SITE=N --nthreads N` with DATALAKE_SITE=SITE set; other `dask worker`
+    options (--host, --memory-limit...) are passed through."""
     address = scheduler or settings().scheduler
     if not address:
         raise ConfigError("no Dask scheduler: pass --scheduler or set $DATALAKE_SCHEDULER")
@@ -33,13 +33,9 @@ def worker(
     import dask
     from distributed.cli.dask_worker import main as dask_worker
 
-    from datalake.catalog import ClientConfig
-    from datalake.storage import identity as storage_identity
+    from datalake.storage import credentials
 
-    if os.environ.get("RUCIO_CONFIG"):  # the account this worker reads and writes storage as
-        config = ClientConfig.from_file()
-        if config.keytab is not None:
-            storage_identity.use(storage_identity.read(config.keytab))  # the worker process inherits it
+    credentials.present_none()  # a task's own token, or nothing: never a token the worker found for itself
 
     args = [
         address,

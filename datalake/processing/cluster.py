@@ -10,7 +10,6 @@ by the pure state machine in ``schedule``; this module only talks to Dask.
 
 from __future__ import annotations
 
-import os
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -107,32 +106,6 @@ def worker_sites(client: Any) -> dict[str, int]:
                 site = resource[len(RESOURCE_PREFIX) :]
                 sites[site] = sites.get(site, 0) + 1
     return sites
-
-
-def _storage_user() -> str | None:
-    """On a worker: the identity its XRootD client authenticates as (the user of its sss keytab)."""
-    from datalake.storage import identity as storage_identity
-
-    path = os.environ.get(storage_identity.KEYTAB_ENV)
-    if not path or os.environ.get(storage_identity.PROTOCOL_ENV) != "sss":
-        return None
-    try:
-        return storage_identity.read(path).user
-    except ConfigError:
-        return None
-
-
-def check_identity(client: Any, user: str) -> None:
-    """Refuse a cluster whose workers read storage as someone else: each user runs their own cluster (one XRootD
-    identity per process), and a job must read with its submitter's rights, never with the cluster owner's."""
-    found = client.run(_storage_user)
-    others = sorted({str(u) for u in found.values() if u != user})
-    if others:
-        address = getattr(client.scheduler, "address", "?")
-        raise ConfigError(
-            f"the Dask cluster at {address} reads storage as {', '.join(others)}, not as {user}: use your own "
-            f'cluster (${SCHEDULER_ENV}; on the testbed: eval "$(datalake testbed env --account {user})")'
-        )
 
 
 @dataclass

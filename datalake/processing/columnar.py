@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 from datalake import storage
 from datalake.settings import settings
-from datalake.storage import xrootd
+from datalake.storage import credentials, xrootd
+from datalake.tokens.token import Token
 
 TIMEOUT = 60  # seconds per XRootD request
 OPEN_TREES = 8  # trees kept open per worker thread: a file's next chunks skip opening it (~10 ms CPU each)
@@ -79,7 +80,7 @@ def branch_names(tree: Any, branches: Sequence[str]) -> list[str]:
     return out
 
 
-def _cached_tree(url: str, tree: str, timeout: float) -> tuple[Any, Any, bool]:
+def _cached_tree(url: str, tree: str, timeout: float, token: Token | None) -> tuple[Any, Any, bool]:
     """The open file and tree for ``url`` from this thread's small LRU, opening it on a miss (third value: came
     from the cache). Replicas do not change under a DID, so a handle stays valid until the storage fails it."""
     cache: OrderedDict[tuple[str, str], tuple[Any, Any]] = _opened.__dict__.setdefault("trees", OrderedDict())
@@ -87,7 +88,8 @@ def _cached_tree(url: str, tree: str, timeout: float) -> tuple[Any, Any, bool]:
     if key in cache:
         cache.move_to_end(key)
         return *cache[key], True
-    handle = _open(url, timeout)
+    with credentials.presenting(token):  # the file's connection is opened with the user's token
+        handle = _open(url, timeout)
     try:
         events = handle[tree]
     except BaseException:
@@ -108,19 +110,27 @@ def _forget(url: str, tree: str) -> None:
 
 
 def read(
-    url: str, tree: str, branches: Sequence[str], start: int, stop: int, timeout: float = TIMEOUT
+    url: str,
+    tree: str,
+    branches: Sequence[str],
+    start: int,
+    stop: int,
+    timeout: float = TIMEOUT,
+    token: Token | None = None,
 ) -> tuple[Any, ReadStats]:
-    """``tree.arrays(branches, entry_start=start, entry_stop=stop)`` of the file at ``url``; storage failures
-    become ``ReadFailed``. A missing tree or branch is the request's fault (``KeyError``), not the replica's.
-    Files stay open between chunks of the same worker thread; a failure on a kept handle is retried once on a
-    fresh one (the server may have restarted) before the replica is given up."""
+    """``tree.arrays(branches, entry_start=start, entry_stop=stop)`` of the file at ``url``, read with ``token``
+    (the submitting user's; None: the process's own credential); storage failures become ``ReadFailed``. A
+    missing tree or branch is the request's fault (``KeyError``), not the replica's. Files stay open between
+    chunks of the same worker thread, per user; a failure on a kept handle is retried once on a fresh one (the
+    server may have restarted) before the replica is given up."""
     import uproot
 
     began = time.perf_counter()
+    own = credentials.for_token(url, token)  # this user's connections and kept files, never another's
     for attempt in (1, 2):
         cached = False
         try:
-            handle, events, cached = _cached_tree(url, tree, timeout)
+            handle, events, cached = _cached_tree(own, tree, timeout, token)
             source = handle.file.source
             before = (source.num_requested_bytes, source.num_requests) if cached else (0, 0)
             names = branch_names(events, branches)
@@ -135,7 +145,7 @@ def read(
         except KeyError:
             raise
         except (OSError, uproot.deserialization.DeserializationError, ValueError, RuntimeError) as err:
-            _forget(url, tree)
+            _forget(own, tree)
             if attempt == 1 and cached:
                 continue
             raise ReadFailed(url, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
@@ -185,6 +195,7 @@ class Target:
     s3_scheme: str = "https"
     s3_key: str | None = None
     s3_secret: str | None = None
+    token: Token | None = None  # root://: the submitting user's
 
     def __repr__(self) -> str:  # never show credentials
         return f"Target({self.url!r})"
@@ -216,8 +227,10 @@ def store(local: Path, target: Target, checksum: str) -> None:
             while block := src.read(8 << 20):
                 out.write(block)
         return
-    job = storage.CopyJob(str(local), target.url, local.stat().st_size, checksum)
-    failed = storage.default().for_urls(target.url).copy_many([job], parallel=1)
+    url = credentials.for_token(target.url, target.token)
+    job = storage.CopyJob(str(local), url, local.stat().st_size, checksum)
+    with credentials.presenting(target.token):  # one small file: its connection and its copy, with the user's token
+        failed = storage.default().for_urls(url).copy_many([job], parallel=1)
     if failed:
         raise StorageError(f"writing {target.url}: {next(iter(failed.values()))}")
 

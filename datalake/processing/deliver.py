@@ -33,6 +33,7 @@ from datalake.processing.selection import Selection
 from datalake.progress import NO_PROGRESS, Progress
 from datalake.settings import settings
 from datalake.storage.local import adler32_file
+from datalake.tokens.token import Token
 
 S3_SCHEMES = ("s3",)
 
@@ -65,7 +66,8 @@ def deliver_file(
     boundaries: Sequence[int],
     timeout: float,
 ) -> Written:
-    """On a worker: the passing events' columns of one input file, as one Parquet file at ``target``."""
+    """On a worker: the passing events' columns of one input file, as one Parquet file at ``target``, read and
+    written with the target's token (the submitting user's)."""
     import awkward as ak
     import pyarrow.parquet as pq
 
@@ -76,7 +78,7 @@ def deliver_file(
         local = work / name
         writer, events_in, events_out, read_bytes = None, 0, 0, 0
         for piece in chunking.split(placed.chunk.did, placed.chunk.stop, chunk_size, boundaries):
-            events, stats = read(source.url, tree, wanted, piece.start, piece.stop, timeout)
+            events, stats = read(source.url, tree, wanted, piece.start, piece.stop, timeout, target.token)
             read_bytes += stats.bytes
             events_in += len(events)
             if selection is not None:
@@ -206,9 +208,11 @@ def deliver(
     timeout: float | None = None,
     progress: Progress = NO_PROGRESS,
     now: datetime | None = None,
+    token: Token | None = None,
 ) -> DeliverySummary:
-    """Skim ``did`` into the dataset ``output`` on ``rse``; everything is checked before any work is sent.
-    ``tree``, ``chunk_size`` (events read at once) and ``timeout`` default to the settings'."""
+    """Skim ``did`` into the dataset ``output`` on ``rse``, reading and writing with ``token`` (the caller's);
+    everything is checked before any work is sent. ``tree``, ``chunk_size`` (events read at once) and
+    ``timeout`` default to the settings'."""
     from datalake.policy import evaluate
     from datalake.policy.derived import readers_problem
     from datalake.policy.govern import input_state, policy_of, utcnow
@@ -277,7 +281,7 @@ def deliver(
             selection,
             {i.chunk.did: todo_names[i.chunk.did] for i in placed},
             {todo_names[i.chunk.did]: urls[DID(output.scope, todo_names[i.chunk.did])] for i in placed},
-            (s3_scheme, key, secret),
+            (s3_scheme, key, secret, token),
             chunk_size,
             offsets,
             timeout,

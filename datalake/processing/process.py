@@ -29,6 +29,7 @@ from datalake.processing.placement import Placed, Source, beside_share, place
 from datalake.progress import NO_PROGRESS, Progress
 from datalake.ranking import Context, Replica, RseFacts, rank
 from datalake.settings import settings
+from datalake.tokens.token import Token
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,15 @@ def _function(payload: bytes) -> Callable[[Any], Any]:
     return cloudpickle.loads(payload)
 
 
-def run_chunk(placed: Placed, fn: bytes, tree: str, branches: Sequence[str], timeout: float) -> Partial:
-    """On a worker: read the chunk from its first source and apply the function (cloudpickled by ``process``:
-    Dask pickles task arguments by reference, which fails for a function the workers cannot import) to it."""
+def run_chunk(
+    placed: Placed, fn: bytes, tree: str, branches: Sequence[str], timeout: float, token: Token | None = None
+) -> Partial:
+    """On a worker: read the chunk from its first source with its user's ``token`` and apply the function
+    (cloudpickled by ``process``: Dask pickles task arguments by reference, which fails for a function the workers
+    cannot import) to it."""
     chunk, source = placed.chunk, placed.sources[0]
     function = _function(fn)
-    events, stats = read(source.url, tree, branches, chunk.start, chunk.stop, timeout)
+    events, stats = read(source.url, tree, branches, chunk.start, chunk.stop, timeout, token)
     began = time.perf_counter()
     try:
         result = function(events)
@@ -247,9 +251,11 @@ def process(
     chunk_size: int | None = None,
     timeout: float | None = None,
     progress: Progress = NO_PROGRESS,
+    token: Token | None = None,
 ) -> tuple[Any, ProcessSummary]:
-    """Run ``fn`` over every chunk of ``did`` beside its data; returns (the merged result, the summary). ``tree``,
-    ``chunk_size`` and ``timeout`` (per read request) default to the settings'."""
+    """Run ``fn`` over every chunk of ``did`` beside its data, each chunk reading with ``token`` (the caller's);
+    returns (the merged result, the summary). ``tree``, ``chunk_size`` and ``timeout`` (per read request) default
+    to the settings'."""
     import cloudpickle
 
     began = time.perf_counter()
@@ -266,7 +272,7 @@ def process(
             client,
             the_plan.placed,
             run_chunk,
-            (payload, tree, list(branches), timeout),
+            (payload, tree, list(branches), timeout, token),
             reduce=merge_partials,
             progress=progress,
         )

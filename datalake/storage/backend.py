@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +76,13 @@ class Backend(ABC):
     @abstractmethod
     def open_reader(self, url: str, timeout: int) -> contextlib.AbstractContextManager[Reader]:
         """The file opened for ranged reads, its size known."""
+
+    @contextlib.contextmanager
+    def bearing(self, tokens: Mapping[str, str]) -> Iterator[None]:
+        """Calls in this block (this thread) present ``tokens`` (URL -> WLCG token) at those URLs: the per-file
+        tokens of a transfer (Rucio's ``source_tokens``/``destination_tokens``). A backend that cannot present a
+        token per URL presents the process's own, as outside the block."""
+        yield
 
     # -- derived ---------------------------------------------------------------------------------------------
 

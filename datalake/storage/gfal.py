@@ -186,6 +186,22 @@ class Gfal2(Backend):
             self._local.ctx = ctx
         return ctx
 
+    @contextlib.contextmanager
+    def bearing(self, tokens: Mapping[str, str]) -> Iterator[None]:
+        """gfal2 presents a credential per URL prefix; each URL is its own prefix here, for this thread's context
+        only, and forgotten when the block ends."""
+        if not tokens:
+            yield
+            return
+        gfal2 = _gfal2()
+        ctx = self._context()
+        for url, token in tokens.items():
+            ctx.cred_set(url, gfal2.cred_new("BEARER", token))
+        try:
+            yield
+        finally:
+            ctx.cred_clean()
+
     def copy(
         self,
         source: str,

@@ -18,26 +18,27 @@ def _ignore_duplicate(call: Callable[[], Any]) -> None:
         call()
 
 
+def key(protocol: dict) -> tuple[str, int]:
+    return protocol["scheme"], protocol["port"]
+
+
 def _protocols(client: Any, rse: str, wanted: list[dict], existed: bool) -> None:
-    """Make the RSE's root:// protocols exactly ``wanted`` (ports and priorities change between versions)."""
-    have = (
-        {p["port"]: p for p in client.get_protocols(rse, protocol_domain="ALL") if p["scheme"] == "root"}
-        if existed
-        else {}
-    )
-    ports = {p["port"] for p in wanted}
-    stale = {p["port"] for p in wanted if p["port"] in have and have[p["port"]].get("impl") != p["impl"]}
-    for port in (set(have) - ports) | stale:
-        client.delete_protocols(rse, "root", hostname=have[port]["hostname"], port=port)
+    """Make the RSE's root:// and davs:// protocols exactly ``wanted`` (ports and priorities change between
+    versions)."""
+    found = client.get_protocols(rse, protocol_domain="ALL") if existed else []
+    have = {key(p): p for p in found if p["scheme"] in ("root", "davs")}
+    stale = {key(p) for p in wanted if key(p) in have and have[key(p)].get("impl") != p["impl"]}
+    for scheme, port in (set(have) - {key(p) for p in wanted}) | stale:
+        client.delete_protocols(rse, scheme, hostname=have[(scheme, port)]["hostname"], port=port)
     for proto in wanted:
-        old = None if proto["port"] in stale else have.get(proto["port"])
+        old = None if key(proto) in stale else have.get(key(proto))
         if old is None:
             client.add_protocol(rse, proto)
         elif any(
             (old["domains"].get(d) or {}).get(k) != v for d, ops in proto["domains"].items() for k, v in ops.items()
         ):
             client.update_protocols(
-                rse, "root", {"domains": proto["domains"]}, hostname=proto["hostname"], port=proto["port"]
+                rse, proto["scheme"], {"domains": proto["domains"]}, hostname=proto["hostname"], port=proto["port"]
             )
 
 
@@ -84,3 +85,9 @@ def apply(client: Any, topology: Topology, passwords: dict[str, str]) -> None:
                     client.add_scope(spec.name, scope)
             for rse in topology.rses:
                 client.set_local_account_limit(spec.name, rse.name, QUOTA_BYTES)
+        for name, email in [("root", "root@testbed.local"), *((a.name, a.email) for a in topology.accounts)]:
+            _ignore_duplicate(  # the account's tokens are its identity too (WLCG tokens, as the ESCAPE lake does)
+                lambda n=name, e=email: client.add_identity(
+                    n, identity=topology.token_identity(n), authtype="OIDC", email=e, default=True
+                )
+            )

@@ -91,8 +91,8 @@ class Component(ABC):
         """The foreground command line of the server."""
 
     def ready(self) -> bool:
-        """The server answers (default: every port accepts TCP on loopback)."""
-        return all(tcp_open(port) for port in self.ports())
+        """The server answers (default: every port accepts TCP where it is reached)."""
+        return all(tcp_open(port, self.settings.host(self.name)) for port in self.ports())
 
     def detail(self) -> str:
         """One line for ``status`` when running (version, address)."""

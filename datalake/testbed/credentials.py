@@ -9,6 +9,9 @@ from pathlib import Path
 
 NAMES = ("postgres", "rucio_db", "root", "datamanager", "analyst", "dmanalyst")
 TOKENS = tuple(f"transfer_{account}" for account in ("root", "datamanager", "analyst", "dmanalyst"))  # bearer tokens
+# client secrets at the token issuer: the accounts, the lake's services and Rucio (its conveyor asks for tokens)
+CLIENTS = tuple(f"client_{name}" for name in ("root", "datamanager", "analyst", "dmanalyst", "lake", "rucio"))
+ALL = (*NAMES, *TOKENS, *CLIENTS)
 
 
 def load_or_create(path: Path) -> dict[str, str]:
@@ -16,9 +19,9 @@ def load_or_create(path: Path) -> dict[str, str]:
     by a newer datalake are added to an older testbed's file."""
     if path.exists():
         known = json.loads(path.read_text())
-        if all(name in known for name in (*NAMES, *TOKENS)):
+        if all(name in known for name in ALL):
             return known
-        added = {name: secrets.token_urlsafe(18) for name in (*NAMES, *TOKENS) if name not in known}
+        added = {name: secrets.token_urlsafe(18) for name in ALL if name not in known}
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
@@ -29,7 +32,7 @@ def load_or_create(path: Path) -> dict[str, str]:
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(json.dumps({name: secrets.token_urlsafe(18) for name in (*NAMES, *TOKENS)}))
+            out.write(json.dumps({name: secrets.token_urlsafe(18) for name in ALL}))
         try:
             os.link(tmp, path)  # appears complete or not at all; the first of racing processes wins
         except FileExistsError:

@@ -1,9 +1,8 @@
-"""The testbed's Dask clusters: one scheduler and one worker per site that has an RSE, each worker tied to its
+"""The testbed's Dask cluster: one scheduler and one worker per site that has an RSE, each worker tied to its
 site by the resource ``site-<SITE>`` (``datalake worker``), so ``datalake process`` runs chunks beside the data.
 
-A cluster belongs to one account and its workers read and write storage with that account's key, as dask-gateway
-gives every user a cluster of their own: an XRootD client has one identity per process, and workers that held
-several users' keys would hand any user's task all of them. The data manager and the analyst each have one.
+The cluster is shared by every account, as a site's coffea-casa is: its workers hold no credential of their own,
+and each chunk reads and writes with the token of the user who submitted it (``storage/credentials.py``).
 """
 
 from __future__ import annotations
@@ -13,29 +12,19 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from datalake.testbed import storage_auth, topology
-from datalake.testbed.accounts import DEFAULT_ACCOUNT
 from datalake.testbed.component import Component, Context
+from datalake.testbed.pki import pki
 from datalake.testbed.processes import Launch
-from datalake.testbed.settings import HOST, TestbedSettings
 from datalake.testbed.topology import site_of
-
-CLUSTERS = {DEFAULT_ACCOUNT: 0, "analyst": 2}  # account -> port offset from the data manager's scheduler
-
-
-def scheduler_address(settings: TestbedSettings, account: str) -> str | None:
-    """The account's own cluster, or None if it has none."""
-    return f"tcp://{HOST}:{settings.dask_port + CLUSTERS[account]}" if account in CLUSTERS else None
-
-
-def dashboard_url(settings: TestbedSettings, account: str) -> str | None:
-    if account not in CLUSTERS:
-        return None
-    return f"http://{HOST}:{settings.dask_dashboard_port + CLUSTERS[account]}/status"
 
 
 def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
+
+
+def site_rse(site: str, rses: int) -> int:
+    """The index of the site's first RSE: its worker runs on that RSE's host."""
+    return next(i for i in range(1, rses + 1) if site_of(i)[0] == site)
 
 
 def sites(rses: int) -> list[str]:
@@ -48,19 +37,11 @@ def sites(rses: int) -> list[str]:
     return out
 
 
-def _suffix(account: str) -> str:
-    return "" if account == DEFAULT_ACCOUNT else f"-{account}"
-
-
 class DaskScheduler(Component):
-    def __init__(self, ctx: Context, account: str = DEFAULT_ACCOUNT) -> None:
-        super().__init__(ctx)
-        self.account = account
-        self.name = f"dask-scheduler{_suffix(account)}"
+    name = "dask-scheduler"
 
     def ports(self) -> list[int]:
-        offset = CLUSTERS[self.account]
-        return [self.settings.dask_port + offset, self.settings.dask_dashboard_port + offset]
+        return [self.settings.dask_port, self.settings.dask_dashboard_port]
 
     def launch(self) -> Launch:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -69,18 +50,18 @@ class DaskScheduler(Component):
             _bin("dask"),
             "scheduler",
             "--host",
-            HOST,
+            self.settings.bind(self.name),
             "--port",
             str(port),
             "--dashboard-address",
-            f"{HOST}:{dashboard}",
+            f"{self.settings.bind(self.name)}:{dashboard}",
             "--no-show",
         ]
         return Launch(argv=argv, cwd=self.home)
 
     def identity(self) -> dict | None:
         """The scheduler's own account of itself and its workers (its HTTP JSON route)."""
-        url = f"http://{HOST}:{self.ports()[1]}/json/identity.json"
+        url = f"http://{self.settings.host(self.name)}:{self.ports()[1]}/json/identity.json"
         try:
             with urllib.request.urlopen(url, timeout=2) as reply:
                 return json.load(reply)
@@ -93,26 +74,23 @@ class DaskScheduler(Component):
     def detail(self) -> str:
         identity = self.identity() or {}
         workers = len(identity.get("workers", {}))
-        address, dashboard = scheduler_address(self.settings, self.account), dashboard_url(self.settings, self.account)
-        return f"{self.account}'s Dask at {address}, {workers} workers, dashboard {dashboard}"
+        address, dashboard = self.settings.scheduler_address, self.settings.dashboard_url
+        return f"the shared Dask at {address}, {workers} workers, dashboard {dashboard}"
 
 
 class DaskWorker(Component):
-    """A Dask worker at one site, in one account's cluster."""
+    """A Dask worker at one site; it holds no credential: each task brings its user's token."""
 
-    def __init__(self, ctx: Context, site: str, account: str = DEFAULT_ACCOUNT) -> None:
+    needs = (DaskScheduler.name,)
+
+    def __init__(self, ctx: Context, site: str) -> None:
         super().__init__(ctx)
         self.site = site
-        self.account = account
-        self.scheduler = DaskScheduler(ctx, account)
-        self.needs = (self.scheduler.name,)
-        self.name = f"worker-{site}{_suffix(account)}"
+        self.scheduler = DaskScheduler(ctx)
+        self.name = f"worker-{site}"
 
     def ports(self) -> list[int]:
         return []
-
-    def prepare(self) -> None:
-        storage_auth.Keys(self.ctx.state).ensure(storage_auth.identities(topology.build(self.settings)))
 
     def launch(self) -> Launch:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -122,18 +100,19 @@ class DaskWorker(Component):
             "--site",
             self.site,
             "--scheduler",
-            str(scheduler_address(self.settings, self.account)),
+            self.settings.scheduler_address,
             "--name",
             self.name,
             "--nthreads",
             str(self.settings.worker_threads),
-            "--host",
-            HOST,
+            "--host",  # the site's host (in the site lake, the one its RSE runs on)
+            self.settings.host(f"xrd{site_rse(self.site, self.settings.rses)}"),
             "--local-directory",
             str(self.home),
         ]
-        keytab = storage_auth.Keys(self.ctx.state).client(self.account)  # the cluster's owner, for every task
-        env = {"XrdSecPROTOCOL": "sss", "XrdSecSSSKT": str(keytab), "RUCIO_CONFIG": ""}
+        # no credential of its own, whoever started the testbed: each task brings its user's token
+        env = {"X509_CERT_DIR": str(pki(self.ctx.state).certdir), "RUCIO_CONFIG": ""}
+        env.update({name: "" for name in ("BEARER_TOKEN", "BEARER_TOKEN_FILE", "XDG_RUNTIME_DIR")})
         return Launch(argv=argv, env=env, cwd=self.home)
 
     def ready(self) -> bool:
@@ -141,4 +120,4 @@ class DaskWorker(Component):
         return any(w.get("name") == self.name for w in identity.get("workers", {}).values())
 
     def detail(self) -> str:
-        return f"{self.account}'s Dask worker at site {self.site} (resource site-{self.site})"
+        return f"shared Dask worker at site {self.site} (resource site-{self.site})"

@@ -12,15 +12,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from datalake.catalog import Catalog, ClientConfig
 from datalake.errors import TestbedError
-from datalake.testbed import bootstrap, configs, install, storage_auth, topology
+from datalake.testbed import bootstrap, configs, install, links, topology
 from datalake.testbed.accounts import ACCOUNTS, DEFAULT_ACCOUNT
 from datalake.testbed.component import Component, Context, is_root
-from datalake.testbed.dask_cluster import CLUSTERS, DaskScheduler, DaskWorker, dashboard_url, scheduler_address, sites
+from datalake.testbed.dask_cluster import DaskScheduler, DaskWorker, sites
 from datalake.testbed.locking import exclusive
+from datalake.testbed.pki import pki
 from datalake.testbed.postgres import PG_USER, Postgres
 from datalake.testbed.processes import (
     PidRecord,
@@ -34,10 +36,12 @@ from datalake.testbed.processes import (
 )
 from datalake.testbed.rucio_server import RucioServer
 from datalake.testbed.settings import TestbedSettings
-from datalake.testbed.transfer_service import Conveyor, TransferService, pki
+from datalake.testbed.token_issuer import TokenIssuer
+from datalake.testbed.transfer_service import Conveyor, TransferService
 from datalake.testbed.xrootd import XRootD
 
 Say = Callable[[str], None]
+TOKEN_MARGIN = timedelta(minutes=30)  # `env` hands out a token good for at least this long
 MARKER = ".datalake-testbed"  # marks a state directory as ours: `down --wipe` deletes nothing else
 
 
@@ -67,22 +71,18 @@ class Testbed:
         """In start order; each component may rely on those before it."""
         return [
             Postgres(self.ctx),
+            TokenIssuer(self.ctx),
             RucioServer(self.ctx),
             *(XRootD(self.ctx, i) for i in range(1, self.settings.rses + 1)),
             *(XRootD(self.ctx, i, anonymous=True) for i in range(1, self.settings.rses + 1) if self._public(i)),
             TransferService(self.ctx),
             Conveyor(self.ctx),
-            *(comp for account in CLUSTERS for comp in self._cluster(account)),
+            DaskScheduler(self.ctx),
+            *(DaskWorker(self.ctx, site) for site in sites(self.settings.rses)),
         ]
 
     def _public(self, index: int) -> bool:
         return topology.is_public(index, self.settings.rses)
-
-    def _cluster(self, account: str) -> list[Component]:
-        return [
-            DaskScheduler(self.ctx, account),
-            *(DaskWorker(self.ctx, s, account) for s in sites(self.settings.rses)),
-        ]
 
     def component(self, name: str) -> Component:
         for comp in self.components():
@@ -188,26 +188,45 @@ class Testbed:
         name = "rucio.cfg" if account == DEFAULT_ACCOUNT else f"rucio-{account}.cfg"
         return self.settings.state / "client" / name
 
+    def token_file(self, account: str) -> Path:
+        """Where the account's current token is kept (0600): Rucio's token file and the tools' BEARER_TOKEN_FILE."""
+        return self.settings.state / "client" / "tokens" / account / "token"
+
     def write_client_configs(self) -> None:
-        """Each account's rucio.cfg, naming its storage key too (``[datalake] xrootd_keytab``)."""
-        keys = storage_auth.Keys(self.settings.state)
-        keys.ensure(storage_auth.identities(topology.build(self.settings)))
+        """Each account's rucio.cfg: its token, and the issuer client that renews it."""
         for account in ACCOUNTS:
-            token = self.settings.state / "client" / "tokens" / account / "auth_token"
+            secret = self.settings.state / "client" / "tokens" / account / "client-secret"
+            configs.write(secret, self.ctx.secrets[f"client_{account}"], private=True)
             text = configs.render(
                 "rucio-client.cfg",
                 url=self.settings.rucio_url,
                 account=account,
-                password=self.ctx.secrets[account],
-                token_file=token,
-                keytab=keys.client(account),
+                token_file=self.token_file(account),
+                issuer=self.settings.issuer_url,
+                secret_file=secret,
+                ca=pki(self.settings.state).ca,
             )
             configs.write(self.client_config(account), text, private=True)
 
     def bootstrap(self) -> None:
+        """As Rucio's administrator with its bootstrap password: the accounts' token identities come from here."""
         self.write_client_configs()
-        root = Catalog(ClientConfig.from_file(self.client_config("root"), env_account=False))
-        bootstrap.apply(root.client, topology.build(self.settings), self.ctx.secrets)
+        admin = ClientConfig(
+            rucio_host=self.settings.rucio_url,
+            auth_host=self.settings.rucio_url,
+            account="root",
+            auth_type="userpass",
+            creds={"username": "root", "password": self.ctx.secrets["root"]},
+            ca_cert=None,
+            token_file=str(self.settings.state / "client" / "tokens" / "root" / "bootstrap"),
+        )
+        bootstrap.apply(Catalog(admin).client, topology.build(self.settings), self.ctx.secrets)
+
+    def fresh_token(self, account: str) -> Path:
+        """The account's token file, renewed from the issuer unless it is good for a while yet."""
+        config = ClientConfig.from_file(self.client_config(account), env_account=False)
+        config.token_source().current(margin=TOKEN_MARGIN)
+        return self.token_file(account)
 
     def env(self, account: str = DEFAULT_ACCOUNT) -> dict[str, str]:
         """Environment after which the stock ``rucio`` CLI, XRootD tools and datalake use this testbed."""
@@ -219,16 +238,15 @@ class Testbed:
             "DATALAKE_TRANSFER_URL": self.settings.transfer_url,
             "DATALAKE_TRANSFER_CA": str(pki(self.settings.state).ca),
             "DATALAKE_TRANSFER_TOKEN": self.ctx.secrets[f"transfer_{account}"],
-            # the stock XRootD tools (xrdcp, rucio download) authenticate as this account; datalake reads the
-            # same keytab from the rucio.cfg
-            "XrdSecPROTOCOL": "sss",
-            "XrdSecSSSKT": str(storage_auth.Keys(self.settings.state).client(account)),
+            # the stock tools (rucio, xrdcp) present this account's token (WLCG Bearer Token Discovery)
+            "BEARER_TOKEN_FILE": str(self.fresh_token(account)),
+            "X509_CERT_DIR": str(pki(self.settings.state).certdir),  # the RSEs' TLS certificates (ztn needs TLS)
             # XrdCl tools started together can stall on reverse-DNS; cap the resolver's wait
             "RES_OPTIONS": "timeout:1 attempts:1",
         }
-        if scheduler := scheduler_address(self.settings, account):  # datalake process / deliver run there
-            variables["DATALAKE_SCHEDULER"] = scheduler
-            variables["DATALAKE_DASHBOARD"] = str(dashboard_url(self.settings, account))
+        # the site cluster every account's `datalake process` / `deliver` run on, each task with its user's token
+        variables["DATALAKE_SCHEDULER"] = self.settings.scheduler_address
+        variables["DATALAKE_DASHBOARD"] = self.settings.dashboard_url
         bindir = str(Path(sys.executable).parent)
         if bindir not in os.environ.get("PATH", "").split(os.pathsep):
             variables["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -283,6 +301,9 @@ class Testbed:
         for needed in map(self.component, comp.needs):
             say(f"{name}: waiting for {needed.name}")
             wait_until(needed.ready, 300, needed.name)
+        if self.settings.sites and isinstance(comp, XRootD) and not comp.anonymous:  # a site's host
+            links.shape(self.settings.link_rate)
+            say(f"{name}: the site's uplink shaped to {self.settings.link_rate}")
         comp.prepare()
         launch = comp.launch()
         proc = subprocess.Popen(launch.argv, env={**os.environ, **launch.env}, cwd=launch.cwd, **launch.identity())

@@ -1,10 +1,14 @@
-"""The testbed's small certificate authority: a CA, the transfer service's server certificate, and the client
-certificate Rucio's conveyor presents to it (``[conveyor] usercert``, certificate and key in one file, as Rucio
-passes it to requests). Made once; kept private (0600)."""
+"""The testbed's small certificate authority: a CA, one server certificate for 127.0.0.1 (the transfer service,
+the token issuer, the XRootD servers' TLS), and the client certificate Rucio's conveyor presents to the transfer
+service (``[conveyor] usercert``, certificate and key in one file, as Rucio passes it to requests). Made once; keys
+kept private (0600). The CA also comes as a hashed directory (``X509_CERT_DIR``, what XRootD clients and servers
+read) and appended to the system's bundle (what the servers' token plugin trusts: it reads only that file)."""
 
 from __future__ import annotations
 
 import datetime
+import fcntl
+import subprocess
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -12,8 +16,12 @@ from pathlib import Path
 from datalake.testbed import configs
 from datalake.testbed.settings import HOST
 
+# the hosts of the site lake (docker/compose.yaml), named for their servers: one certificate serves them all
+SITE_LAKE_HOSTS = ("postgres", "rucio", "issuer", "transfer", "dask-scheduler", *(f"xrd{i}" for i in range(1, 21)))
+
 CONVEYOR_DN = "/O=datalake testbed/CN=rucio conveyor"
 VALID_DAYS = 3650
+SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's trust store, as one file
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,33 @@ class Pki:
     def conveyor(self) -> Path:
         return self.home / "conveyor.pem"  # certificate + key
 
+    @property
+    def certdir(self) -> Path:
+        return self.home / "certificates"  # the CA under its OpenSSL subject hash
+
+    @property
+    def bundle(self) -> Path:
+        return self.home / "ca-bundle.pem"  # the system's CAs and ours
+
     def ensure(self) -> None:
+        """Make what is missing; components preparing at once (one container each) take turns."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._ensure()
+
+    def _ensure(self) -> None:
+        self._ensure_ca()
+        if not any(self.certdir.glob("*.0")):
+            self.certdir.mkdir(exist_ok=True)
+            subject = subprocess.run(
+                ["openssl", "x509", "-hash", "-noout", "-in", str(self.ca)], capture_output=True, text=True, check=True
+            )
+            configs.write(self.certdir / f"{subject.stdout.strip()}.0", self.ca.read_text())
+        system = Path(SYSTEM_BUNDLE).read_text() if Path(SYSTEM_BUNDLE).exists() else ""
+        configs.write(self.bundle, system + self.ca.read_text())
+
+    def _ensure_ca(self) -> None:
         if all(p.exists() for p in (self.ca, self.server_cert, self.server_key, self.conveyor)):
             return
         from cryptography.hazmat.primitives import serialization
@@ -53,6 +87,11 @@ class Pki:
         configs.write(self.server_key, private(key).decode(), private=True)
         configs.write(self.server_cert, cert.public_bytes(pem).decode())
         configs.write(self.conveyor, (conveyor_cert.public_bytes(pem) + private(conveyor_key)).decode(), private=True)
+
+
+def pki(state: Path) -> Pki:
+    """The testbed's PKI, in its state directory."""
+    return Pki(state / "pki")
 
 
 def _make(common_name: str, issuer_key, issuer_cert, *, ca: bool = False, server: bool = False):
@@ -81,7 +120,18 @@ def _make(common_name: str, issuer_key, issuer_cert, *, ca: bool = False, server
     )
     if server:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ip_address(HOST))]), critical=False
+            # XRootD's third-party copies name a loopback source [::ffff:127.0.0.1], and XrdTls compares that text
+            # with the DNS names (an IP address entry alone is not enough)
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    *(x509.DNSName(name) for name in SITE_LAKE_HOSTS),
+                    x509.DNSName(f"[::ffff:{HOST}]"),
+                    x509.DNSName(f"::ffff:{HOST}"),
+                    *(x509.IPAddress(ip_address(a)) for a in (HOST, "::1", f"::ffff:{HOST}")),
+                ]
+            ),
+            critical=False,
         ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     elif not ca:
         builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)

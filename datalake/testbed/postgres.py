@@ -11,7 +11,6 @@ from pathlib import Path
 from datalake.errors import TestbedError
 from datalake.testbed.component import Component, give_to, is_root
 from datalake.testbed.processes import Launch
-from datalake.testbed.settings import HOST
 
 PG_USER = "postgres"
 
@@ -80,6 +79,9 @@ class Postgres(Component):
             pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise TestbedError(f"initdb failed: {_last_line(result.stderr)}")
+        if self.settings.sites:  # Rucio connects from its own host, with the password
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write("host all all 0.0.0.0/0 scram-sha-256\n")
 
     def launch(self) -> Launch:
         return Launch(
@@ -90,7 +92,7 @@ class Postgres(Component):
                 "-p",
                 str(self.settings.pg_port),
                 "-h",
-                HOST,
+                self.settings.bind(self.name),
                 "-k",
                 str(self.home / "sockets"),
                 "-c",
@@ -100,7 +102,8 @@ class Postgres(Component):
         )
 
     def ready(self) -> bool:
-        argv = [str(self.bindir / "pg_isready"), "-q", "-h", HOST, "-p", str(self.settings.pg_port)]
+        host = self.settings.host(self.name)
+        argv = [str(self.bindir / "pg_isready"), "-q", "-h", host, "-p", str(self.settings.pg_port)]
         return subprocess.run(argv, capture_output=True).returncode == 0
 
     def detail(self) -> str:
@@ -111,7 +114,7 @@ class Postgres(Component):
         argv = [
             str(self.bindir / "psql"),
             "-h",
-            HOST,
+            self.settings.host(self.name),
             "-p",
             str(self.settings.pg_port),
             "-U",

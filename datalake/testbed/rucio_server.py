@@ -13,9 +13,9 @@ from pathlib import Path
 from datalake.errors import TestbedError
 from datalake.testbed import configs
 from datalake.testbed.component import Component
+from datalake.testbed.pki import pki
 from datalake.testbed.postgres import Postgres
 from datalake.testbed.processes import Launch, log_tail
-from datalake.testbed.settings import HOST
 
 # Runs inside the server venv: schema + base VO + root account, as Rucio's reset_database.py does,
 # but without dropping anything (only used on a fresh database).
@@ -52,9 +52,32 @@ class RucioServer(Component):
     def python(self) -> Path:
         return self.settings.server_venv / "bin" / "python"
 
+    @property
+    def idpsecrets(self) -> Path:
+        return self.home / "idpsecrets.json"
+
     def env(self) -> dict[str, str]:
         policy = files("datalake.testbed").joinpath("rucio_policy")  # datalake_policy, Rucio's policy package
-        return {"RUCIO_CONFIG": str(self.config), "RUCIO_HOME": str(self.home), "PYTHONPATH": str(policy)}
+        return {
+            "RUCIO_CONFIG": str(self.config),
+            "RUCIO_HOME": str(self.home),
+            "PYTHONPATH": str(policy),
+            # the token issuer's https (discovery, keys) is checked against the system's CAs and the testbed's
+            "REQUESTS_CA_BUNDLE": str(pki(self.ctx.state).bundle),
+        }
+
+    def write_idpsecrets(self) -> None:
+        """Rucio's view of the issuer: Rucio is its client ``rucio`` (the conveyor's tokens come from there).
+        Rucio 41 loads an issuer only with a SCIM block and redirect URIs, though neither is used here."""
+        secret = self.ctx.secrets["client_rucio"]
+        issuer = {
+            "issuer": self.settings.issuer_url,
+            "client_id": "rucio",
+            "client_secret": secret,
+            "redirect_uris": [f"{self.settings.rucio_url}/auth/oidc_token"],
+            "SCIM": {"client_id": "rucio", "client_secret": secret},
+        }
+        configs.write(self.idpsecrets, json.dumps({"testbed": issuer}, indent=1), private=True)
 
     def prepare(self) -> None:
         found = sorted(self.settings.server_venv.glob("lib/python3*/site-packages/rucio/db/sqla/migrate_repo"))
@@ -63,13 +86,19 @@ class RucioServer(Component):
                 f"Rucio server venv incomplete at {self.settings.server_venv}; run: datalake testbed install"
             )
         migrations = found[-1]
-        values = {"db_password": self.ctx.secrets["rucio_db"], "pg_port": self.settings.pg_port}
+        values = {
+            "db_password": self.ctx.secrets["rucio_db"],
+            "pg_host": self.settings.host("postgres"),
+            "pg_port": self.settings.pg_port,
+        }
         alembic = configs.write(
             self.home / "alembic.ini", configs.render("alembic.ini", migrations=migrations, **values), private=True
         )
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         self.access_log.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(self.access_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        pki(self.ctx.state).ensure()
+        self.write_idpsecrets()
         configs.write(
             self.config,
             configs.render(
@@ -77,7 +106,8 @@ class RucioServer(Component):
                 root_password=self.ctx.secrets["root"],
                 alembic_ini=alembic,
                 logdir=self.home / "logs",
-                conveyor_cert=self.ctx.state / "pki" / "conveyor.pem",
+                conveyor_cert=pki(self.ctx.state).conveyor,
+                idpsecrets=self.idpsecrets,
                 **values,
             ),
             private=True,
@@ -105,7 +135,7 @@ class RucioServer(Component):
             argv=[
                 str(gunicorn),
                 "-b",
-                f"{HOST}:{self.settings.rest_port}",
+                f"{self.settings.bind(self.name)}:{self.settings.rest_port}",
                 "-w",
                 "2",
                 "--threads",

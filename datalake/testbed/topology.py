@@ -19,6 +19,10 @@ SITES = [
     ("NIKHEF", "NL", 2),
 ]
 XROOTD_PREFIX = "//rucio"
+# Rucio's own protocols: root sends the client's token (a JWT) with ztn, gfal2 (davs) as a bearer token, so the
+# stock client needs nothing of ours (Rucio's webdav protocol speaks https://, not davs://)
+IMPL = {"root": "rucio.rse.protocols.xrootd.Default", "davs": "rucio.rse.protocols.gfal.Default"}
+TOKEN_BASE_PATH = "/" + XROOTD_PREFIX.strip("/")  # WLCG token scopes name paths below it
 EXPERIMENT_SCOPES = ("collider", "darkmatter", "gammaray")  # one scope per demo experiment
 QUOTA_BYTES = 10**12
 
@@ -26,32 +30,40 @@ QUOTA_BYTES = 10**12
 @dataclass(frozen=True)
 class RseSpec:
     name: str
-    port: int  # the authenticated (sss) door: every operation
+    port: int  # the token door: every operation
     attributes: dict[str, str | int | bool]
     anon_port: int | None = None  # a public RSE's anonymous read-only door to the same files
+    host: str = HOST  # where its doors are reached (the site's host in the site lake)
 
     def protocols(self) -> list[dict]:
         """Rucio protocol entries (priority 1 is preferred; None: not offered, since Rucio 41 takes 0 as a
-        priority): reads of a public RSE go through its anonymous door, everything else through the sss door."""
-        doors: list[tuple[int, dict[str, int | None]]] = [
-            (self.port, {"read": 1 if self.anon_port is None else 2, "write": 1, "delete": 1})
+        priority). Reads, writes and deletes go over root:// through the token door (a public RSE's reads through
+        its anonymous door first); third-party copies over davs:// on the same door, since Rucio's FTS3
+        transfertool sends per-file tokens only when every endpoint of a transfer is davs."""
+        public = self.anon_port is not None
+        doors: list[tuple[str, int, dict[str, int | None], int | None]] = [
+            ("root", self.port, {"read": 2 if public else 1, "write": 1, "delete": 1}, 2),
+            ("davs", self.port, {"read": 3 if public else 2, "write": 2, "delete": 2}, 1),
         ]
         if self.anon_port is not None:
-            doors.append((self.anon_port, {"read": 1, "write": None, "delete": None}))
+            doors.append(("root", self.anon_port, {"read": 1, "write": None, "delete": None}, 3))
         return [
             {
-                "scheme": "root",
-                "hostname": HOST,
+                "scheme": scheme,
+                "hostname": self.host,
                 "port": port,
-                "prefix": XROOTD_PREFIX,
-                # Rucio's xrootd.Default, minus its forced GSI: the account's sss key (XrdSecSSSKT) is used
-                "impl": "datalake_policy.xrootd.Default",
+                "prefix": XROOTD_PREFIX if scheme == "root" else TOKEN_BASE_PATH + "/",
+                "impl": IMPL[scheme],
                 "domains": {
                     "lan": ops,
-                    "wan": {**ops, "third_party_copy_read": ops["read"], "third_party_copy_write": ops["write"]},
+                    "wan": {
+                        **ops,
+                        "third_party_copy_read": tpc,
+                        "third_party_copy_write": tpc if ops["write"] is not None else None,
+                    },
                 },
             }
-            for port, ops in doors
+            for scheme, port, ops, tpc in doors
         ]
 
 
@@ -68,6 +80,12 @@ class Topology:
     rses: list[RseSpec]
     distances: dict[tuple[str, str], int]
     accounts: list[AccountSpec]
+    issuer: str = ""  # the token issuer whose tokens are the accounts' identities
+
+    def token_identity(self, account: str) -> str:
+        """The identity Rucio derives from a token of this account (``sub`` = the account at the testbed's
+        issuer): ``rucio-admin identity add --type OIDC --id`` takes it."""
+        return f"SUB={account}, ISS={self.issuer}"
 
 
 # the data manager may register (``data-manager``, read by datalake_policy) and belongs to every collaboration
@@ -96,9 +114,14 @@ def build(settings: TestbedSettings) -> Topology:
             "access": access,
             "xrootd": True,
             "fts": settings.transfer_url,  # Rucio's conveyor hands this RSE's transfers to our service
+            # token scopes name paths below this (storage.read:/collider is /rucio/collider), as the storage's
+            # SciTokens base_path does: Rucio's transfertool and datalake share build scopes from it
+            "oidc_base_path": TOKEN_BASE_PATH,
+            "oidc_support": True,  # ... and transfers between davs doors carry them, per file
         }
         anon = settings.xrootd_anon_port(i) if access == "public" else None
-        rses.append(RseSpec(name=f"XRD{i}", port=settings.xrootd_port(i), attributes=attributes, anon_port=anon))
+        spec = RseSpec(f"XRD{i}", settings.xrootd_port(i), attributes, anon, settings.host(f"xrd{i}"))
+        rses.append(spec)
     distances = {(a.name, b.name): distance(a.attributes, b.attributes) for a in rses for b in rses if a.name != b.name}
     accounts = [
         AccountSpec("datamanager", (*EXPERIMENT_SCOPES, "user.datamanager"), "dm@testbed.local", DATA_MANAGER),
@@ -107,7 +130,7 @@ def build(settings: TestbedSettings) -> Topology:
         # an analyst of another collaboration (dark matter): refused where the collider analyst is let in
         AccountSpec("dmanalyst", ("user.dmanalyst",), "dmanalyst@testbed.local", {"group.darkmatter": "True"}),
     ]
-    return Topology(rses=rses, distances=distances, accounts=accounts)
+    return Topology(rses=rses, distances=distances, accounts=accounts, issuer=settings.issuer_url)
 
 
 def distance(a: dict, b: dict) -> int:

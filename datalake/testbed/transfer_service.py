@@ -1,37 +1,31 @@
 """The testbed's transfer service (``datalake transfer serve``) and Rucio's conveyor daemons that drive it.
 
 The service speaks https with the testbed's own CA: Rucio's FTS3 transfertool then presents its ``[conveyor]
-usercert``, which the service maps to the account ``rucio``; users' tools use bearer tokens (``testbed env``).
+usercert``, which the service maps to the account ``rucio``; users' tools use bearer tokens: the issuer's WLCG
+tokens, or the service's own (``testbed env``).
 """
 
 from __future__ import annotations
 
-import json
-import ssl
 import sys
 import time
-import urllib.request
 from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
-from datalake.testbed import configs, storage_auth, topology
+from datalake.testbed import configs, storage_auth
 from datalake.testbed.accounts import ACCOUNTS
 from datalake.testbed.component import Component
-from datalake.testbed.pki import CONVEYOR_DN, Pki
+from datalake.testbed.pki import CONVEYOR_DN, pki
 from datalake.testbed.processes import Launch
 from datalake.testbed.rucio_server import RucioServer
-from datalake.testbed.settings import HOST
-
-
-def pki(state: Path) -> Pki:
-    return Pki(state / "pki")
+from datalake.testbed.token_issuer import ANY_AUDIENCE, RUCIO_CLIENT
 
 
 class TransferService(Component):
     name = "transfer"
-    needs = ()
+    needs = ("issuer",)  # its own storage token comes from there before it serves
 
     def ports(self) -> list[int]:
         return [self.settings.service_port]
@@ -45,34 +39,43 @@ class TransferService(Component):
 
         certs = pki(self.ctx.state)
         certs.ensure()
-        keys = storage_auth.Keys(self.ctx.state)
-        keys.ensure(storage_auth.identities(topology.build(self.settings)))
+        lake_secret = self.ctx.secrets[f"client_{storage_auth.LAKE}"]
         settings = {
-            "host": HOST,
+            "host": self.settings.bind(self.name),
             "port": self.settings.service_port,
             "database": str(self.home / "transfers.db"),
             "tls": {"cert": str(certs.server_cert), "key": str(certs.server_key), "ca": str(certs.ca)},
             "certificates": {CONVEYOR_DN: "rucio"},
             "submitters": ["rucio", "root", "datamanager"],  # the analyst's token may only look
             "tokens": {account: digest(self.ctx.secrets[f"transfer_{account}"]) for account in ACCOUNTS},
-            "xrootd_keytab": str(keys.client(storage_auth.LAKE)),  # every copy it makes is the lake's
+            # the issuer's WLCG tokens too: the accounts', and Rucio's (its FTS3 transfertool asks for aud = host)
+            "oidc": {
+                "issuer": self.settings.issuer_url,
+                "audiences": [ANY_AUDIENCE, self.settings.transfer_url, self.settings.host(self.name)],
+                "accounts": {name: name for name in (*ACCOUNTS, RUCIO_CLIENT)},
+                "ca": str(certs.ca),
+            },
+            # every copy it makes is the lake's: its own WLCG token (the issuer's client "lake"), renewed
+            "storage_token": {
+                "issuer": self.settings.issuer_url,
+                "client_id": storage_auth.LAKE,
+                "secret_file": str(configs.write(self.home / "client-secret", lake_secret, private=True)),
+                "file": str(self.home / "token"),
+                "ca": str(certs.ca),
+            },
         }
         configs.write(self.config, yaml.safe_dump(settings, sort_keys=False))
 
     def launch(self) -> Launch:
         argv = [str(Path(sys.executable).parent / "datalake"), "transfer", "serve", "--config", str(self.config)]
-        return Launch(argv=argv, cwd=self.home)
+        return Launch(argv=argv, env={"X509_CERT_DIR": str(pki(self.ctx.state).certdir)}, cwd=self.home)
 
     def ready(self) -> bool:
         return self.version() is not None
 
     def version(self) -> str | None:
-        context = ssl.create_default_context(cafile=str(pki(self.ctx.state).ca))
-        try:
-            with urllib.request.urlopen(f"{self.settings.transfer_url}/", timeout=2, context=context) as reply:
-                return json.load(reply).get("version")
-        except (OSError, ValueError):
-            return None
+        found = configs.https_json(f"{self.settings.transfer_url}/", pki(self.ctx.state).ca)
+        return found.get("version") if found else None
 
     def detail(self) -> str:
         return f"datalake {self.version() or '?'} at {self.settings.transfer_url} (FTS3 REST API)"

@@ -1,8 +1,9 @@
 """Who is calling the transfer service (pure): a bearer token, or a client certificate the TLS layer verified.
 
 Rucio's conveyor authenticates to FTS3 over https with its ``[conveyor] usercert`` (certificate and key in one
-file), or with an OIDC bearer token; other clients (``datalake transfer status``, scripts) use a token. Tokens are
-configured as SHA-256 digests, so the service's config holds no secret. Anonymous calls are refused unless the
+file), or with an OIDC bearer token; other clients (``datalake transfer status``, FTS3's CLI, scripts) use a token:
+a WLCG token (JWT) of the configured issuer, checked by ``oidc.py``, or one of the service's own tokens, configured
+as SHA-256 digests, so the service's config holds no secret. Anonymous calls are refused unless the
 config allows them, and even then only from loopback.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -26,6 +28,7 @@ class AuthSettings:
     token_digests: dict[str, str]  # account -> sha256 hex of its token
     certificate_accounts: dict[str, str]  # subject DN -> account; a certificate not listed is refused
     allow_anonymous: bool = False  # honoured only for loopback callers
+    verify_jwt: Callable[[str], Identity | str] | None = None  # WLCG tokens of the configured issuer (oidc.py)
 
 
 def digest(token: str) -> str:
@@ -40,6 +43,8 @@ def identify(
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return "the Authorization header must be 'Bearer <token>'"
+        if settings.verify_jwt is not None and token.strip().count(".") == 2:  # a JWT: its issuer's signature decides
+            return settings.verify_jwt(token.strip())
         wanted = digest(token.strip())
         for account, known in settings.token_digests.items():
             if hmac.compare_digest(wanted, known.lower()):

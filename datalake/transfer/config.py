@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from datalake.errors import ConfigError
-from datalake.storage import identity as storage_identity
+from datalake.tokens.client import ClientCredentials
+from datalake.tokens.source import TokenFile, read_secret
 from datalake.transfer.auth import AuthSettings
 from datalake.transfer.engine import EngineSettings
 from datalake.transfer.optimizer import Settings as OptimizerSettings
@@ -24,6 +25,26 @@ class TLS(BaseModel):
     cert: Path  # the service's certificate (PEM)
     key: Path  # its private key (PEM)
     ca: Path | None = None  # CA (PEM file or directory) signing client certificates; None: no certs
+
+
+class OIDC(BaseModel):
+    """The issuer whose WLCG tokens the service takes (as FTS3 trusts its IAM)."""
+
+    issuer: str  # its URL, as the tokens' ``iss`` names it
+    audiences: list[str] = Field(min_length=1)  # a token's ``aud`` must name one of these
+    accounts: dict[str, str] = Field(default_factory=dict)  # token subject -> account; other subjects are refused
+    ca: Path | None = None  # a CA file for a private issuer's https
+
+
+class StorageToken(BaseModel):
+    """The service's own WLCG token for the storage (FTS3's robot credential): obtained from the issuer with the
+    client-credentials grant and renewed in ``file`` for as long as the service runs."""
+
+    issuer: str
+    client_id: str
+    secret_file: Path  # 0600
+    file: Path  # where the current token is kept (0600)
+    ca: Path | None = None  # a CA file for a private issuer's https
 
 
 class ServiceSettings(BaseSettings):
@@ -38,7 +59,8 @@ class ServiceSettings(BaseSettings):
     certificates: dict[str, str] = Field(default_factory=dict)  # subject DN -> account (others refused)
     submitters: list[str] = Field(default_factory=list)  # accounts that may submit and change any job ([]: all)
     allow_anonymous: bool = False  # loopback callers without credentials (a local testbed over http only)
-    xrootd_keytab: Path | None = None  # the service's own storage identity (sss), for every copy it makes
+    oidc: OIDC | None = None  # WLCG tokens (JWTs) of this issuer are credentials too
+    storage_token: StorageToken | None = None  # its own WLCG token, for every copy it makes (else BEARER_TOKEN*)
     # the engine
     stream_below: int = Field(default=EngineSettings.stream_below, ge=0)  # bytes: smaller streamed, larger TPC
     max_active: int = Field(default=64, ge=1, le=1024)  # transfers at once over all links
@@ -77,9 +99,27 @@ class ServiceSettings(BaseSettings):
             raise ValueError("allow_anonymous is only allowed when the service listens on loopback")
         return self
 
+    def storage_token_file(self) -> TokenFile | None:
+        """The service's own renewed token, when configured (``storage_token``)."""
+        if self.storage_token is None:
+            return None
+        token = self.storage_token
+        ca = str(token.ca) if token.ca else None
+        client = ClientCredentials(token.issuer, token.client_id, read_secret(token.secret_file), ca)
+        return TokenFile(token.file, client)
+
     def auth(self) -> AuthSettings:
+        verify = None
+        if self.oidc is not None:
+            from datalake.transfer.oidc import TokenVerifier
+
+            oidc = self.oidc
+            verify = TokenVerifier(oidc.issuer, oidc.audiences, oidc.accounts, str(oidc.ca) if oidc.ca else None)
         return AuthSettings(
-            token_digests=self.tokens, certificate_accounts=self.certificates, allow_anonymous=self.allow_anonymous
+            token_digests=self.tokens,
+            certificate_accounts=self.certificates,
+            allow_anonymous=self.allow_anonymous,
+            verify_jwt=verify,
         )
 
     def engine(self) -> EngineSettings:
@@ -124,8 +164,11 @@ def load(path: Path | None, **overrides: Any) -> ServiceSettings:
             return p if p.is_absolute() else (base / p).resolve()
 
         update: dict[str, Any] = {"database": rooted(settings.database)} if database_from_file(overrides) else {}
-        if settings.xrootd_keytab:
-            update["xrootd_keytab"] = rooted(settings.xrootd_keytab)
+        if settings.storage_token:
+            token = settings.storage_token
+            update["storage_token"] = token.model_copy(
+                update={"secret_file": rooted(token.secret_file), "file": rooted(token.file)}
+            )
         if settings.tls:
             tls = settings.tls
             update["tls"] = TLS(cert=rooted(tls.cert), key=rooted(tls.key), ca=rooted(tls.ca) if tls.ca else None)
@@ -134,8 +177,8 @@ def load(path: Path | None, **overrides: Any) -> ServiceSettings:
         for what, file in (("cert", settings.tls.cert), ("key", settings.tls.key), ("ca", settings.tls.ca)):
             if file is not None and not file.exists():
                 raise ConfigError(f"transfer service setting tls.{what}: {file} does not exist")
-    if settings.xrootd_keytab:
-        storage_identity.read(settings.xrootd_keytab)  # a bad keytab is one line now, not a failed copy later
+    if settings.storage_token:
+        read_secret(settings.storage_token.secret_file)  # a missing or open secret file is one line now
     return settings
 
 

@@ -139,12 +139,17 @@ class Engine:
         to the queue. A source that is missing, corrupt, unreachable or refused moves on to the next source; the
         file is retried later only when every source failed and one of them might work then."""
         spec = row.spec
-        size = spec.filesize or 0
         try:
             backend = self.storages.for_urls(*spec.sources, spec.destination)
         except DatalakeError as err:  # no backend for the scheme: the job cannot run here
             self.store.finish(row.file_id, FAILED, str(err))
             return False, 0
+        with backend.bearing(spec.tokens):  # the tokens Rucio sent for this file's URLs, if any
+            return self._copy(backend, row)
+
+    def _copy(self, backend: Backend, row: FileRow) -> tuple[bool | None, int]:
+        spec = row.spec
+        size = spec.filesize or 0
         if row.state == RECHECK and self._already_there(backend, row):
             self.store.finish(row.file_id, FINISHED, "complete at the destination after a restart", size=size)
             return True, size

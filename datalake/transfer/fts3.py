@@ -11,13 +11,14 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from datalake.transfer.model import FileSpec, JobSpec
 from datalake.transfer.store import FileRow
 
 API_VERSION = {"major": 3, "minor": 12, "patch": 0}  # the FTS3 REST API level we answer as
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"  # what Rucio's poller parses (UTC, no zone)
+MAX_TOKEN = 8192  # characters of one storage token (a JWT; XRootD itself sends at most 4096)
 MAX_FILES = 10_000  # per job: larger submissions are refused with 400 rather than stored half-way
 ChecksumMode = Literal["none", "source", "target", "both"]
 
@@ -31,12 +32,35 @@ class SubmittedFile(BaseModel):
     checksum: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     activity: str = "default"
+    # Rucio's FTS3 transfertool with tokens: one per source (a failed request is null), one for the destination
+    source_tokens: list[str | None] | None = None
+    destination_tokens: list[str | None] | None = Field(default=None, max_length=1)
+
+    @model_validator(mode="after")
+    def _tokens_match_urls(self) -> SubmittedFile:
+        if self.source_tokens is not None and len(self.source_tokens) != len(self.sources):
+            raise ValueError(f"source_tokens has {len(self.source_tokens)} entries for {len(self.sources)} sources")
+        for token in [*(self.source_tokens or ()), *(self.destination_tokens or ())]:
+            if token is not None and not 0 < len(token) <= MAX_TOKEN:
+                raise ValueError(f"a token of {len(token)} characters (at most {MAX_TOKEN})")
+        return self
+
+    def tokens(self) -> dict[str, str]:
+        """URL -> token, for the URLs that come with one."""
+        pairs = [*zip(self.sources, self.source_tokens or (), strict=False)]
+        pairs += [*zip(self.destinations, self.destination_tokens or (), strict=False)]
+        return {url: token for url, token in pairs if token}
+
+    @field_validator("metadata", "activity", mode="before")
+    @classmethod
+    def _unset(cls, value: Any, info: Any) -> Any:  # FTS3's own client sends null for what it was not given
+        return ({} if info.field_name == "metadata" else "default") if value is None else value
 
     @field_validator("checksum")
     @classmethod
     def _checksum(cls, value: str | None) -> str | None:
-        if value in (None, "", "None"):
-            return None
+        if value in (None, "", "None") or (value or "").strip().lower() in ("adler32", "md5"):
+            return None  # no expected value (FTS3's client sends the bare algorithm when given none)
         algorithm, sep, digest = value.partition(":")
         hexdigits = set("0123456789abcdefABCDEF")
         if not sep or algorithm.strip().lower() not in ("adler32", "md5") or not set(digest.strip()) <= hexdigits:
@@ -65,10 +89,17 @@ class SubmittedParams(BaseModel):
     id_generator: Literal["standard", "deterministic"] = "standard"
     sid: str | None = None
 
-    @field_validator("priority")
+    @field_validator("priority", mode="before")
     @classmethod
-    def _priority(cls, value: int) -> int:
-        return clamp_priority(value)
+    def _priority(cls, value: Any) -> Any:
+        return 3 if value is None else clamp_priority(value) if isinstance(value, int) else value
+
+    @field_validator("verify_checksum", mode="before")
+    @classmethod
+    def _checksum_letter(cls, value: Any) -> Any:
+        """FTS3's own client sends one letter: n(one), s(ource), t(arget), b(oth)."""
+        letters = {"n": "none", "s": "source", "t": "target", "b": "both"}
+        return letters.get(value, value) if isinstance(value, str) else value
 
     @field_validator("multihop")
     @classmethod
@@ -109,6 +140,7 @@ def to_job(submission: Submission, default_retry: int) -> JobSpec:
             checksum=f.checksum,
             metadata=f.metadata,
             activity=f.activity or "default",
+            tokens=f.tokens(),
         )
         for f in submission.files
     )

@@ -21,6 +21,8 @@ class FileSpec:
     checksum: str | None = None  # "ADLER32:0a1b2c3d" (or "MD5:..."), FTS3 style
     metadata: dict[str, Any] = field(default_factory=dict)  # echoed back: Rucio keeps its request id here
     activity: str = "default"
+    # URL -> the WLCG token to present there (Rucio's source_tokens / destination_tokens); never shown
+    tokens: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def link(self) -> str:
         """The link this file travels: source RSE -> destination RSE when Rucio says so, else the hosts."""

@@ -7,6 +7,7 @@ table, so a route's handler is read here without knowing how the app is put toge
 from __future__ import annotations
 
 import logging
+import platform
 import re
 import threading
 from collections import Counter
@@ -20,6 +21,7 @@ import datalake
 from datalake.transfer import auth, fts3
 from datalake.transfer.config import ServiceSettings
 from datalake.transfer.engine import Engine
+from datalake.transfer.model import ACTIVE, SUBMITTED
 from datalake.transfer.store import DuplicateJob, Store
 
 log = logging.getLogger("datalake.transfer.service")  # the service's name in its log, whichever module logs
@@ -228,6 +230,40 @@ def status(store: Store, ids: str) -> Response:
     return answer([fts3.render_job(job) if (job := store.job(i)) else fts3.not_found(i) for i in wanted])
 
 
+UNFINISHED = (SUBMITTED, ACTIVE)  # what `fts-rest-transfer-list` shows unless asked for other states
+
+
+def listing(store: Store) -> Response:
+    """``GET /jobs``: the newest jobs, as ``fts-rest-transfer-list`` asks: ``user_dn``/``vo_name`` (the account
+    here), ``state_in`` (default: the unfinished ones), ``limit`` (default 100)."""
+    wanted = [request.args.get(k) for k in ("user_dn", "vo_name") if request.args.get(k)]
+    states = {s for s in request.args.get("state_in", ",".join(UNFINISHED)).split(",") if s}
+    try:
+        limit = max(1, min(int(request.args.get("limit", "100")), 1000))
+    except ValueError:
+        return refuse(400, "limit must be a whole number")
+    jobs = (store.job(job_id) for job_id in store.recent(wanted, limit * 10))
+    shown = [fts3.render_job(job) for job in jobs if job is not None and job["state"] in states]
+    return reply(shown[:limit], 200)
+
+
+def job_files(store: Store, job_id: str) -> Response:
+    """``GET /jobs/<id>/files``: the job's files (``fts-rest-transfer-status -j``)."""
+    job = store.job(job_id)
+    return reply(fts3.render_job(job)["files"], 200) if job else refuse(404, fts3.not_found(job_id)["http_message"])
+
+
+def job_data_management(store: Store, job_id: str) -> Response:
+    """``GET /jobs/<id>/dm``: deletions and stagings of the job, of which this service runs none."""
+    return reply([], 200) if store.job(job_id) else refuse(404, fts3.not_found(job_id)["http_message"])
+
+
+def hosts(engine: Engine) -> Response:
+    """``GET /status/hosts``: this service's active transfers, as FTS3 answers per host."""
+    active = sum(int(link.get("active", 0)) for link in engine.metrics().values())
+    return reply({platform.node() or "localhost": {"active": active, "staging": 0}}, 200)
+
+
 def cancel(store: Store, settings: ServiceSettings, ids: str) -> Response:
     """``DELETE /jobs/<ids>``: all or nothing, so a refusal must not leave the others cancelled."""
     wanted = job_ids(ids)
@@ -245,6 +281,26 @@ def cancel(store: Store, settings: ServiceSettings, ids: str) -> Response:
             store.cancel(job_id)
             answers.append(fts3.render_job(store.job(job_id)))
     return answer(answers)
+
+
+def cancel_files(store: Store, settings: ServiceSettings, job_id: str, file_ids: str) -> Response:
+    """``DELETE /jobs/<id>/files/<file ids>`` (``fts-rest-transfer-cancel JOB:1,2``): what has not started is
+    cancelled; the answer is each file's state, one string for one file, as FTS3 answers."""
+    try:
+        wanted = [int(i) for i in file_ids.split(",") if i.strip()]
+    except ValueError:
+        return refuse(400, "file ids are whole numbers separated by commas")
+    job = store.job(job_id)
+    if job is None:
+        return refuse(404, fts3.not_found(job_id)["http_message"])
+    if not may_change(caller(), job, settings):
+        return refuse(403, f"job {job_id} belongs to {job['job']['account']}")
+    states = store.cancel_files(job_id, wanted)
+    missing = [i for i in wanted if i not in states]
+    if missing:
+        return refuse(404, f"job {job_id} has no file {missing[0]}")
+    answers = [states[i] for i in wanted]
+    return reply(answers[0] if len(answers) == 1 else answers, 200)
 
 
 def modify(store: Store, settings: ServiceSettings, job_id: str) -> Response:

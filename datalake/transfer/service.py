@@ -54,8 +54,13 @@ def create_app(store: Store, engine: Engine, settings: ServiceSettings) -> Flask
         ("GET", "/", routes.version),
         ("GET", "/whoami", partial(routes.whoami, base_id=base_id)),
         ("POST", "/jobs", partial(routes.submit, store=store, engine=engine, settings=settings, base_id=base_id)),
+        ("GET", "/jobs", partial(routes.listing, store=store)),
         ("GET", "/jobs/<ids>", partial(routes.status, store=store)),
+        ("GET", "/jobs/<job_id>/files", partial(routes.job_files, store=store)),
+        ("GET", "/jobs/<job_id>/dm", partial(routes.job_data_management, store=store)),
+        ("GET", "/status/hosts", partial(routes.hosts, engine=engine)),
         ("DELETE", "/jobs/<ids>", partial(routes.cancel, store=store, settings=settings)),
+        ("DELETE", "/jobs/<job_id>/files/<file_ids>", partial(routes.cancel_files, store=store, settings=settings)),
         ("POST", "/jobs/<job_id>", partial(routes.modify, store=store, settings=settings)),
         ("GET", "/metrics", partial(routes.metrics, engine=engine, settings=settings, answered=answered)),
     ]
@@ -84,6 +89,33 @@ def tls_adapter(settings: ServiceSettings):
     return adapter
 
 
+def accept_double_slashes(server: Any) -> None:
+    """FTS3's own client (``fts-rest-*``) joins its endpoint and paths with a slash too many (``GET //whoami``),
+    which FTS3's server takes but cheroot refuses as an absolute URI before the app sees it: collapse the leading
+    slashes of the request line's path."""
+    from cheroot import server as cheroot_server
+
+    class Request(cheroot_server.HTTPRequest):
+        def read_request_line(self) -> Any:
+            readline = self.rfile.readline
+
+            def first_line(*args: Any, **kwargs: Any) -> bytes:
+                line = readline(*args, **kwargs)
+                method, space, rest = line.partition(b" ")
+                return method + b" /" + rest.lstrip(b"/") if space and rest.startswith(b"//") else line
+
+            self.rfile.readline = first_line
+            try:
+                return super().read_request_line()
+            finally:
+                del self.rfile.readline
+
+    class Connection(cheroot_server.HTTPConnection):
+        RequestHandlerClass = Request
+
+    server.ConnectionClass = Connection
+
+
 def serve(settings: ServiceSettings, ready: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT: take the database (one service per database), bind the port, open the store
     (in-flight files from a killed run come back to be re-checked), start the engine, answer requests; on the way
@@ -103,6 +135,7 @@ def serve(settings: ServiceSettings, ready: threading.Event | None = None) -> No
             numthreads=settings.threads,
             server_name="datalake-transfer",
         )
+        accept_double_slashes(server)
         if settings.tls:
             server.ssl_adapter = tls_adapter(settings)
         try:

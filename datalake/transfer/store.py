@@ -9,6 +9,7 @@ was copied and verified is copied twice.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -53,7 +54,8 @@ CREATE TABLE IF NOT EXISTS files (
     source_used TEXT,
     start_time REAL,
     finish_time REAL,
-    transferred INTEGER NOT NULL DEFAULT 0
+    transferred INTEGER NOT NULL DEFAULT 0,
+    tokens TEXT
 );
 CREATE TABLE IF NOT EXISTS service (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS files_by_state ON files(state, next_try);
@@ -87,7 +89,13 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._local = threading.local()
+        if self.path != ":memory:":  # it holds the files' storage tokens until they are done: private
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.chmod(self.path, 0o600)
         self._db().executescript(SCHEMA)
+        columns = {r["name"] for r in self._db().execute("PRAGMA table_info(files)")}
+        if "tokens" not in columns:  # a database from before per-file tokens
+            self._db().execute("ALTER TABLE files ADD COLUMN tokens TEXT")
         with self._tx() as db:
             # in flight when the last service stopped: look at the destination before anything else
             db.execute("UPDATE files SET state = ? WHERE state = ?", (RECHECK, ACTIVE))
@@ -146,8 +154,8 @@ class Store:
                 ),
             )
             db.executemany(
-                "INSERT INTO files (job_id, sources, destination, filesize, checksum, metadata, activity, link, state)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO files (job_id, sources, destination, filesize, checksum, metadata, activity, link, state,"
+                " tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         job_id,
@@ -159,6 +167,7 @@ class Store:
                         f.activity,
                         f.link(),
                         SUBMITTED,
+                        json.dumps(f.tokens) if f.tokens else None,
                     )
                     for f in job.files
                 ],
@@ -176,6 +185,12 @@ class Store:
         meta = {**dict(job), "job_metadata": json.loads(job["job_metadata"])}
         return {"job": meta, "files": files, "state": job_state([f.state for f in files], bool(job["cancelled"]))}
 
+    def recent(self, accounts: list[str], limit: int) -> list[str]:
+        """Ids of the newest jobs (of ``accounts`` only, if any are named), newest first."""
+        where = f"WHERE account IN ({','.join('?' * len(accounts))})" if accounts else ""
+        sql = f"SELECT job_id FROM jobs {where} ORDER BY submitted DESC LIMIT ?"
+        return [row["job_id"] for row in self._db().execute(sql, (*accounts, limit)).fetchall()]
+
     def cancel(self, job_id: str) -> bool:
         """Cancel what has not started; returns False if the job does not exist."""
         with self._tx() as db:
@@ -183,11 +198,29 @@ class Store:
                 return False
             db.execute("UPDATE jobs SET cancelled = 1 WHERE job_id = ?", (job_id,))
             db.execute(
-                "UPDATE files SET state = ?, reason = 'cancelled by the submitter', finish_time = ? "
+                "UPDATE files SET state = ?, reason = 'cancelled by the submitter', finish_time = ?, tokens = NULL "
                 "WHERE job_id = ? AND state = ?",
                 (CANCELED, time.time(), job_id, SUBMITTED),
             )
         return True
+
+    def cancel_files(self, job_id: str, file_ids: list[int]) -> dict[int, str]:
+        """Cancel those of the job's files that have not started; returns each named file's state after (a file
+        not of this job is absent)."""
+        with self._tx() as db:
+            for file_id in file_ids:
+                changed = db.execute(
+                    "UPDATE files SET state = ?, reason = 'cancelled by the submitter', finish_time = ?, tokens = NULL "
+                    "WHERE job_id = ? AND file_id = ? AND state = ?",
+                    (CANCELED, time.time(), job_id, file_id, SUBMITTED),
+                ).rowcount
+                if changed:
+                    self._close_job(db, file_id)
+            marks = ",".join("?" * len(file_ids))
+            rows = db.execute(
+                f"SELECT file_id, state FROM files WHERE job_id = ? AND file_id IN ({marks})", (job_id, *file_ids)
+            ).fetchall()
+        return {row["file_id"]: row["state"] for row in rows}
 
     def cancelled(self, job_id: str) -> bool:
         row = self._db().execute("SELECT cancelled FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -234,8 +267,8 @@ class Store:
         assert state in TERMINAL
         with self._tx() as db:
             db.execute(
-                "UPDATE files SET state = ?, reason = ?, source_used = ?, finish_time = ?, transferred = ? "
-                "WHERE file_id = ?",
+                "UPDATE files SET state = ?, reason = ?, source_used = ?, finish_time = ?, transferred = ?, "
+                "tokens = NULL WHERE file_id = ?",  # a done file's tokens are of no more use to anyone
                 (state, reason, source, time.time(), size, file_id),
             )
             self._close_job(db, file_id)
@@ -280,6 +313,7 @@ class Store:
             checksum=r["checksum"],
             metadata=json.loads(r["metadata"]),
             activity=r["activity"],
+            tokens=json.loads(r["tokens"]) if r["tokens"] else {},
         )
         return FileRow(
             file_id=r["file_id"],

@@ -1,0 +1,107 @@
+"""Faults that only the site lake makes real, driven from the machine that runs it (podman): a site's link cut
+and a site's host killed. The lake's commands run on its client host, as a user's would; the invariants are the
+fault suite's: the operation finishes (failing over, or once the site is back), every file is verified, nothing
+partial is left and nothing is copied twice. Run by ``docker/sites.sh check`` with the project's venv."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+PROJECT = os.environ.get("DATALAKE_SITES_PROJECT", "datalake-sites-check")
+
+
+def container(name: str) -> str:
+    return f"{PROJECT}_{name}_1"
+
+
+def podman(*argv: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(["podman", *argv], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"podman {' '.join(argv[:3])} -> {result.returncode}: {result.stderr[-2000:]}")
+    return result
+
+
+def on_client(script: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """A shell script on the lake's client host, as the data manager (the testbed's env loaded)."""
+    wrapped = f'set -e; eval "$(datalake testbed env)"; {script}'
+    return podman("exec", container("client"), "bash", "-c", wrapped, check=check, timeout=timeout)
+
+
+def rules_ok(did: str, timeout: float = 180) -> None:
+    """Wait, on the client host, until every rule of ``did`` is OK (Rucio's own client)."""
+    waiter = (
+        "import sys, time\nfrom rucio.client import Client\n"
+        f"scope, name = {did!r}.split(':')\nc, t = Client(), time.monotonic()\n"
+        "while time.monotonic() - t < %d:\n"
+        "    states = {r['state'] for r in c.list_did_rules(scope, name)}\n"
+        "    if states == {'OK'}: sys.exit(0)\n"
+        "    time.sleep(0.5)\n"
+        "sys.exit(f'rules of {scope}:{name} still {states}')\n"
+    ) % timeout
+    on_client(f"python - <<'PY'\n{waiter}PY", timeout=timeout + 30)
+
+
+def two_site_dataset(count: int, size: int) -> tuple[str, str]:
+    """A collider dataset under the LHC policy (custodial copies at XRD1 and XRD2, the second made by Rucio's
+    conveyor across the sites' links); returns its DID and the client's directory of originals."""
+    name = f"sites_{uuid.uuid4().hex[:10]}"
+    src = f"/tmp/{name}"
+    on_client(
+        f"mkdir -p {src} && for i in $(seq 1 {count}); do head -c {size} /dev/urandom > {src}/{name}_$i.root; done && "
+        f"datalake register {src} --dataset collider:{name} --policy policies/lhc-collaboration.yaml --rse XRD1 "
+        "--meta creators='Site Lake' --meta title=faults --meta publisher=CERN --meta publication_year=2026 "
+        "--meta resource_type=Dataset --meta experiment=SITES --meta run_period=Run2026 --meta run_end=2026-01-31 "
+        "--meta collision_energy_tev=13.6 --meta event_count=1 > /dev/null"
+    )
+    rules_ok(f"collider:{name}")
+    return f"collider:{name}", src
+
+
+@contextmanager
+def link_cut(site: str) -> Iterator[None]:
+    """Nothing enters or leaves ``site``'s host over its network while the block runs (its loopback stays)."""
+    rules = [("INPUT", "-i"), ("OUTPUT", "-o")]
+    for chain, way in rules:
+        podman("exec", container(site), "iptables", "-I", chain, way, "eth0", "-j", "DROP")
+    try:
+        yield
+    finally:
+        for chain, way in rules:
+            podman("exec", container(site), "iptables", "-D", chain, way, "eth0", "-j", "DROP", check=False)
+
+
+def test_a_pull_fails_over_to_the_other_site_when_a_sites_link_is_cut():
+    did, src = two_site_dataset(6, 200_000)
+    with link_cut("xrd1"):
+        began = time.monotonic()
+        pulled = on_client(f"datalake pull {did} --to /tmp/pulled-{did.split(':')[1]} --json", check=False)
+        took = time.monotonic() - began
+    assert pulled.returncode == 0, pulled.stderr[-2000:]
+    summary = json.loads(pulled.stdout)
+    assert (summary["files"], summary["copied"], summary["failed"]) == (6, 6, 0)
+    assert summary["sources"] == {"XRD2": 6}, summary  # the cut site gave nothing
+    name = did.split(":")[1]
+    same = on_client(f"cd /tmp/pulled-{name}/collider && for f in *; do cmp $f {src}/$f; done && ls -A | wc -l")
+    assert same.stdout.strip() == "6"  # byte-identical, and no partial file beside them
+    assert took < 300, took
+
+
+def test_a_rule_to_a_site_whose_host_was_killed_completes_once_the_host_is_back():
+    did, _ = two_site_dataset(1, 1000)  # the lake is warm; now a rule to XRD3 while its host is down
+    podman("kill", container("xrd3"))
+    try:
+        on_client(f"rucio rule add {did} --copies 1 --rses XRD3 > /dev/null")
+        time.sleep(5)  # the conveyor tries and fails while the host is gone
+    finally:
+        podman("start", container("xrd3"))
+        for dependant in ("xrd3-anon", "worker-INFN-CNAF"):  # they share its host (network namespace)
+            podman("restart", container(dependant), check=False)
+    rules_ok(did, timeout=300)
+    listed = on_client(f"rucio replica list file {did} --pfns")
+    assert "xrd3:" in listed.stdout, listed.stdout
