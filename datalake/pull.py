@@ -56,6 +56,7 @@ class Puller:
         progress: Progress,
         keep_files: bool,
         storages: Storages,
+        parallel: int = 1,
     ) -> None:
         self.catalog = catalog
         self.storages = storages
@@ -73,6 +74,7 @@ class Puller:
         self.facts: dict[str, RseFacts] = {}
         self.distance: dict[str, int] = {}
         self.prefer = prefer
+        self.parallel = parallel  # copies at once, which share the least speed
 
     # -- deciding -------------------------------------------------------------------------------------------
 
@@ -186,6 +188,7 @@ class Puller:
                         f.checksum,
                         progress=lambda n: self._advance(0, n),
                         cancel=self.cancel,
+                        deadline=self._deadline(max(0, f.size - _size(where.part))),
                     )
                 except (Cancelled, LocalDisk) as err:
                     if isinstance(err, Cancelled):
@@ -207,6 +210,14 @@ class Puller:
                 os.replace(where.part, where.final)
                 return (replica, resumed), attempts
         return None, attempts
+
+    def _deadline(self, size: int) -> float:
+        """When a copy of ``size`` bytes must be done: the grace, plus its size at its share of the least speed.
+        The share is per copy slot, since a pull's copies share one link: 16 copies over a 20 Mbit/s home link
+        are each below 500 kB/s, and none is stuck. A source that trickles past it loses the copy to the next
+        replica, which resumes from the prefix."""
+        tuning = settings()
+        return time.monotonic() + tuning.speed_grace + size * self.parallel / tuning.least_speed
 
     def _advance(self, files: int, size: int) -> None:
         self.progress.advance(files, size)
@@ -363,6 +374,7 @@ def pull(
         progress=progress,
         keep_files=keep_files,
         storages=storages or default_storages(),
+        parallel=parallel,
     )
     if puller.site:
         puller.site_rses = [r["rse"] for r in catalog.rses("*") if r.get("site") == puller.site]

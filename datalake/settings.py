@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     parallel: int = Field(16, ge=1, description="files copied at once by pull (16 saturates loopback XRootD)")
     list_batch: int = Field(500, ge=1, description="files per Rucio list_replicas call")
     first_batch: int = Field(16, ge=1, description="files in a pull's first listing, so copies start at once")
+    least_speed: int = Field(
+        500_000,
+        ge=1,
+        description="bytes/s a pull must make, shared by its copy slots (parallel): a copy that takes longer "
+        "than speed_grace plus its size at its share moves on to the next replica (rucio download's 500 kB/s)",
+    )
+    speed_grace: float = Field(60, gt=0, description="seconds every copy of a pull gets before least_speed counts")
     # processing
     chunk_size: int = Field(100_000, ge=1, description="events per chunk (coffea's default)")
     tree: str = Field("Events", min_length=1, description="the TTree read by process and deliver (NanoAOD's)")

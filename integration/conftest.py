@@ -71,8 +71,9 @@ def stock_xrdcp(src: str, dst: str, tmp_path: Path, token: str | None) -> subpro
 
 
 @pytest.fixture(scope="session")
-def lake_env() -> dict[str, str]:
-    """Bring the testbed up once; yield a base environment for the data manager (as the README's eval gives)."""
+def lake_env(request) -> dict[str, str]:
+    """Bring the testbed up once; yield a base environment for the data manager (as the README's eval gives).
+    When a test failed, the servers' logs are kept beside the CI artifacts before the testbed goes."""
     from datalake.catalog import ClientConfig
     from datalake.storage import credentials
 
@@ -87,6 +88,8 @@ def lake_env() -> dict[str, str]:
         credentials.use(ClientConfig.from_file(env["RUCIO_CONFIG"]).token_source())
         yield env
     finally:
+        if request.session.testsfailed and (STATE / "logs").is_dir():
+            shutil.copytree(STATE / "logs", FAULTS_JSON.parent / "testbed-logs", dirs_exist_ok=True)
         if not (SITE_LAKE or os.environ.get("DATALAKE_TEST_KEEP_TESTBED")):
             tb("down", "--wipe", check=False)
             shutil.rmtree(STATE, ignore_errors=True)

@@ -3,8 +3,10 @@ fake storage (the adapters they replace are exercised for real in integration/te
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -200,12 +202,28 @@ class FakeStorage(Memory):
         self.down = down
         self.calls: list[str] = []
 
-    def open_reader(self, url: str, timeout: int):
+    def open_reader(self, url: str, timeout: int, deadline: float | None = None):
         with self.lock:
             self.calls.append(url)
         if url.split("//")[1] in self.down:
             raise Unreachable("connection refused")
-        return super().open_reader(url, timeout)
+        return super().open_reader(url, timeout, deadline)
+
+
+class TricklingStorage(FakeStorage):
+    """Reads from the RSEs in ``slow`` come ``piece`` bytes every 50 ms, like a file behind a crawling link."""
+
+    def __init__(self, content: dict[str, bytes], slow: set[str], piece: int) -> None:
+        super().__init__(content)
+        self.slow, self.piece = slow, piece
+
+    @contextlib.contextmanager
+    def open_reader(self, url: str, timeout: int, deadline: float | None = None):
+        with super().open_reader(url, timeout, deadline) as reader:
+            if url.split("//")[1] in self.slow:
+                read = reader.read
+                reader.read = lambda offset, length: time.sleep(0.05) or read(offset, min(length, self.piece))
+            yield reader
 
 
 def storages(storage: Memory) -> Storages:
@@ -213,7 +231,8 @@ def storages(storage: Memory) -> Storages:
 
 
 def run(tmp_path, catalog, storage, **kw):
-    return pull_module.pull(catalog, [DID("s", "ds")], tmp_path / "out", parallel=4, storages=storages(storage), **kw)
+    kw.setdefault("parallel", 4)
+    return pull_module.pull(catalog, [DID("s", "ds")], tmp_path / "out", storages=storages(storage), **kw)
 
 
 def test_every_file_pulled_and_a_rerun_copies_nothing(monkeypatch, tmp_path):
@@ -346,3 +365,32 @@ def test_a_file_listed_twice_is_copied_once_and_a_catalog_checksum_error_blames_
     assert storage.calls.count("root://A//twice") == 1
     assert summary.states["copied"] == 1 and summary.states["present"] == 1 and summary.states["failed"] == 2
     assert summary.bad_replicas == [] and catalog.declared == []  # both copies agree: the catalog is suspect
+
+
+def test_a_trickling_replica_loses_its_copies_to_the_next_which_continues_from_the_prefix(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATALAKE_SPEED_GRACE", "0.3")
+    monkeypatch.setenv("DATALAKE_LEAST_SPEED", "1000000")  # 2 slots: 500 kB/s each; A gives 20 kB/s
+    files = {f"f{i}": os.urandom(50_000) for i in range(2)}
+    content = {f"root://{rse}//{n}": d for n, d in files.items() for rse in ("A", "B")}
+    catalog = FakeCatalog(files, {n: ["A", "B"] for n in files})
+    summary = run(tmp_path, catalog, TricklingStorage(content, slow={"A"}, piece=1000), prefer=["A"], parallel=2)
+    assert summary.ok and summary.sources == {"B": 2}
+    for record in summary.files:
+        assert [(a.rse, a.kind) for a in record.attempts] == [("A", "slow")]
+        assert 0 < record.resumed_from < 50_000  # B went on from what A had given
+    for name, data in files.items():
+        assert (tmp_path / "out" / "s" / name).read_bytes() == data
+    assert not list((tmp_path / "out").rglob("*.part"))
+
+
+def test_the_least_speed_is_shared_by_the_copies_in_flight(monkeypatch, tmp_path):
+    """4 copies at 30 kB/s each make 120 kB/s in all: above a 100 kB/s least speed, so none is given up (each
+    is above its 25 kB/s share of the 4 slots, though far below 100 kB/s)."""
+    monkeypatch.setenv("DATALAKE_SPEED_GRACE", "0.3")
+    monkeypatch.setenv("DATALAKE_LEAST_SPEED", "100000")
+    files = {f"f{i}": os.urandom(30_000) for i in range(4)}
+    content = {f"root://A//{n}": d for n, d in files.items()}
+    storage = TricklingStorage(content, slow={"A"}, piece=1500)
+    summary = run(tmp_path, FakeCatalog(files, {n: ["A"] for n in files}), storage)
+    assert summary.ok and summary.sources == {"A": 4}
+    assert all(not record.attempts for record in summary.files)

@@ -244,3 +244,21 @@ def test_errors_fail_the_run_with_the_task_that_raised():
     unreadable = ReadFailed("root://a//f", "corrupt")
     assert m.handle(BOTH, ReadError("m2", unreadable)) == [Fail(unreadable, None)]
     assert m.handle(Errored("m2", None)) == [Fail(None, None)]  # ended without result nor error
+
+
+def test_the_adapter_takes_a_result_lost_with_its_worker_for_lost_work_not_an_error():
+    """distributed's wait() counts a "lost" future as done; it is work to run again, never a failed run."""
+    from datalake.processing.cluster import _event
+
+    class Future:
+        def __init__(self, status: str, error: BaseException | None = None) -> None:
+            self.key, self.status, self.error = "m3", status, error
+
+        def exception(self) -> BaseException | None:
+            return self.error
+
+    assert _event(Future("lost")) == Lost("m3")
+    assert _event(Future("cancelled")) == Lost("m3")
+    assert _event(Future("finished")) == Finished("m3")
+    boom = ZeroDivisionError("boom")
+    assert _event(Future("error", boom)) == Errored("m3", boom)

@@ -201,7 +201,8 @@ def _event(future: Any) -> schedule.Event:
     if future.status == "finished":
         return schedule.Finished(key)
     error = future.exception() if future.status == "error" else None
-    if future.status == "cancelled" or _lost_with_worker(error):
+    # "lost": a finished result that died with its worker (distributed's wait() counts it as done)
+    if future.status in ("cancelled", "lost") or _lost_with_worker(error):
         return schedule.Lost(key)
     if isinstance(error, ReadFailed):
         return schedule.ReadError(key, error)

@@ -24,6 +24,7 @@ from datalake.storage.failures import (
     Missing,
     Rejected,
     StorageFailure,
+    TooSlow,
     Unreachable,
 )
 
@@ -108,6 +109,7 @@ __all__ = [
     "Rejected",
     "StorageFailure",
     "Storages",
+    "TooSlow",
     "Unreachable",
     "default",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 from datalake import faults
-from datalake.storage.failures import Cancelled, Corrupt, LocalDisk, Missing, StorageFailure
+from datalake.storage.failures import Cancelled, Corrupt, LocalDisk, Missing, StorageFailure, TooSlow
 from datalake.storage.local import digest, hashed
 
 CHECKSUM_MODES = ("none", "source", "target", "both")  # FTS3's verify_checksum values
+FIRST_READ = 1 << 20  # a download's first read; later ones follow the link (``next_read``)
+LEAST_READ = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,12 @@ class Backend(ABC):
         """Remove a file; one that is already gone is fine."""
 
     @abstractmethod
-    def open_reader(self, url: str, timeout: int) -> contextlib.AbstractContextManager[Reader]:
-        """The file opened for ranged reads, its size known."""
+    def open_reader(
+        self, url: str, timeout: int, deadline: float | None = None
+    ) -> contextlib.AbstractContextManager[Reader]:
+        """The file opened for ranged reads, its size known. A read not done by ``deadline`` (``time.monotonic``)
+        raises ``TooSlow`` where the protocol lets a read in flight be abandoned (XRootD); elsewhere ``download``
+        checks it between reads."""
 
     @contextlib.contextmanager
     def bearing(self, tokens: Mapping[str, str]) -> Iterator[None]:
@@ -151,26 +158,33 @@ class Backend(ABC):
         cancel: threading.Event | None = None,
         timeout: int = 60,
         block: int = 8 << 20,
+        deadline: float | None = None,
     ) -> int:
         """Stream ``url`` into the partial file ``part``, continuing a previous partial copy, verifying ``size``
         and the checksum on the fly (one pass, no re-read). Returns the bytes the partial copy already had.
+        A copy not done by ``deadline`` (``time.monotonic``) fails ``TooSlow``, its clean prefix kept.
 
         Writes are strictly in order, so a partial file is always a clean prefix of the source: a copy killed at
-        any point resumes from the partial file's length."""
+        any point resumes from the partial file's length. Reads are sized to the link (``next_read``), at most
+        ``block`` bytes."""
         offset, state = 0, digest(algorithm)
         with contextlib.suppress(FileNotFoundError):
             have = part.stat().st_size
             if 0 < have <= size:
                 offset, state = have, hashed(part, algorithm)
-        resumed = offset
-        with self.open_reader(url, timeout) as reader:
+        resumed, step = offset, min(block, FIRST_READ)
+        with self.open_reader(url, timeout, deadline) as reader:
             if reader.size != size:
                 raise Corrupt(f"size {reader.size} on storage, {size} in the catalog")
             with _local(part, "ab" if offset else "wb") as out:
                 while offset < size:
                     if cancel is not None and cancel.is_set():
                         raise Cancelled("interrupted")
-                    data = reader.read(offset, min(block, size - offset))
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TooSlow(f"{offset} of {size} bytes read when the copy's time was up")
+                    began = time.monotonic()
+                    data = reader.read(offset, min(step, size - offset))
+                    step = next_read(step, time.monotonic() - began, block)
                     if not data:
                         raise Corrupt(f"source ended at {offset} of {size} bytes")
                     try:
@@ -185,6 +199,18 @@ class Backend(ABC):
         if (got := state.hexdigest()) != checksum:
             raise Corrupt(f"{algorithm} {got}, catalog says {checksum}")
         return resumed
+
+
+def next_read(size: int, took: float, largest: int) -> int:
+    """The next read's size after one of ``size`` bytes took ``took`` seconds: doubled after a quick one (up to
+    ``largest``), quartered after one over 10 s (down to 64 kB). XrdCl's request timeout judges each read, so a slow
+    but live link (16 copies sharing a 10 Mbit/s home link get 78 kB/s each) must not be asked for 8 MB at once:
+    such reads all expired."""
+    if took < 1:
+        return min(size * 2, largest)
+    if took > 10:
+        return max(size // 4, min(LEAST_READ, largest))
+    return size
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ edge; callers decide by class, as uproot's sources and httpx's transports let th
     ├── Missing       the file is not there                    pull: a bad replica; transfers: the next source
     ├── Corrupt       wrong size or checksum                   pull: a bad replica; transfers: blame the source
     ├── Unreachable   server, network or timeout               worth trying again later, or another server
+    │   └── TooSlow   ... or slower than the least speed asked (a trickling link): another server, from the prefix
     ├── Rejected      the storage refused the request          retrying cannot help (bad request, no space)
     │   └── Denied    ... because of who asks                  (kXR_NotAuthorized, EACCES)
     ├── Exists        the destination exists, no overwrite asked
@@ -40,6 +41,13 @@ class Corrupt(StorageFailure):
 
 class Unreachable(StorageFailure):
     kind = "unreachable"
+
+
+class TooSlow(Unreachable):
+    """The source answers, but slower than the caller can wait for: XrdCl's request timeout never ends a read
+    whose bytes keep coming, however slowly."""
+
+    kind = "slow"
 
 
 class Rejected(StorageFailure):

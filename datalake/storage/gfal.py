@@ -138,10 +138,11 @@ class Gfal2(Backend):
 
     S3 credentials (davix signs the requests) come from the constructor or the environment:
     ``DATALAKE_S3_ACCESS_KEY`` / ``AWS_ACCESS_KEY_ID``, ``DATALAKE_S3_SECRET_KEY`` / ``AWS_SECRET_ACCESS_KEY``,
-    ``AWS_SESSION_TOKEN``, ``DATALAKE_S3_REGION`` / ``AWS_REGION``, and ``DATALAKE_S3_PATH_STYLE=1`` for
-    path-style URLs (gfal2's ALTERNATE: ``s3://host:port/bucket/key``). They go to gfal2's "S3" group, which
-    covers every host; per-host values go in ``options`` as ``{("S3:HOST", "ACCESS_KEY"): ...}``. ``options``
-    sets any other gfal2 option; gfal2's own config files (/etc/gfal2.d, ``GFAL_CONFIG_DIR``) are read first.
+    ``AWS_SESSION_TOKEN``, ``DATALAKE_S3_REGION`` / ``AWS_REGION`` (default us-east-1), and
+    ``DATALAKE_S3_PATH_STYLE=1`` for path-style URLs (gfal2's ALTERNATE: ``s3://host:port/bucket/key``). They go to
+    gfal2's "S3" group, which covers every host; per-host values go in ``options`` as
+    ``{("S3:HOST", "ACCESS_KEY"): ...}``. ``options`` sets any other gfal2 option; gfal2's own config files
+    (/etc/gfal2.d, ``GFAL_CONFIG_DIR``) are read first.
     """
 
     schemes = frozenset({"http", "https", "dav", "davs", "s3", "s3s", "root", "roots", "xroot", "xroots", "file"})
@@ -163,7 +164,9 @@ class Gfal2(Backend):
             "ACCESS_KEY": s3_access_key or tuning.s3_access_key,
             "SECRET_KEY": s3_secret_key or tuning.s3_secret_key,
             "TOKEN": s3_token or tuning.s3_token,
-            "REGION": s3_region or tuning.s3_region,
+            # a region makes davix sign with AWS Signature v4; without one it signs v2, which AWS has retired and
+            # S3 servers parse unreliably (moto takes a v2 signature holding three "/" for a v4 credential scope)
+            "REGION": s3_region or tuning.s3_region or "us-east-1",
             "ALTERNATE": s3_path_style if s3_path_style is not None else tuning.s3_path_style,
         }
         self.options: dict[tuple[str, str], str | bool | int] = {("S3", k): v for k, v in s3.items() if v is not None}
@@ -337,7 +340,7 @@ class Gfal2(Backend):
                         raise failure(err.code, err.message, f"delete {url}") from None
 
     @contextlib.contextmanager
-    def open_reader(self, url: str, timeout: int) -> Iterator[_Reader]:
+    def open_reader(self, url: str, timeout: int, deadline: float | None = None) -> Iterator[_Reader]:
         gfal2 = _gfal2()
         ctx = self._context()
         try:

@@ -75,7 +75,7 @@ class Memory(Backend):
         self.files.pop(url, None)
 
     @contextlib.contextmanager
-    def open_reader(self, url: str, timeout: int) -> Iterator[_Reader]:
+    def open_reader(self, url: str, timeout: int, deadline: float | None = None) -> Iterator[_Reader]:
         self._injected(url)
         data = self.files.get(url)
         if data is None:

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ from datalake.storage.failures import (
     Missing,
     Rejected,
     StorageFailure,
+    TooSlow,
     Unreachable,
     first_line,
 )
@@ -150,14 +152,42 @@ class _Bulk:
 
 
 class _Reader:
-    def __init__(self, handle: Any, size: int, timeout: int) -> None:
-        self.handle, self.size, self.timeout = handle, size, timeout
+    def __init__(self, handle: Any, size: int, timeout: int, deadline: float | None) -> None:
+        self.handle, self.size, self.timeout, self.deadline = handle, size, timeout, deadline
 
     def read(self, offset: int, length: int) -> bytes:
-        status, data = self.handle.read(offset, length, timeout=self.timeout)
+        if self.deadline is None:
+            status, data = self.handle.read(offset, length, timeout=self.timeout)
+        else:  # asynchronous, so that a read still trickling in at the deadline can be left behind
+            try:
+                status, data = bounded(
+                    lambda done: self.handle.read(offset, length, timeout=self.timeout, callback=done),
+                    max(0.0, self.deadline - time.monotonic()),
+                    f"read at {offset}",
+                )
+            except Unreachable:
+                raise TooSlow(f"read at {offset}: {length} bytes not in by the copy's deadline") from None
         if not status.ok:
             raise failure(status, f"read at {offset}")
         return data
+
+
+_CLOSING: set[Any] = set()  # files left mid-read, kept alive until the server answers their close
+_CLOSING_LOCK = threading.Lock()
+
+
+def _close_later(handle: Any) -> None:
+    """Close without waiting: a server answers a close only after the read in flight, which may trickle on for
+    minutes on a slow link."""
+    with _CLOSING_LOCK:
+        _CLOSING.add(handle)
+
+    def closed(*_: Any) -> None:
+        with _CLOSING_LOCK:
+            _CLOSING.discard(handle)
+
+    if not handle.close(callback=closed).ok:
+        closed()
 
 
 class XRootD(Backend):
@@ -338,7 +368,7 @@ class XRootD(Backend):
             raise Unreachable(f"delete {url}: {first_line(status.message)}")
 
     @contextlib.contextmanager
-    def open_reader(self, url: str, timeout: int) -> Iterator[_Reader]:
+    def open_reader(self, url: str, timeout: int, deadline: float | None = None) -> Iterator[_Reader]:
         from XRootD.client.flags import OpenFlags
 
         handle = client().File()
@@ -349,6 +379,8 @@ class XRootD(Backend):
             status, info = handle.stat(timeout=timeout)
             if not status.ok:
                 raise failure(status, "stat")
-            yield _Reader(handle, info.size, timeout)
-        finally:
-            handle.close(timeout=timeout)
+            yield _Reader(handle, info.size, timeout, deadline)
+        except BaseException:
+            _close_later(handle)  # a failed copy moves on to the next replica at once
+            raise
+        handle.close(timeout=timeout)
