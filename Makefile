@@ -9,7 +9,7 @@ STOCK_LOCK := datalake/testbed/locks/stock-client
 FTS_LOCK := datalake/testbed/locks/fts-client
 COMPOSE_LOCK := datalake/testbed/locks/podman-compose
 
-.PHONY: demo demo-sites test install lint lock lock-upgrade lock-check bench
+.PHONY: demo demo-sites test install lint lock lock-upgrade lock-check bench bench-sites
 
 demo: install
 	bash scripts/tour.sh
@@ -28,6 +28,10 @@ bench: EXTRAS = test bench
 bench: install  # starts the testbed if it is not up (make demo leaves it up); restarts its Dask servers if the venv changed
 	$(BIN)/datalake testbed up
 	eval "$$($(BIN)/datalake testbed env)" && $(BIN)/python bench/register.py && $(BIN)/python bench/pull.py && $(BIN)/python bench/transfer.py && $(BIN)/python bench/process.py && $(BIN)/python bench/load.py && $(BIN)/python bench/setup.py
+
+# bench/sites.py on the site lake (podman): process, pull and rules at 50 Mbit/s, 100 Mbit/s and 1 Gbit/s uplinks
+bench-sites: install
+	bash docker/sites.sh bench
 
 lint: EXTRAS = test
 lint: install lock-check

@@ -109,8 +109,10 @@ def run_local(paths: list[Path], processes: int, chunk_size: int, pool: ProcessP
     return total, time.perf_counter() - began
 
 
-def coffea_runner(client):
-    """coffea's own way to run on an existing Dask cluster, as its docs show it; None if coffea is missing."""
+def coffea_runner(client, token: str | None = None):
+    """coffea's own way to run on an existing Dask cluster, as its docs show it; None if coffea is missing.
+    ``token``: the user's WLCG token, which the lake's token-only storage asks of coffea's reads too: put in the
+    workers' environment, read by XrdCl for connections under a user name of their own."""
     try:
         from coffea import processor
         from coffea.nanoevents import BaseSchema
@@ -124,7 +126,12 @@ def coffea_runner(client):
         def postprocess(self, accumulator):
             return accumulator
 
+    if token is not None:
+        client.run(os.environ.__setitem__, "BEARER_TOKEN", token)
+
     def run(urls: list[str], chunk_size: int):
+        if token is not None:  # a user part of their own: new connections, which log in with that token
+            urls = [u.replace("root://", "root://bench@", 1) for u in urls]
         runner = processor.Runner(
             executor=processor.DaskExecutor(client=client, status=False, retries=0),
             schema=BaseSchema,
@@ -173,7 +180,7 @@ def main() -> None:
             f"dataset {did}: {args.files} files x {args.events:,} events, replicas on XRD1, XRD2, XRD3; "
             f"{workers} Dask workers; local pool of {workers} processes"
         )
-        run_coffea = coffea_runner(client)
+        run_coffea = coffea_runner(client, lake.config.token_source().current().value)
         urls = replica_urls(lake, did)
         ours, local, coffea, summaries = [], [], [], []
         with ProcessPoolExecutor(workers) as pool:

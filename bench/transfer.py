@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from datalake import Lake
+from datalake.testbed.topology import XROOTD_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -105,12 +106,13 @@ def by_rule(tag: str) -> tuple[float, float]:
 
 def by_xrdcp(replicas: list[dict], parallel: int) -> float:
     """Raw third-party copies of the same files to XRD2, ``parallel`` xrdcp at once, end-to-end adler32."""
-    dst_base = os.environ["XRD2_URL"]
+    door = next(d for d in Lake().catalog.client.get_protocols("XRD2") if d["scheme"] == "root")
+    dst_base = f"root://{door['hostname']}:{door['port']}"
     tag = uuid.uuid4().hex[:8]
 
     def one(replica: dict) -> None:
         source = next(iter(replica["pfns"]))
-        target = f"{dst_base}//bench-raw/{tag}/{replica['name']}"
+        target = f"{dst_base}{XROOTD_PREFIX}/bench-raw/{tag}/{replica['name']}"  # below the tokens' base path
         result = subprocess.run(
             ["xrdcp", "-s", "-f", "--tpc", "only", "--cksum", "adler32", source, target], capture_output=True, text=True
         )

@@ -221,6 +221,7 @@ class Lake:
         client: Any = None,
         progress: Progress = NO_PROGRESS,
         with_summary: bool = False,
+        placement: bool = True,
     ) -> Any:
         """Run ``fn`` over the events of ``did`` beside the data and return the merged result.
 
@@ -228,7 +229,8 @@ class Lake:
         its file's replicas and receives ``tree.arrays(branches, entry_start=..., entry_stop=...)``; results
         are added with ``+`` (dicts key by key) on the cluster. ``client``: a ``distributed.Client`` to use,
         else one is connected to ``scheduler`` or ``$DATALAKE_SCHEDULER``. With ``with_summary``, returns
-        ``(result, summary)`` (events, bytes read, chunks run beside their data, retries, per-chunk records)."""
+        ``(result, summary)`` (events, bytes read, chunks run beside their data, retries, per-chunk records).
+        ``placement=False`` lets any worker run any chunk, as a plain Dask executor does (a benchmark's control)."""
         from datalake.processing import cluster, userfn
         from datalake.processing.process import process
 
@@ -248,6 +250,7 @@ class Lake:
                 chunk_size=chunk_size,
                 progress=progress,
                 token=token,
+                placement=placement,
             )
         finally:
             if own:

@@ -7,6 +7,7 @@
 #   docker/sites.sh faults [PYTEST ARGS]   the site faults (docker/tests), driven from this machine
 #   docker/sites.sh link SITE RATE  shape a site's uplink now (SITE: xrd1, xrd2, ...; RATE: 50mbit, 1gbit)
 #   docker/sites.sh exec CMD...     a command on the lake's client host (the testbed's env loaded)
+#   docker/sites.sh bench [ARGS]    bench/sites.py: what locality is worth, at several link rates (brings the lake up)
 # `down` removes only what `up` made: this project's containers, its network and its volume (images stay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -103,6 +104,7 @@ case "${1:-}" in
         step "the site lake's own faults: a site's link cut, a trickling link, a site's host killed"
         faults ;;
     faults) faults "${@:2}" ;;
+    bench) install; up; DATALAKE_SITES_PROJECT=$PROJECT "$PYTHON" bench/sites.py "${@:2}" ;;
     up) install; up ;;
     tour) client env TOUR_SKIP_UP=1 DATALAKE=datalake bash scripts/tour.sh ;;
     test)
@@ -113,5 +115,5 @@ case "${1:-}" in
     exec) shift; client bash -c 'eval "$(datalake testbed env)" && "$@"' bash "$@" ;;
     link) podman exec "${PROJECT}_$2_1" datalake testbed link "$3" ;;
     down) compose down -v > /dev/null && echo "site lake $PROJECT removed (containers, network, volume)" ;;
-    *) sed -n '2,10p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,11p' "$0" >&2; exit 2 ;;
 esac

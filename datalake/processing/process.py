@@ -12,7 +12,7 @@ import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from datalake import tracebacks
@@ -252,10 +252,12 @@ def process(
     timeout: float | None = None,
     progress: Progress = NO_PROGRESS,
     token: Token | None = None,
+    placement: bool = True,
 ) -> tuple[Any, ProcessSummary]:
     """Run ``fn`` over every chunk of ``did`` beside its data, each chunk reading with ``token`` (the caller's);
     returns (the merged result, the summary). ``tree``, ``chunk_size`` and ``timeout`` (per read request) default
-    to the settings'."""
+    to the settings'. Without ``placement`` any worker runs any chunk, as a plain Dask executor does (the
+    benchmarks' control: what placing chunks beside their data is worth)."""
     import cloudpickle
 
     began = time.perf_counter()
@@ -266,11 +268,12 @@ def process(
     the_plan = plan_chunks(
         catalog, did, branches, tree=tree, chunk_size=chunk_size, sites=cluster.worker_sites(client), timeout=timeout
     )
+    placed = the_plan.placed if placement else [replace(p, site=None) for p in the_plan.placed]
     payload = cloudpickle.dumps(fn)
     try:
         outcome = cluster.run(
             client,
-            the_plan.placed,
+            placed,
             run_chunk,
             (payload, tree, list(branches), timeout, token),
             reduce=merge_partials,
@@ -294,7 +297,7 @@ def process(
         bytes_read=sum(r.bytes for r in records),
         compressed=the_plan.compressed,
         beside=sum(r.beside for r in records),
-        planned_beside=beside_share(the_plan.placed),
+        planned_beside=beside_share(placed),
         retried=outcome.retried,
         records=records,
     )
