@@ -58,6 +58,13 @@ def new_dataset(tag: str) -> str:
     return name
 
 
+def random_files(work: Path, name: str, count: int, size: int) -> list[Path]:
+    paths = [work / f"{name}_{k}.dat" for k in range(count)]
+    for path in paths:
+        path.write_bytes(os.urandom(size))
+    return paths
+
+
 def wait_rules(name: str, timeout: float = 900) -> None:
     from rucio.client import Client
 
@@ -86,12 +93,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         ]
         upload(paths, RSES[site], process)
     pull = new_dataset("pull")
-    paths = []
-    for k in range(args.pull_files):
-        path = work / f"{pull}_{k}.dat"
-        path.write_bytes(os.urandom(args.pull_size))
-        paths.append(path)
-    upload(paths, "XRD1", pull)
+    upload(random_files(work, pull, args.pull_files, args.pull_size), "XRD1", pull)
     for rse in ("XRD2", "XRD3"):
         Client().add_replication_rule([{"scope": SCOPE, "name": pull}], copies=1, rse_expression=rse)
     wait_rules(pull)
@@ -166,12 +168,7 @@ def run_rule(args: argparse.Namespace) -> dict[str, Any]:
 
     work = Path(tempfile.mkdtemp(prefix="bench-rule-"))
     name = new_dataset("rule")
-    paths = []
-    for k in range(args.files):
-        path = work / f"{name}_{k}.dat"
-        path.write_bytes(os.urandom(args.size))
-        paths.append(path)
-    upload(paths, "XRD1", name)
+    upload(random_files(work, name, args.files, args.size), "XRD1", name)
     client = Client()
     began = time.perf_counter()
     if args.mode == "rule":
