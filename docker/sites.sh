@@ -101,7 +101,7 @@ case "${1:-}" in
         step "the cross-site integration tests on the site lake"
         client env DATALAKE_TEST_TESTBED_DIR=/testbed DATALAKE_TEST_PORT_BASE=28000 \
             /opt/venv/bin/pytest -p no:cacheprovider -ra "${SITE_TESTS[@]}"
-        step "the site lake's own faults: a site's link cut, a trickling link, a site's host killed"
+        step "the site lake's own faults (a link cut, a trickling link, a slow link, a host killed) and its ranking"
         faults ;;
     faults) faults "${@:2}" ;;
     bench) install; up; DATALAKE_SITES_PROJECT=$PROJECT "$PYTHON" bench/sites.py "${@:2}" ;;

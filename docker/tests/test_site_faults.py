@@ -7,61 +7,11 @@ once the site is back), every file is verified, nothing partial is left and noth
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-PROJECT = os.environ.get("DATALAKE_SITES_PROJECT", "datalake-sites-check")
-
-
-def container(name: str) -> str:
-    return f"{PROJECT}_{name}_1"
-
-
-def podman(*argv: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(["podman", *argv], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"podman {' '.join(argv[:3])} -> {result.returncode}: {result.stderr[-2000:]}")
-    return result
-
-
-def on_client(script: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """A shell script on the lake's client host, as the data manager (the testbed's env loaded)."""
-    wrapped = f'set -e; eval "$(datalake testbed env)"; {script}'
-    return podman("exec", container("client"), "bash", "-c", wrapped, check=check, timeout=timeout)
-
-
-def rules_ok(did: str, timeout: float = 180) -> None:
-    """Wait, on the client host, until every rule of ``did`` is OK (Rucio's own client)."""
-    waiter = (
-        "import sys, time\nfrom rucio.client import Client\n"
-        f"scope, name = {did!r}.split(':')\nc, t = Client(), time.monotonic()\n"
-        "while time.monotonic() - t < %d:\n"
-        "    states = {r['state'] for r in c.list_did_rules(scope, name)}\n"
-        "    if states == {'OK'}: sys.exit(0)\n"
-        "    time.sleep(0.5)\n"
-        "sys.exit(f'rules of {scope}:{name} still {states}')\n"
-    ) % timeout
-    on_client(f"python - <<'PY'\n{waiter}PY", timeout=timeout + 30)
-
-
-def two_site_dataset(count: int, size: int) -> tuple[str, str]:
-    """A collider dataset under the LHC policy (custodial copies at XRD1 and XRD2, the second made by Rucio's
-    conveyor across the sites' links); returns its DID and the client's directory of originals."""
-    name = f"sites_{uuid.uuid4().hex[:10]}"
-    src = f"/tmp/{name}"
-    on_client(
-        f"mkdir -p {src} && for i in $(seq 1 {count}); do head -c {size} /dev/urandom > {src}/{name}_$i.root; done && "
-        f"datalake register {src} --dataset collider:{name} --policy policies/lhc-collaboration.yaml --rse XRD1 "
-        "--meta creators='Site Lake' --meta title=faults --meta publisher=CERN --meta publication_year=2026 "
-        "--meta resource_type=Dataset --meta experiment=SITES --meta run_period=Run2026 --meta run_end=2026-01-31 "
-        "--meta collision_energy_tev=13.6 --meta event_count=1 > /dev/null"
-    )
-    rules_ok(f"collider:{name}")
-    return f"collider:{name}", src
+from sitelake import container, on_client, podman, rules_ok, slow_link, two_site_dataset
 
 
 @contextmanager
@@ -91,16 +41,6 @@ def test_a_pull_fails_over_to_the_other_site_when_a_sites_link_is_cut():
     same = on_client(f"cd /tmp/pulled-{name}/collider && for f in *; do cmp $f {src}/$f; done && ls -A | wc -l")
     assert same.stdout.strip() == "6"  # byte-identical, and no partial file beside them
     assert took < 300, took
-
-
-@contextmanager
-def slow_link(site: str, rate: str) -> Iterator[None]:
-    """``site``'s uplink shaped to ``rate`` while the block runs, then back to the lake's link rate."""
-    podman("exec", container(site), "datalake", "testbed", "link", rate)
-    try:
-        yield
-    finally:
-        podman("exec", container(site), "bash", "-c", 'datalake testbed link "$DATALAKE_TESTBED_LINK_RATE"')
 
 
 def test_a_pull_gives_up_a_site_behind_a_trickling_link_for_the_other():
