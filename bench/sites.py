@@ -12,6 +12,8 @@ B. ``datalake pull`` on DESY's host (``DATALAKE_SITE=DESY``) of a dataset with a
    the stock ``rucio download`` of it on the same host. Wall time.
 C. A rule from XRD1 to XRD2 through Rucio's conveyor and the transfer service (until the rule is OK), against raw
    ``xrdcp --tpc only`` of the same files at the same concurrency. Wall time.
+D. The transfer service's optimizer on that link: a longer rule (``--trace-files``), and the optimizer's trace from
+   ``/metrics`` (each window's transfers at once and bytes/s) against the uplink's capacity.
 Bytes over each uplink are reported for every side.
 """
 
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +32,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from datalake.testbed.links import bits_per_second
 
 SITES = {"xrd1": "CERN", "xrd2": "DESY", "xrd3": "INFN-CNAF"}
 RSES = {"xrd1": "XRD1", "xrd2": "XRD2", "xrd3": "XRD3"}
@@ -190,9 +195,26 @@ def run_rule(args: argparse.Namespace) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - began}
 
 
+def run_trace(args: argparse.Namespace) -> dict[str, Any]:
+    """A rule of ``args.files`` from XRD1 to XRD2, then the optimizer's decisions on that link since it began."""
+    from rucio.client import Client
+
+    from datalake.transfer.client import ServiceClient
+
+    name = new_dataset("trace")
+    upload(random_files(Path(tempfile.mkdtemp(prefix="bench-trace-")), name, args.files, args.size), "XRD1", name)
+    began, wall = time.perf_counter(), time.time()
+    Client().add_replication_rule([{"scope": SCOPE, "name": name}], copies=1, rse_expression="XRD2")
+    wait_rules(name)
+    seconds = time.perf_counter() - began
+    link = ServiceClient.from_env().metrics()["links"].get("XRD1->XRD2", {})
+    trace = [[round(t - wall, 1), n, b] for t, n, b in link.get("trace", []) if t >= wall]
+    return {"seconds": seconds, "trace": trace}
+
+
 def on_lake(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench/sites.py on-lake")
-    parser.add_argument("what", choices=["setup", "process", "pull", "rule"])
+    parser.add_argument("what", choices=["setup", "process", "pull", "rule", "trace"])
     parser.add_argument("--did")
     parser.add_argument("--mode")
     parser.add_argument("--files", type=int, default=9)
@@ -203,7 +225,7 @@ def on_lake(argv: list[str]) -> None:
     parser.add_argument("--pull-size", type=int, default=5_000_000)
     parser.add_argument("--chunk-size", type=int, default=100_000)
     args = parser.parse_args(argv)
-    run = {"setup": setup, "process": run_process, "pull": run_pull, "rule": run_rule}[args.what]
+    run = {"setup": setup, "process": run_process, "pull": run_pull, "rule": run_rule, "trace": run_trace}[args.what]
     print(json.dumps(run(args)))
 
 
@@ -289,6 +311,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=600_000, help="process dataset: events per file")
     parser.add_argument("--rule-files", type=int, default=10)
     parser.add_argument("--rule-size", type=int, default=5_000_000)
+    parser.add_argument("--trace-files", type=int, default=60, help="D: files (of --rule-size) in the longer rule")
     args = parser.parse_args()
     lake = Lake(os.environ.get("DATALAKE_SITES_PROJECT", "datalake-sites"))
     rates = [r.strip() for r in args.rates.split(",") if r.strip()]
@@ -346,6 +369,16 @@ def main() -> None:
             )
             for mode, p in rules.items():
                 print(f"C. {mode:5s} XRD1 -> XRD2 {p['seconds']:.2f} s; over the links MB: {megabytes(p['bytes'])}")
+            size = str(args.rule_size)
+            seconds, _, traced = measured(lake, "client", "trace", "--files", str(args.trace_files), "--size", size)
+            windows = ", ".join(f"{t:.0f} s: {n} at once {b / 1e6:.1f} MB/s" for t, n, b in traced["trace"])
+            capacity = bits_per_second(rate) / 8e6
+            last = traced["trace"][-2:]  # the last full windows
+            reached = statistics.median(b for _, _, b in last) / 1e6 if last else float("nan")
+            print(
+                f"D. optimizer on XRD1->XRD2, {args.trace_files} x {args.rule_size / 1e6:.0f} MB in {seconds:.1f} s: "
+                f"{windows or 'no window closed'}; uplink {capacity:.1f} MB/s, last windows {reached:.1f} MB/s"
+            )
             row = {
                 "rate": rate,
                 "placed/coffea": rate_of["placed"] / rate_of["coffea"],

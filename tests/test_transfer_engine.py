@@ -218,6 +218,18 @@ def test_the_optimizer_climbs_while_throughput_grows_and_backs_off_on_failures()
     assert decide(link, 1.0, s) == 2  # nothing finished: unchanged
 
 
+def test_the_optimizer_keeps_a_bounded_trace_of_its_decisions():
+    from datalake.transfer.optimizer import TRACE
+
+    s, link = Settings(start=4, low=1, high=64, window=1), Link(limit=4)
+    for step in range(TRACE + 10):
+        link.record(True, 100 * (step + 1))
+        decide(link, 2.0, s, now=1000.0 + step)
+    assert len(link.history) == TRACE  # the newest ones, not every decision since the service started
+    assert [t for t, _, _ in link.history] == [1000.0 + step for step in range(10, TRACE + 10)]
+    assert link.history[-1][2] == 100 * (TRACE + 10) / 2.0  # bytes/s of the last window
+
+
 def test_an_unreachable_first_source_moves_on_to_the_next(fake, tmp_path):
     store = Store(tmp_path / "t.db")
     fake.fail["root://a//f1"] = [Unreachable] * 10  # server down: never answers

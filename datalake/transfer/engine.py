@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from datalake import faults
 from datalake.errors import DatalakeError
@@ -104,10 +105,11 @@ class Engine:
         elapsed = time.monotonic() - self._window_start
         if elapsed < self.settings.optimizer.window:
             return
+        now = time.time()
         with self.lock:
             for name, link in self.links.items():
                 before = link.limit
-                if decide(link, elapsed, self.settings.optimizer) != before:
+                if decide(link, elapsed, self.settings.optimizer, now) != before:
                     log.info("link %s: %d -> %d transfers at once", name, before, link.limit)
         self._window_start = time.monotonic()
 
@@ -229,10 +231,11 @@ class Engine:
 
     # -- metrics ---------------------------------------------------------------------------------------------
 
-    def metrics(self) -> dict[str, dict[str, float | int]]:
-        """Per link: limit, active, queued, finished/failed so far, bytes, success rate."""
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """Per link: limit, active, queued, finished/failed so far, bytes, success rate, and the optimizer's trace
+        (its last decisions: [unix time, transfers at once, bytes/s of that window])."""
         counts = self.store.counts()
-        out: dict[str, dict[str, float | int]] = {}
+        out: dict[str, dict[str, Any]] = {}
         with self.lock:
             for name in sorted(set(counts) | set(self.stats)):
                 stats = self.stats.get(name, LinkStats())
@@ -240,7 +243,7 @@ class Engine:
                 total = stats.done + stats.failed
                 link = self.links.get(name)
                 out[name] = {
-                    "throughput": round(link.history[-1][1]) if link and link.history else 0,  # bytes/s, last window
+                    "throughput": round(link.history[-1][2]) if link and link.history else 0,  # bytes/s, last window
                     "limit": self.links[name].limit if name in self.links else self.settings.optimizer.start,
                     "active": stats.active,
                     "queued": states.get("SUBMITTED", 0),
@@ -248,5 +251,6 @@ class Engine:
                     "failed": states.get(FAILED, 0),
                     "bytes": stats.bytes,
                     "success_rate": round(stats.done / total, 3) if total else 1.0,
+                    "trace": [[round(t, 1), n, round(b)] for t, n, b in link.history] if link else [],
                 }
         return out

@@ -2,12 +2,16 @@
 
 Every ``window`` seconds each busy link is judged on what finished in that window: if the success rate fell
 below ``min_success`` the link backs off (halved); if throughput grew by more than ``gain`` since the last step
-up, it gets one more slot; if it shrank, the last step is undone. Limits stay within [``low``, ``high``].
+up, it gets one more slot; if it shrank, the last step is undone. Limits stay within [``low``, ``high``]. Each
+link keeps its last ``TRACE`` decisions, which ``/metrics`` shows (how a link's limit converged).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
+
+TRACE = 24  # decisions kept per link
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,8 @@ class Link:
     failed: int = 0
     bytes: int = 0
     last_throughput: float | None = None  # bytes/s in the window before the last change
-    history: list[tuple[int, float]] = field(default_factory=list)  # (limit, throughput) per decision
+    # (when, limit, throughput in bytes/s) of its last TRACE decisions
+    history: deque[tuple[float, int, float]] = field(default_factory=lambda: deque(maxlen=TRACE))
 
     def record(self, ok: bool, size: int) -> None:
         if ok:
@@ -37,8 +42,8 @@ class Link:
             self.failed += 1
 
 
-def decide(link: Link, elapsed: float, s: Settings) -> int:
-    """The link's next limit from its window's results; resets the window."""
+def decide(link: Link, elapsed: float, s: Settings, now: float = 0.0) -> int:
+    """The link's next limit from its window's results (the window ended at ``now``); resets the window."""
     total = link.done + link.failed
     if total == 0:
         return link.limit
@@ -51,7 +56,7 @@ def decide(link: Link, elapsed: float, s: Settings) -> int:
         limit = min(s.high, limit + 1)
     elif throughput < link.last_throughput * (1 - s.gain):
         limit = max(s.low, limit - 1)
-    link.history.append((link.limit, throughput))
+    link.history.append((now, link.limit, throughput))
     link.last_throughput = throughput
     link.limit = limit
     link.done = link.failed = link.bytes = 0
