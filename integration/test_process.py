@@ -104,6 +104,17 @@ def test_the_dimuon_spectrum_over_root_equals_the_local_one_and_chunks_run_besid
     assert summary.bytes_read <= 1.1 * summary.compressed  # only the requested branches were read
 
 
+def test_without_placement_any_worker_runs_any_chunk_and_the_result_is_the_same(lake_env, nano, client):
+    """The benchmarks' control (bench/sites.py): what a plain Dask executor does, with nothing planned beside."""
+    did, paths = nano
+    lake = Lake(lake_env["RUCIO_CONFIG"])
+    result, summary = lake.process(
+        did, mass_spectrum, BRANCHES, client=client, chunk_size=CHUNK, with_summary=True, placement=False
+    )
+    assert np.array_equal(result.values(), local_spectrum(paths).values())
+    assert summary.planned_beside == 0.0 and summary.events == FILES * EVENTS
+
+
 def slow_spectrum(events):
     """The dimuon spectrum, slowed so that a server can be stopped while chunks are still waiting."""
     time.sleep(0.4)

@@ -44,8 +44,8 @@ class Unreachable(StorageFailure):
 
 
 class TooSlow(Unreachable):
-    """The source answers, but slower than the caller can wait for: XrdCl's request timeout never ends a read
-    whose bytes keep coming, however slowly."""
+    """The source answers, but slower than the caller can wait for: each read may end within XrdCl's request
+    timeout while the whole copy would take hours."""
 
     kind = "slow"
 
