@@ -14,6 +14,9 @@ class Progress(Protocol):
     def advance(self, items: int, amount: int) -> None:
         """Increments since the last call."""
 
+    def grow(self, items: int, amount: int) -> None:
+        """The job grew (``process`` learns a file's chunks while the first ones already run)."""
+
     def stop(self) -> None: ...
 
 
@@ -22,6 +25,9 @@ class NoProgress:
         pass
 
     def advance(self, items: int, amount: int) -> None:
+        pass
+
+    def grow(self, items: int, amount: int) -> None:
         pass
 
     def stop(self) -> None:

@@ -23,12 +23,13 @@ import uproot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datalake.errors import ConfigError, UserCodeError
+from datalake.dids import DID
+from datalake.errors import ConfigError, ProcessingError, UserCodeError
 from datalake.examples import dimuon
 from datalake.policy import Tier, evaluate, load
 from datalake.policy.derived import bounded, readers_problem
 from datalake.policy.metadata import validate
-from datalake.processing import cluster, results, userfn
+from datalake.processing import cluster, planning, results, userfn
 from datalake.processing.chunks import Chunk, split
 from datalake.processing.columnar import ReadFailed
 from datalake.processing.merge import merge
@@ -785,3 +786,56 @@ def test_dimuon_over_the_cluster_equals_the_whole_file(client, nano):
     assert sum(r.events for r in partial.records) == ENTRIES
     for r in partial.records:
         assert site_of(client, r.worker) == {r.data_site} and r.key.startswith("chunk-")
+
+
+# -- planning: files inspected on the workers, each file's chunks run as soon as it is known ------------------
+
+
+class GrowingProgress(RecordingProgress):
+    def __init__(self) -> None:
+        super().__init__()
+        self.grown = [0, 0]
+
+    def grow(self, chunks: int, events: int) -> None:
+        self.grown = [self.grown[0] + chunks, self.grown[1] + events]
+
+
+def test_files_inspected_on_the_workers_feed_the_run(client, nano):
+    """Three files inspected at their replica's site: their chunks run (beside the data) as each inspection
+    arrives, the plan grows the progress by every chunk, and the merged result is three whole-file spectra."""
+    path, offsets = nano
+    files = [DID("collider", f"nano{i}.root") for i in range(3)]
+    sources = {str(f): (Source("LOCAL-A", "A", str(path)), Source("LOCAL-B", "B", str(path))) for f in files}
+    planner = planning.Planner("Events", dimuon.BRANCHES, 5_000, cluster.worker_sites(client))
+    progress = GrowingProgress()
+    feed = planner.feed(client, files, sources, 30, None)
+    outcome = cluster.run(
+        client,
+        [],
+        run_chunk,
+        (SPECTRUM, "Events", dimuon.BRANCHES, 30),
+        reduce=merge_partials,
+        progress=progress,
+        feed=feed,
+    )
+    assert np.array_equal(outcome.result.result.values(), 3 * whole_file_spectrum(path).values())
+    assert [f.inspection.offsets for f in planner.files] == [offsets] * 3
+    assert progress.started == (0, 0) and progress.grown == [len(planner.placed), 3 * ENTRIES]
+    assert (progress.chunks, progress.events) == (len(planner.placed), 3 * ENTRIES)
+    assert {p.site for p in planner.placed} == {"A", "B"}  # the files' chunks spread over both sites
+    assert all(site_of(client, r.worker) == {r.data_site} for r in outcome.result.records)
+
+
+def test_planning_errors_are_one_line(client, nano, tmp_path):
+    """A file no replica serves, a missing tree, a missing branch: each ends the run with one clear line."""
+    path, _ = nano
+    gone = (Source("GONE-A", "A", str(tmp_path / "gone.root")),)
+    here = (Source("LOCAL-A", "A", str(path)),)
+    cases = [(gone, "Events", dimuon.BRANCHES, "cannot read"), (here, "Nope", ["nMuon"], f"{path}: no tree 'Nope'")]
+    cases.append((here, "Events", ["nMuon", "Nope"], "tree 'Events' has no branch Nope"))
+    for sources, tree, branches, message in cases:
+        planner = planning.Planner(tree, branches, 5_000, cluster.worker_sites(client))
+        did = DID("collider", "f.root")
+        feed = planner.feed(client, [did], {str(did): sources}, 30, None)
+        with pytest.raises(ProcessingError, match=f"^{re.escape(message)}"):
+            cluster.run(client, [], run_chunk, (SPECTRUM, tree, branches, 30), reduce=merge_partials, feed=feed)

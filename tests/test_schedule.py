@@ -24,6 +24,8 @@ from datalake.processing.schedule import (
     Holdings,
     Lost,
     Merge,
+    More,
+    NoMore,
     Quiet,
     ReadError,
     Release,
@@ -262,3 +264,19 @@ def test_the_adapter_takes_a_result_lost_with_its_worker_for_lost_work_not_an_er
     assert _event(Future("finished")) == Finished("m3")
     boom = ZeroDivisionError("boom")
     assert _event(Future("error", boom)) == Errored("m3", boom)
+
+
+def test_chunks_that_arrive_later_run_and_the_run_ends_only_after_no_more():
+    """With ``more``, the machine waits for chunks while none runs, numbers the newcomers after the first ones and
+    finishes only once told nothing more comes."""
+    counter = itertools.count()
+    m = Schedule([], lambda i: f"m{next(counter)}" if i is None else f"c{i}.{next(counter)}", reduce=True, more=True)
+    assert m.start() == []  # nothing to run yet, and not done
+    first, second = at("A", 0), at("B", 1)
+    assert m.handle(More((first,))) == [Submit("c0.0", 0, first)]
+    assert m.handle(Finished("c0.0")) == [Advance(first)]  # one result, more may come: wait
+    assert m.handle(More((second,))) == [Submit("c1.1", 1, second)]
+    assert m.handle(Finished("c1.1")) == [Advance(second), Merge("m2", "c0.0", "c1.1")]
+    assert m.handle(Finished("m2")) == [Release(("c0.0", "c1.1"))]
+    assert m.handle(NoMore()) == [Check(("m2",))]
+    assert m.handle(Holdings(frozenset({"m2"}))) == [Done("m2")]

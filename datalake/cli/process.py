@@ -34,15 +34,22 @@ class ChunksAndEvents:
             disable=not err_console.is_terminal,
         )
         self.chunks = self.events = None
+        self.totals = [0, 0]
 
     def start(self, chunks: int, events: int) -> None:
         self.bar.start()
-        self.chunks = self.bar.add_task("chunks", total=chunks or 1, completed=0 if chunks else 1)
-        self.events = self.bar.add_task("events", total=events or 1, completed=0 if events else 1)
+        self.totals = [chunks, events]
+        self.chunks = self.bar.add_task("chunks", total=chunks or None)  # None: still being learnt
+        self.events = self.bar.add_task("events", total=events or None)
 
     def advance(self, chunks: int, events: int) -> None:
         self.bar.advance(self.chunks, chunks)
         self.bar.advance(self.events, events)
+
+    def grow(self, chunks: int, events: int) -> None:
+        self.totals = [self.totals[0] + chunks, self.totals[1] + events]
+        self.bar.update(self.chunks, total=self.totals[0])
+        self.bar.update(self.events, total=self.totals[1])
 
     def stop(self) -> None:
         self.bar.stop()

@@ -97,15 +97,35 @@ def workers(client: Any) -> dict[str, dict[str, Any]]:
     return client.sync(client.scheduler.identity, n_workers=-1)["workers"]
 
 
-def worker_sites(client: Any) -> dict[str, int]:
-    """Sites that have workers now, with how many."""
-    sites: dict[str, int] = {}
-    for worker in workers(client).values():
+def site_workers(client: Any) -> dict[str, list[str]]:
+    """Sites that have workers now, with their addresses."""
+    sites: dict[str, list[str]] = {}
+    for address, worker in workers(client).items():
         for resource in worker.get("resources", {}):
             if resource.startswith(RESOURCE_PREFIX):
-                site = resource[len(RESOURCE_PREFIX) :]
-                sites[site] = sites.get(site, 0) + 1
+                sites.setdefault(resource[len(RESOURCE_PREFIX) :], []).append(address)
     return sites
+
+
+def worker_sites(client: Any) -> dict[str, int]:
+    """Sites that have workers now, with how many."""
+    return {site: len(addresses) for site, addresses in site_workers(client).items()}
+
+
+def submit_near(client: Any, addresses: Sequence[str], fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on one of ``addresses`` (a site's workers), or on any worker if those are gone: a soft
+    placement, for short work that must not wait forever on a lost site."""
+    return client.submit(fn, *args, workers=list(addresses) or None, allow_other_workers=True, pure=False)
+
+
+@dataclass
+class Feed:
+    """Tasks whose results are more chunks to run (files being inspected where they are read): the run starts
+    with the first file known, not the last. ``arrived(future)`` turns a finished one into its chunks, or raises
+    the ``ProcessingError`` that ends the run."""
+
+    futures: list[Any]
+    arrived: Callable[[Any], Sequence[Placed]]
 
 
 @dataclass
@@ -125,11 +145,13 @@ def run(
     reduce: Callable[[Any, Any], Any] | None = None,
     progress: Progress = NO_PROGRESS,
     name: str = "chunk",
+    feed: Feed | None = None,
 ) -> Outcome:
-    """Run ``task(placed, *args)`` for every chunk at its site; ``reduce`` merges results pairwise on the cluster
-    as they arrive. Chunks whose reads fail go to their next replica; the run fails (``ProcessingError``) only
-    when a chunk has no replica left or ``task`` raises anything but ``ReadFailed``. The bookkeeping is
-    ``schedule.Schedule``'s; this loop only submits, waits, and tells it what happened."""
+    """Run ``task(placed, *args)`` for every chunk at its site, and for those ``feed`` brings as they become
+    known; ``reduce`` merges results pairwise on the cluster as they arrive. Chunks whose reads fail go to their
+    next replica; the run fails (``ProcessingError``) only when a chunk has no replica left or ``task`` raises
+    anything but ``ReadFailed``. The bookkeeping is ``schedule.Schedule``'s; this loop only submits, waits, and
+    tells it what happened."""
     run_id = uuid.uuid4().hex[:8]
 
     def new_key(index: int | None) -> str:
@@ -137,7 +159,8 @@ def run(
             return f"merge-{run_id}-{uuid.uuid4().hex[:8]}"
         return f"{name}-{run_id}-{index}-{uuid.uuid4().hex[:6]}"
 
-    machine = schedule.Schedule(placed, new_key, reduce=reduce is not None)
+    feeding = {str(f.key): f for f in feed.futures} if feed else {}  # feed tasks not yet arrived
+    machine = schedule.Schedule(placed, new_key, reduce=reduce is not None, more=bool(feeding))
     futures: dict[str, Any] = {}  # every task the machine still knows
     collected: list[Any] = []
     progress.start(len(placed), sum(p.chunk.entries for p in placed))
@@ -151,7 +174,9 @@ def run(
                         resources = {site_resource(item.site): 1} if item.site else None
                         futures[key] = client.submit(task, item, *args, key=key, resources=resources, pure=False)
                     case schedule.Merge(key=key, a=a, b=b):
-                        futures[key] = client.submit(reduce, futures[a], futures[b], key=key, pure=False)
+                        # before the chunks still queued (Dask runs the earliest submitted first): merged as
+                        # they come, not all at the end
+                        futures[key] = client.submit(reduce, futures[a], futures[b], key=key, pure=False, priority=1)
                     case schedule.Advance(placed=item):
                         progress.advance(1, item.chunk.entries)
                     case schedule.Collect(key=key):
@@ -169,25 +194,42 @@ def run(
                     case schedule.Done(key=key):
                         result = collected if reduce is None else (futures[key].result() if key else None)
                         return Outcome(result, machine.retried, machine.moved, machine.failed)
-            decisions = machine.handle(*(answers or _events(client, machine, futures)))
+            events = answers or _events(client, machine, futures, feeding, feed)
+            for event in events:
+                if isinstance(event, schedule.More):
+                    progress.grow(len(event.placed), sum(p.chunk.entries for p in event.placed))
+            decisions = machine.handle(*events)
     finally:
         for key in machine.running:
             if key in futures:
                 futures[key].cancel()
+        for future in feeding.values():
+            future.cancel()
         progress.stop()
 
 
-def _events(client: Any, machine: schedule.Schedule, futures: dict[str, Any]) -> list[schedule.Event]:
-    """What happened within POLL seconds: the tasks that ended; if none did, what the cluster looks like now
-    (sites with workers, tasks still queued, results still held), to find work stranded by a lost worker."""
+def _events(
+    client: Any, machine: schedule.Schedule, futures: dict[str, Any], feeding: dict[str, Any], feed: Feed | None
+) -> list[schedule.Event]:
+    """What happened within POLL seconds: the tasks that ended and the chunks the feed brought (then ``NoMore``
+    after its last); if nothing ended, what the cluster looks like now (sites with workers, tasks still queued,
+    results still held), to find work stranded by a lost worker."""
     from distributed import wait
 
+    waiting = [futures[k] for k in machine.running] + list(feeding.values())
     try:
-        done, _ = wait([futures[k] for k in machine.running], timeout=POLL, return_when="FIRST_COMPLETED")
+        done, _ = wait(waiting, timeout=POLL, return_when="FIRST_COMPLETED")
     except TimeoutError:  # nothing finished within POLL seconds
         done = set()
-    events = [_event(future) for future in done]
-    if done and all(isinstance(e, schedule.Finished) for e in events):
+    events: list[schedule.Event] = []
+    for future in done:
+        if feed is not None and feeding.pop(str(future.key), None) is not None:
+            events.append(schedule.More(tuple(feed.arrived(future))))
+            if not feeding:
+                events.append(schedule.NoMore())
+        else:
+            events.append(_event(future))
+    if done and all(isinstance(e, schedule.Finished | schedule.More | schedule.NoMore) for e in events):
         return events
     sites = schedule.Sites(frozenset(worker_sites(client)))  # where retries may go, fresh
     if done:

@@ -13,10 +13,10 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from datalake import storage
@@ -27,6 +27,7 @@ from datalake.tokens.token import Token
 TIMEOUT = 60  # seconds per XRootD request
 OPEN_TREES = 8  # trees kept open per worker thread: a file's next chunks skip opening it (~10 ms CPU each)
 _opened = threading.local()
+T = TypeVar("T")
 
 
 class ReadFailed(Exception):
@@ -109,39 +110,19 @@ def _forget(url: str, tree: str) -> None:
             entry[0].close()
 
 
-def read(
-    url: str,
-    tree: str,
-    branches: Sequence[str],
-    start: int,
-    stop: int,
-    timeout: float = TIMEOUT,
-    token: Token | None = None,
-) -> tuple[Any, ReadStats]:
-    """``tree.arrays(branches, entry_start=start, entry_stop=stop)`` of the file at ``url``, read with ``token``
-    (the submitting user's; None: the process's own credential); storage failures become ``ReadFailed``. A
-    missing tree or branch is the request's fault (``KeyError``), not the replica's. Files stay open between
-    chunks of the same worker thread, per user; a failure on a kept handle is retried once on a fresh one (the
-    server may have restarted) before the replica is given up."""
+def _on_tree(url: str, tree: str, timeout: float, token: Token | None, use: Callable[[Any, Any, bool], T]) -> T:
+    """``use(handle, events, cached)`` on the tree of the file at ``url``, kept open in this worker thread (per
+    user: ``token``'s connections, never another's). A failure on a kept handle is retried once on a fresh one
+    (the server may have restarted) before the replica is given up; storage failures become ``ReadFailed``. A
+    missing tree or branch is the request's fault (``KeyError``), not the replica's."""
     import uproot
 
-    began = time.perf_counter()
-    own = credentials.for_token(url, token)  # this user's connections and kept files, never another's
+    own = credentials.for_token(url, token)
     for attempt in (1, 2):
         cached = False
         try:
             handle, events, cached = _cached_tree(own, tree, timeout, token)
-            source = handle.file.source
-            before = (source.num_requested_bytes, source.num_requests) if cached else (0, 0)
-            names = branch_names(events, branches)
-            missing = [n for n in names if n not in events]
-            if missing:
-                raise KeyError(f"{url}: tree {tree!r} has no branch {', '.join(missing)}")
-            arrays = events.arrays(names, entry_start=start, entry_stop=stop)
-            stats = ReadStats(
-                source.num_requested_bytes - before[0], source.num_requests - before[1], time.perf_counter() - began
-            )
-            return arrays, stats
+            return use(handle, events, cached)
         except KeyError:
             raise
         except (OSError, uproot.deserialization.DeserializationError, ValueError, RuntimeError) as err:
@@ -152,6 +133,33 @@ def read(
     raise AssertionError("unreachable")
 
 
+def read(
+    url: str,
+    tree: str,
+    branches: Sequence[str],
+    start: int,
+    stop: int,
+    timeout: float = TIMEOUT,
+    token: Token | None = None,
+) -> tuple[Any, ReadStats]:
+    """``tree.arrays(branches, entry_start=start, entry_stop=stop)`` of the file at ``url``, read with ``token``
+    (the submitting user's; None: the process's own credential). The file stays open for the chunks after."""
+    began = time.perf_counter()
+
+    def arrays(handle: Any, events: Any, cached: bool) -> tuple[Any, ReadStats]:
+        source = handle.file.source
+        before = (source.num_requested_bytes, source.num_requests) if cached else (0, 0)
+        names = branch_names(events, branches)
+        missing = [n for n in names if n not in events]
+        if missing:
+            raise KeyError(f"{url}: tree {tree!r} has no branch {', '.join(missing)}")
+        out = events.arrays(names, entry_start=start, entry_stop=stop)
+        seconds = time.perf_counter() - began
+        return out, ReadStats(source.num_requested_bytes - before[0], source.num_requests - before[1], seconds)
+
+    return _on_tree(url, tree, timeout, token, arrays)
+
+
 @dataclass(frozen=True)
 class Inspection:
     """What planning needs of one file: entries, cluster starts and the requested branches' compressed size."""
@@ -160,28 +168,33 @@ class Inspection:
     offsets: list[int]
     compressed: int  # bytes of the requested branches as stored (what reading them must cost at least)
     missing: list[str]  # requested branches the tree does not have
+    bytes: int = 0  # what opening and inspecting the file read
 
 
-def inspect(url: str, tree: str, branches: Sequence[str], timeout: float = TIMEOUT) -> Inspection:
-    """Read a file's tree metadata (a few kB): its entries, clusters and the branches' sizes."""
-    import uproot
+def inspect(
+    url: str, tree: str, branches: Sequence[str], timeout: float = TIMEOUT, token: Token | None = None
+) -> Inspection:
+    """Read a file's tree metadata (a few kB): its entries, clusters and the branches' sizes. Run on the worker
+    that reads the file's chunks next: they find it open."""
+
+    def metadata(handle: Any, events: Any, cached: bool) -> Inspection:
+        source = handle.file.source
+        before = source.num_requested_bytes if cached else 0
+        names = branch_names(events, branches)
+        present = [n for n in names if n in events]
+        offsets = list(events.common_entry_offsets(filter_name=present)) if present else []
+        return Inspection(
+            int(events.num_entries),
+            [int(o) for o in offsets],
+            sum(int(events[n].compressed_bytes) for n in present),
+            [n for n in names if n not in events],
+            source.num_requested_bytes - before,
+        )
 
     try:
-        with _open(url, timeout) as handle:
-            if tree not in handle:
-                raise KeyError(f"{url}: no tree {tree!r}")
-            events = handle[tree]
-            names = branch_names(events, branches)
-            present = [n for n in names if n in events]
-            offsets = list(events.common_entry_offsets(filter_name=present)) if present else []
-            return Inspection(
-                int(events.num_entries),
-                [int(o) for o in offsets],
-                sum(int(events[n].compressed_bytes) for n in present),
-                [n for n in names if n not in events],
-            )
-    except (OSError, uproot.deserialization.DeserializationError, ValueError, RuntimeError) as err:
-        raise ReadFailed(url, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+        return _on_tree(url, tree, timeout, token, metadata)
+    except KeyError:
+        raise KeyError(f"{url}: no tree {tree!r}") from None
 
 
 # -- Parquet out ------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from datalake.processing import cluster
 from datalake.processing.chunks import Chunk
 from datalake.processing.columnar import Target, read, scratch, store, where_am_i
 from datalake.processing.placement import Placed, place
-from datalake.processing.process import plan_chunks
+from datalake.processing.planning import plan_chunks
 from datalake.processing.selection import Selection
 from datalake.progress import NO_PROGRESS, Progress
 from datalake.settings import settings
@@ -246,10 +246,11 @@ def deliver(
         catalog,
         did,
         [*columns, *(selection.branches if selection else ())],
+        client=client,
         tree=tree,
         chunk_size=chunk_size,
-        sites=cluster.worker_sites(client),
         timeout=timeout,
+        token=token,
     )
     todo_names = {fp.did: output_name(output, dids.parse(fp.did).name) for fp in the_plan.files}
     registered = set(catalog.existing([DID(output.scope, n) for n in todo_names.values()]))

@@ -45,23 +45,33 @@ class Placed:
         return Placed(self.chunk, (chosen, *rest), chosen.site if beside else None)
 
 
+class Placement:
+    """Assigns chunks (with their ranked sources) to sites, balancing events across the candidate sites over
+    every chunk it has placed, so files placed one at a time spread as if placed together."""
+
+    def __init__(self, worker_sites: Iterable[str]) -> None:
+        self.sites = set(worker_sites)
+        self.load: Counter[str] = Counter()
+
+    def place(self, chunks: Iterable[tuple[Chunk, Sequence[Source]]]) -> list[Placed]:
+        out = []
+        for chunk, sources in chunks:
+            if not sources:
+                raise ValueError(f"{chunk.did} has no replica to read")
+            beside = [s for s in sources if s.site in self.sites]
+            if not beside:
+                out.append(Placed(chunk, tuple(sources), None))
+                continue
+            chosen = min(beside, key=lambda s: self.load[s.site])  # min keeps the ranking's order among equals
+            self.load[chosen.site] += chunk.entries
+            rest = [s for s in sources if s is not chosen]
+            out.append(Placed(chunk, (chosen, *rest), chosen.site))
+        return out
+
+
 def place(chunks: Iterable[tuple[Chunk, Sequence[Source]]], worker_sites: Iterable[str]) -> list[Placed]:
     """Assign every chunk (with its ranked sources) to a site, balancing events across the candidate sites."""
-    sites = set(worker_sites)
-    load: Counter[str] = Counter()
-    out = []
-    for chunk, sources in chunks:
-        if not sources:
-            raise ValueError(f"{chunk.did} has no replica to read")
-        beside = [s for s in sources if s.site in sites]
-        if not beside:
-            out.append(Placed(chunk, tuple(sources), None))
-            continue
-        chosen = min(beside, key=lambda s: load[s.site])  # min keeps the ranking's order among equals
-        load[chosen.site] += chunk.entries
-        rest = [s for s in sources if s is not chosen]
-        out.append(Placed(chunk, (chosen, *rest), chosen.site))
-    return out
+    return Placement(worker_sites).place(chunks)
 
 
 def beside_share(placed: Sequence[Placed]) -> float:

@@ -1,33 +1,29 @@
 """``datalake process``: run a user's function over a dataset's events beside the data, and merge the results.
 
-DID -> files (access checked as for ``pull``) -> replicas (Rucio) -> chunks (entry ranges cut at cluster
-boundaries) -> the site of each chunk's best replica (``placement``) -> Dask tasks pinned to that site's
-workers (``cluster``), each reading its chunk with uproot over root:// -> the user's function -> results merged
-pairwise on the cluster. Every chunk reports where it ran, what it read and how long it took.
+DID -> files and ranked replicas -> each file inspected on a worker at a replica's site -> its chunks placed
+beside a replica (``planning``) and run at once, while other files are still inspected -> Dask tasks pinned to
+their site's workers (``cluster``), each reading its chunk with uproot over root:// (the file already open) -> the
+user's function -> results merged pairwise on the cluster. Every chunk reports where it ran, what it read and how
+long it took.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from datalake import tracebacks
 from datalake.catalog import Catalog
 from datalake.dids import DID
-from datalake.errors import CatalogError, UserCodeError
-from datalake.policy.access import readable
-from datalake.processing import chunks as chunking
-from datalake.processing import cluster
-from datalake.processing.chunks import Chunk
-from datalake.processing.columnar import Inspection, ReadFailed, inspect, read, where_am_i
+from datalake.errors import UserCodeError
+from datalake.processing import cluster, planning
+from datalake.processing.columnar import read, where_am_i
 from datalake.processing.merge import merge
-from datalake.processing.placement import Placed, Source, beside_share, place
+from datalake.processing.placement import Placed, beside_share
 from datalake.progress import NO_PROGRESS, Progress
-from datalake.ranking import Context, Replica, RseFacts, rank
 from datalake.settings import settings
 from datalake.tokens.token import Token
 
@@ -107,102 +103,6 @@ def run_chunk(
     return Partial(result, [record])
 
 
-# -- planning -------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FilePlan:
-    did: str
-    sources: tuple[Source, ...]  # ranked
-    inspection: Inspection
-
-
-@dataclass
-class ChunkPlan:
-    did: str
-    tree: str
-    branches: list[str]
-    files: list[FilePlan]
-    placed: list[Placed]
-    sites: dict[str, int]  # sites with workers when planned
-
-    @property
-    def events(self) -> int:
-        return sum(p.chunk.entries for p in self.placed)
-
-    @property
-    def compressed(self) -> int:
-        return sum(f.inspection.compressed for f in self.files)
-
-
-def sources_of(catalog: Catalog, files: list[DID]) -> dict[str, tuple[Source, ...]]:
-    """Each file's readable root:// replicas, ranked (tier, then a stable spread), with their RSE's site."""
-    facts: dict[str, RseFacts] = {}
-    out: dict[str, tuple[Source, ...]] = {}
-    for _, found in catalog.replica_batches(files, lambda f: f, settings().list_batch):
-        for did, entry in found.items():
-            replicas = [Replica(rse, url) for rse, urls in (entry.get("rses") or {}).items() for url in urls[:1]]
-            for replica in replicas:
-                if replica.rse not in facts:
-                    facts[replica.rse] = catalog.rse_facts(replica.rse)
-            ranked = rank(did.name, replicas, Context(rses=facts))
-            out[str(did)] = tuple(Source(r.rse, facts[r.rse].site, r.url) for r in ranked)
-    return out
-
-
-def _inspect(sources: tuple[Source, ...], tree: str, branches: Sequence[str], timeout: float) -> Inspection:
-    errors = []
-    for source in sources:
-        try:
-            return inspect(source.url, tree, branches, timeout)
-        except ReadFailed as err:
-            errors.append(str(err))
-    raise ReadFailed(sources[0].url if sources else "?", "; ".join(errors) or "no replica")
-
-
-def plan_chunks(
-    catalog: Catalog,
-    did: DID,
-    branches: Sequence[str],
-    *,
-    tree: str,
-    chunk_size: int,
-    sites: dict[str, int],
-    timeout: float,
-    files: Iterable[DID] | None = None,
-) -> ChunkPlan:
-    """Check access, list files and replicas, read each file's entries and clusters, cut and place chunks.
-    Raises one clear error if a file has no replica, a tree or branch is missing, or no replica answers."""
-    if chunk_size < 1:
-        raise CatalogError("the chunk size must be at least one event")
-    if files is None:
-        files = [f.did for f in catalog.files_of(did, readable(catalog, did))]
-    file_dids = list(files)
-    if not file_dids:
-        raise CatalogError(f"{did} has no files")
-    sources = sources_of(catalog, file_dids)
-    orphans = [str(f) for f in file_dids if not sources.get(str(f))]
-    if orphans:
-        raise CatalogError(f"{len(orphans)} files have no readable root:// replica (first: {orphans[0]})")
-    with ThreadPoolExecutor(settings().inspect_threads) as pool:
-        futures = {str(f): pool.submit(_inspect, sources[str(f)], tree, branches, timeout) for f in file_dids}
-        try:
-            inspections = {k: f.result() for k, f in futures.items()}
-        except ReadFailed as err:
-            raise cluster.ProcessingError(f"cannot read {err}") from None
-        except KeyError as err:
-            raise cluster.ProcessingError(str(err.args[0])) from None
-    missing = {b for i in inspections.values() for b in i.missing}
-    if missing:
-        raise cluster.ProcessingError(f"tree {tree!r} has no branch {', '.join(sorted(missing))}")
-    file_plans = [FilePlan(str(f), sources[str(f)], inspections[str(f)]) for f in file_dids]
-    pieces: list[tuple[Chunk, tuple[Source, ...]]] = []
-    for fp in file_plans:
-        for chunk in chunking.split(fp.did, fp.inspection.entries, chunk_size, fp.inspection.offsets):
-            pieces.append((chunk, fp.sources))
-    return ChunkPlan(str(did), tree, list(branches), file_plans, place(pieces, sites), sites)
-
-
 # -- running --------------------------------------------------------------------------------------------------
 
 
@@ -265,19 +165,18 @@ def process(
     tree = tuning.tree if tree is None else tree
     chunk_size = tuning.chunk_size if chunk_size is None else chunk_size
     timeout = tuning.read_timeout if timeout is None else timeout
-    the_plan = plan_chunks(
-        catalog, did, branches, tree=tree, chunk_size=chunk_size, sites=cluster.worker_sites(client), timeout=timeout
-    )
-    placed = the_plan.placed if placement else [replace(p, site=None) for p in the_plan.placed]
+    files, sources = planning.replicas(catalog, did)
+    planner = planning.Planner(tree, list(branches), chunk_size, cluster.worker_sites(client), placement)
     payload = cloudpickle.dumps(fn)
     try:
         outcome = cluster.run(
             client,
-            placed,
+            [],
             run_chunk,
             (payload, tree, list(branches), timeout, token),
             reduce=merge_partials,
             progress=progress,
+            feed=planner.feed(client, files, sources, timeout, token),
         )
     except UserCodeError as err:
         raise tracebacks.attach(err, tracebacks.resolve(err.frames, fn)) from None  # their files, their lines
@@ -288,16 +187,17 @@ def process(
         )
     partial: Partial | None = outcome.result
     records = partial.records if partial else []
+    inspected = [f.inspection for f in planner.files]
     summary = ProcessSummary(
         did=str(did),
-        files=len(the_plan.files),
-        chunks=len(the_plan.placed),
+        files=len(planner.files),
+        chunks=len(planner.placed),
         events=sum(r.events for r in records),
         seconds=time.perf_counter() - began,
-        bytes_read=sum(r.bytes for r in records),
-        compressed=the_plan.compressed,
+        bytes_read=sum(r.bytes for r in records) + sum(i.bytes for i in inspected),
+        compressed=sum(i.compressed for i in inspected),
         beside=sum(r.beside for r in records),
-        planned_beside=beside_share(placed),
+        planned_beside=beside_share(planner.placed),
         retried=outcome.retried,
         records=records,
     )

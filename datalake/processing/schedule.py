@@ -72,7 +72,19 @@ class Holdings:
     held: frozenset[str]
 
 
-Event = Finished | ReadError | Lost | Errored | Sites | Quiet | Holdings
+@dataclass(frozen=True)
+class More:
+    """Chunks that became known while the run goes (a file was inspected): run them too."""
+
+    placed: tuple[Placed, ...]
+
+
+@dataclass(frozen=True)
+class NoMore:
+    """Every chunk is known: the run may end once they are done."""
+
+
+Event = Finished | ReadError | Lost | Errored | Sites | Quiet | Holdings | More | NoMore
 
 # -- decisions: what to do ------------------------------------------------------------------------------------
 
@@ -165,9 +177,12 @@ class _Task:
 
 class Schedule:
     """Which task covers which chunks, the results waiting to be merged, failed RSEs per chunk, and the counts
-    of ``cluster.Outcome``. ``new_key(index)`` names a task: a chunk's (``index``) or a merge's (None)."""
+    of ``cluster.Outcome``. ``new_key(index)`` names a task: a chunk's (``index``) or a merge's (None). With
+    ``more``, chunks keep arriving (``More``) until ``NoMore``: reading starts before planning ends."""
 
-    def __init__(self, placed: Sequence[Placed], new_key: Callable[[int | None], str], *, reduce: bool) -> None:
+    def __init__(
+        self, placed: Sequence[Placed], new_key: Callable[[int | None], str], *, reduce: bool, more: bool = False
+    ) -> None:
         self.retried = 0  # chunks sent again: to another replica, or away from a site that lost its workers
         self.moved = 0  # of those, moved because of a lost worker or site
         self.failed: list[tuple[Placed, str]] = []
@@ -181,6 +196,7 @@ class Schedule:
         self._ready: dict[str, _Task] = {}  # finished results waiting for a merge, oldest first
         self._inputs: dict[str, _Task] = {}  # results being merged by a running merge
         self._advanced: set[int] = set()  # chunks whose progress was reported
+        self._more = more  # chunks may still arrive
 
     @property
     def running(self) -> tuple[str, ...]:
@@ -222,6 +238,13 @@ class Schedule:
                     held = event.held
                 case Holdings():
                     held = event.held
+                case More():
+                    for placed in event.placed:
+                        index = len(self._placed)
+                        self._placed[index] = placed
+                        self._submit(index, placed, out)
+                case NoMore():
+                    self._more = False
         return self._settle(out, held)
 
     # -- the rules ----------------------------------------------------------------------------------------
@@ -320,7 +343,7 @@ class Schedule:
             key = self._new_key(None)
             self._running[key] = _Task(Kind.MERGE, self._inputs[a].covers + self._inputs[b].covers, inputs=(a, b))
             out.append(Merge(key, a, b))
-        if self._running:
+        if self._running or self._more:
             return out
         if self._ready and held is None:
             return [*out, Check(tuple(self._ready))]
