@@ -126,11 +126,10 @@ def coffea_runner(client, token: str | None = None):
         def postprocess(self, accumulator):
             return accumulator
 
-    if token is not None:
-        client.run(os.environ.__setitem__, "BEARER_TOKEN", token)
-
     def run(urls: list[str], chunk_size: int):
         if token is not None:  # a user part of their own: new connections, which log in with that token
+            # set before every run: a datalake chunk on the same worker removes BEARER_TOKEN when it is done
+            client.run(os.environ.__setitem__, "BEARER_TOKEN", token)
             urls = [u.replace("root://", "root://bench@", 1) for u in urls]
         runner = processor.Runner(
             executor=processor.DaskExecutor(client=client, status=False, retries=0),

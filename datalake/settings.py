@@ -30,6 +30,12 @@ class Settings(BaseSettings):
         "(SITE_NAME is what Rucio's clients read)",
     )
     scheduler: str | None = Field(None, description="the Dask scheduler's address, for process and deliver")
+    async_rules_from: int = Field(
+        1000,
+        ge=1,
+        description="files in a dataset from which the policy's rules are asynchronous: Rucio's judge-injector "
+        "creates their locks and transfers after the request instead of inside it (register returns at once)",
+    )
     # pulling and listing
     parallel: int = Field(16, ge=1, description="files copied at once by pull (16 saturates loopback XRootD)")
     list_batch: int = Field(500, ge=1, description="files per Rucio list_replicas call")
@@ -44,7 +50,6 @@ class Settings(BaseSettings):
     # processing
     chunk_size: int = Field(100_000, ge=1, description="events per chunk (coffea's default)")
     tree: str = Field("Events", min_length=1, description="the TTree read by process and deliver (NanoAOD's)")
-    inspect_threads: int = Field(16, ge=1, description="files opened at once to read their entries and clusters")
     read_timeout: float = Field(60, gt=0, description="seconds per XRootD request of a chunk's read")
     # the XRootD client (XrdCl), applied before it loads; the XRD_* variables themselves win
     xrd_connection_retry: int = Field(2, ge=1, description="XRD_CONNECTIONRETRY: connection attempts")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -292,3 +294,27 @@ def test_release_ten_years_after_the_run_replaces_the_cache_rule_by_open_data(la
     live = {r["policy_rule"] for r in status["rules"] if r["expires_at"] is None}
     assert live == {"custodial", "open-data"} and status["opendata"]["state"] == "public"
     assert json.loads(datalake(*apply, env=lake_env).stdout)[0]["actions"] == []
+
+
+def test_rules_of_a_large_dataset_are_injected_by_rucios_judge(lake_env, unique, tmp_path):
+    """Past DATALAKE_ASYNC_RULES_FROM files the policy's rules are asynchronous: register returns with them
+    accepted and listed as asynchronous, and Rucio's judge-injector (a real daemon of the testbed) makes them:
+    status shows them leave INJECT, with a lock on every file."""
+    make_files(tmp_path / unique, 6)
+    did = f"darkmatter:{unique}"
+    more = {"DATALAKE_ASYNC_RULES_FROM": "5"}
+    summary = json.loads(
+        register(lake_env, tmp_path / unique, policy="darkmatter-closed", dataset=did, more_env=more).stdout
+    )
+    assert summary["registered"] == 6
+    added = [a for a in summary["policy_actions"] if a.startswith("add-rule")]
+    assert len(added) == 1 and added[0].endswith(", asynchronous")
+    deadline = time.monotonic() + 120
+    while (states := [r["state"] for r in rules_of(lake_env, did)]) and "INJECT" in states:
+        assert time.monotonic() < deadline, f"the judge-injector did not take the rule: {states}"
+        time.sleep(1)
+    assert states and all(s in ("OK", "REPLICATING") for s in states)
+    (rule,) = rules_of(lake_env, did)
+    assert sum(rule["locks"].values()) == 12  # two copies of six files
+    shown = rucio("rule", "show", rule["id"], env=lake_env).stdout  # the stock client agrees
+    assert re.search(r"State:\s+(\w+)", shown).group(1) in ("OK", "REPLICATING")

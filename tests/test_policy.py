@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from datalake.errors import PolicyError
 from datalake.policy import Tier, check, evaluate, load, parse
-from datalake.policy.actions import CurrentRule, CurrentState, plan_actions
+from datalake.policy.actions import Action, CurrentRule, CurrentState, plan_actions
 from datalake.policy.metadata import parse_pairs, validate
 from datalake.policy.model import Duration
 from datalake.policy.release import stage_position
@@ -387,3 +387,19 @@ def test_more_copies_on_the_same_expression_are_added_before_the_old_rule_goes()
         have.did, True, have.meta, (fewer, have.rules[1]), "draft", have.opendata_doi, have.opendata_meta
     )
     assert [a.kind for a in plan_actions(state, have, EVERYWHERE)] == ["add-rule", "remove-rule"]
+
+
+def test_rules_of_a_large_dataset_are_asynchronous():
+    """From ``asynchronous_from`` files on, new rules ask Rucio to inject them later (the request returns at once);
+    below it, and for rules already there, nothing changes."""
+    policy, meta = lhc(), validate(lhc(), LHC_META)
+    state = evaluate(policy, "collider:ds", meta, datetime(2016, 1, 1))
+
+    def adds(files: int) -> list[Action]:
+        current = CurrentState("collider:ds", True, {}, files=files)
+        return [a for a in plan_actions(state, current, EVERYWHERE, asynchronous_from=1000) if a.kind == "add-rule"]
+
+    assert len(adds(999)) == 2 and not any("asynchronous" in a.args for a in adds(999))
+    assert all(a.args["asynchronous"] is True and a.summary.endswith(", asynchronous") for a in adds(1000))
+    sync = plan_actions(state, CurrentState("collider:ds", True, {}, files=10_000), EVERYWHERE)
+    assert not any("asynchronous" in a.args for a in sync)  # no threshold given: inside the request

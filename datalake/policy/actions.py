@@ -7,7 +7,7 @@ managed only if their comment carries the policy mark; anyone else's rules are l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -45,6 +45,7 @@ class CurrentState:
     opendata_state: str | None = None  # None: no open-data record
     opendata_doi: str | None = None
     opendata_meta: dict[str, Any] | None = None
+    files: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,15 @@ def check_placement(desired: DesiredState, placement: dict[str, dict[str, str]])
     return problems
 
 
-def plan_actions(desired: DesiredState, current: CurrentState, placement: dict[str, dict[str, str]]) -> list[Action]:
+def plan_actions(
+    desired: DesiredState,
+    current: CurrentState,
+    placement: dict[str, dict[str, str]],
+    asynchronous_from: int | None = None,
+) -> list[Action]:
+    """The actions that make ``current`` what ``desired`` says. Rules of a dataset of ``asynchronous_from`` files
+    or more are asynchronous: Rucio answers at once and its judge-injector creates the locks and transfers
+    (inside the request, a 2-copy rule on 10,000 files makes 20,000 locks before it answers)."""
     problems = check_placement(desired, placement)
     if problems:
         raise PolicyError(f"{desired.did} under {desired.policy}: " + "; ".join(problems))
@@ -93,6 +102,10 @@ def plan_actions(desired: DesiredState, current: CurrentState, placement: dict[s
         actions.append(Action("close", did, "close the dataset (published data is frozen)"))
 
     rule_adds, rule_updates, removals, early_removals = _rules(desired, current)
+    if asynchronous_from is not None and current.files >= asynchronous_from:
+        rule_adds = [
+            replace(a, summary=f"{a.summary}, asynchronous", args={**a.args, "asynchronous": True}) for a in rule_adds
+        ]
     actions += early_removals + rule_adds + rule_updates
     actions += _opendata(desired, current)
     actions += removals

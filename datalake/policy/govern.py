@@ -17,6 +17,7 @@ from datalake.errors import PolicyError
 from datalake.policy import DesiredState, SharingPolicy, evaluate, find
 from datalake.policy.actions import Action, CurrentRule, CurrentState, plan_actions
 from datalake.policy.derived import bounded
+from datalake.settings import settings
 
 
 def utcnow() -> datetime:
@@ -60,6 +61,7 @@ def current_state(catalog: Catalog, did: DID) -> tuple[dict[str, Any], CurrentSt
         opendata_state=str(od["state"]).lower() if od else None,
         opendata_doi=od.get("doi") if od else None,
         opendata_meta=od.get("meta") if od else None,
+        files=int(record.get("length") or 0),
     )
     return record, state
 
@@ -133,7 +135,7 @@ def govern(
     if policy is None:
         policy = policy_of(meta, did, policies)
     desired, current, placement = desired_state(catalog, did, policy, now, policies)
-    actions = plan_actions(desired, current, placement)
+    actions = plan_actions(desired, current, placement, settings().async_rules_from)
     if not dry_run:
         for action in actions:
             perform(catalog, did, action)
