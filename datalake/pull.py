@@ -1,6 +1,10 @@
 """``datalake pull``: DIDs -> files (streamed) -> replicas (listed in batches) -> ranked -> copied in parallel,
 verified, resumed, failed over; bad replicas reported to Rucio so the lake heals.
 
+A file already here and verified against the catalog's checksum (a stamp on the file: its checksum, size and
+mtime) is counted present before its replicas are listed: a re-run of a complete pull asks Rucio only for the
+file list.
+
 Memory stays flat whatever the dataset's size: files are streamed from Rucio, replicas are listed a batch at a
 time (the settings' ``list_batch``), and at most ``2 x parallel`` files are queued. Only failures and bad
 replicas are kept unless the caller asks for every file's record (the Python API does).
@@ -30,7 +34,7 @@ from datalake.ranking import Context, Replica, RseFacts, rank
 from datalake.settings import settings
 from datalake.storage import Cancelled, Corrupt, LocalDisk, Missing, StorageFailure, Storages
 from datalake.storage import default as default_storages
-from datalake.storage.local import Target, is_verified, remember, target
+from datalake.storage.local import Target, is_stamped, is_verified, remember, target
 
 BAD = (Missing, Corrupt)  # failures that mean the replica itself is bad (reported to Rucio)
 BAD_KINDS = tuple(k.kind for k in BAD)
@@ -222,6 +226,18 @@ class Puller:
     def _advance(self, files: int, size: int) -> None:
         self.progress.advance(files, size)
 
+    def here(self, f: File) -> bool:
+        """The file is at its place and stamped as verified against this checksum (nothing to list or copy)."""
+        where = target(self.to, f.scope, f.name)
+        return bool(f.checksum) and where is not None and is_stamped(where.final, f.size, f.algorithm, f.checksum)
+
+    def present(self, files: list[File]) -> None:
+        """Count files found here and verified before their replicas were listed."""
+        with self.lock:
+            for f in files:
+                self.summary.add(Pulled(str(f.did), str(target(self.to, f.scope, f.name).final), "present", f.size))
+        self.progress.advance(len(files), sum(f.size for f in files))
+
     def collect(self, future: Future) -> None:
         if future.cancelled():
             return
@@ -288,12 +304,13 @@ def _get(ahead: queue.Queue) -> Any:
             return ahead.get(timeout=0.2)
 
 
-Listed = tuple[list[File], dict[DID, list[Replica]]]
+Listed = tuple[list[File], dict[DID, list[Replica]] | None]
 
 
 def _listed(catalog: Catalog, puller: Puller, records: list, rse_expression: str | None) -> Iterator[Listed]:
     """Batches of files with their replicas, listed by a thread of their own one batch ahead of the copies
-    (Rucio takes ~0.1 s per batch: listing and copying overlap instead of taking turns)."""
+    (Rucio takes ~0.1 s per batch: listing and copying overlap instead of taking turns); files already here and
+    verified come in batches of their own, without replicas (None), never listed."""
     ahead: queue.Queue = queue.Queue(maxsize=1)
 
     def put(item: object) -> bool:
@@ -303,11 +320,25 @@ def _listed(catalog: Catalog, puller: Puller, records: list, rse_expression: str
                 return True
         return False
 
+    def to_list(files: Iterable[File], size: int) -> Iterator[File]:
+        """The files not already here; those that are go to the main thread in batches of ``size``."""
+        here: list[File] = []
+        for f in files:
+            if not puller.here(f):
+                yield f
+                continue
+            here.append(f)
+            if len(here) >= size:
+                put((here, None))
+                here = []
+        if here:
+            put((here, None))
+
     def lister() -> None:
         try:
             for did, record in records:
-                files = catalog.files_of(did, record)
                 tuning = settings()
+                files = to_list(catalog.files_of(did, record), tuning.list_batch)
                 listed = catalog.replica_batches(
                     files, File.did.fget, tuning.list_batch, first=tuning.first_batch, rse_expression=rse_expression
                 )
@@ -390,6 +421,9 @@ def pull(
     try:
         batches = _listed(catalog, puller, records, rse_expression)
         for batch, found in batches:
+            if found is None:
+                puller.present(batch)
+                continue
             for f in batch:
                 _acquire(slots)
                 pool.submit(puller.one, f, found.get(f.did, [])).add_done_callback(finished)

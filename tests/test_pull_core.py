@@ -147,6 +147,7 @@ class FakeCatalog(Lookups):
         self.where = replicas
         self.meta = meta or {}
         self.declared: list[tuple[list[str], str]] = []
+        self.listed: list[str] = []  # files whose replicas were asked for
 
     def get_did(self, did: DID) -> dict[str, Any] | None:
         if did.name == "ds":
@@ -164,6 +165,7 @@ class FakeCatalog(Lookups):
             yield {"scope": "s", "name": name, "bytes": len(data), "adler32": f"{zlib.adler32(data):08x}"}
 
     def replicas(self, files: list[DID], rse_expression: str | None = None, all_states: bool = False):
+        self.listed += [str(f) for f in files]
         for f in files:
             pfns = {f"root://{rse}//{f.name}": {"rse": rse, "type": "DISK"} for rse in self.where[f.name]}
             yield {"scope": f.scope, "name": f.name, "pfns": pfns}
@@ -245,8 +247,27 @@ def test_every_file_pulled_and_a_rerun_copies_nothing(monkeypatch, tmp_path):
         assert (tmp_path / "out" / "s" / name).read_bytes() == data
     assert {Path(p.path).name for p in summary.files} == set(files)
     storage.calls.clear()
+    catalog.listed.clear()
     again = run(tmp_path, catalog, storage)
     assert again.states["present"] == 30 and again.bytes_copied == 0 and storage.calls == []
+    assert catalog.listed == []  # verified here: no replica was asked for
+
+
+def test_only_files_not_verified_here_have_their_replicas_listed(monkeypatch, tmp_path):
+    """A changed file (other bytes, same size) and a removed one are listed and copied again; a file whose stamp
+    is stale (touched) is listed and re-verified by its checksum, not copied; the rest is never listed."""
+    files = {f"f{i}": os.urandom(100 + i) for i in range(10)}
+    storage = FakeStorage({f"root://A//{n}": d for n, d in files.items()})
+    catalog = FakeCatalog(files, {n: ["A"] for n in files})
+    run(tmp_path, catalog, storage)
+    out = tmp_path / "out" / "s"
+    (out / "f1").write_bytes(os.urandom(101))
+    (out / "f2").unlink()
+    os.utime(out / "f3", ns=(1, 1))
+    catalog.listed.clear()
+    again = run(tmp_path, catalog, storage)
+    assert sorted(catalog.listed) == ["s:f1", "s:f2", "s:f3"]
+    assert again.states == {"present": 8, "copied": 2, "replaced": 1} and (out / "f1").read_bytes() == files["f1"]
 
 
 def test_missing_and_corrupt_replicas_fail_over_and_are_reported(monkeypatch, tmp_path):

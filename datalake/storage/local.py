@@ -85,6 +85,16 @@ def remember(path: Path, algorithm: str, checksum: str) -> None:
         os.setxattr(path, XATTR, _stamp(path.stat(), algorithm, checksum))
 
 
+def is_stamped(path: Path, size: int, algorithm: str, checksum: str) -> bool:
+    """``path`` was verified as exactly this file and has not changed since (its size and mtime are in the stamp):
+    a stat and an xattr read, no reading of the data."""
+    try:
+        st = path.stat()
+        return st.st_size == size and os.getxattr(path, XATTR) == _stamp(st, algorithm, checksum)
+    except OSError:
+        return False
+
+
 def is_verified(path: Path, size: int, algorithm: str, checksum: str) -> bool | None:
     """True: ``path`` holds exactly this file; False: something else is there; None: nothing is."""
     try:
