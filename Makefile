@@ -25,9 +25,9 @@ test: install lint
 
 # coffea, for bench/process.py's comparison with coffea's executor
 bench: EXTRAS = test bench
-bench: install  # starts the testbed if it is not up (make demo leaves it up); restarts its Dask servers if the venv changed
+bench: install  # register and scale last: their 10,000-file rules keep the conveyor busy after them; starts the testbed if it is not up (make demo leaves it up); restarts its Dask servers if the venv changed
 	$(BIN)/datalake testbed up
-	eval "$$($(BIN)/datalake testbed env)" && $(BIN)/python bench/register.py && $(BIN)/python bench/pull.py && $(BIN)/python bench/transfer.py && $(BIN)/python bench/process.py && $(BIN)/python bench/load.py && $(BIN)/python bench/setup.py
+	eval "$$($(BIN)/datalake testbed env)" && $(BIN)/python bench/pull.py && $(BIN)/python bench/transfer.py && $(BIN)/python bench/process.py && $(BIN)/python bench/load.py && $(BIN)/python bench/setup.py && $(BIN)/python bench/register.py && $(BIN)/python bench/scale.py
 
 # bench/sites.py on the site lake (podman): process, pull and rules at 50 Mbit/s, 100 Mbit/s and 1 Gbit/s uplinks
 bench-sites: install

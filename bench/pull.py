@@ -4,8 +4,7 @@ A. 100 files x 1 MiB: ``datalake pull`` vs the stock ``rucio download`` of the s
    XRootD ``CopyProcess``, parallel 16, end-to-end adler32, of the same replicas, listing excluded).
 B. 4 files x 256 MiB: throughput of ``datalake pull`` vs a raw parallel ``CopyProcess`` (parallel 4, end-to-end
    adler32) of the same files.
-C. Peak memory (max RSS) of ``datalake pull`` over datasets of 1,000 and 10,000 files: it must not grow with
-   the number of files.
+(How pull grows with the number of files, time and memory, is bench/scale.py's.)
 Runs are interleaved and repeated (``--repeat``); medians are reported. Datasets are registered once (scope
 ``darkmatter``, names ``bench-pull-*``) and reused by later runs. Prints a table and a JSON line.
 """
@@ -127,33 +126,19 @@ def few_large(lake: Lake, work: Path, did: str, size: int, count: int, repeat: i
     return out
 
 
-def memory(work: Path, dids: dict[int, str]) -> dict:
-    out = {}
-    for count, did in dids.items():
-        seconds, rss = timed(pull_argv(did, fresh(work, f"mem{count}")))
-        out[f"rss_mib_{count}_files"] = rss
-        out[f"seconds_{count}_files"] = seconds
-        shutil.rmtree(work / f"mem{count}")
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--large-mib", type=int, default=256)
-    parser.add_argument("--memory-files", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     lake = Lake()
     with tempfile.TemporaryDirectory(prefix="bench-pull-") as tmp:
         work = Path(tmp)
         small = dataset(lake, work, 100, 1 << 20)
         large = dataset(lake, work, 4, args.large_mib << 20)
-        counts = {} if args.skip_memory else {n: dataset(lake, work, n, 1024) for n in args.memory_files}
         result = {
             "A_100x1MiB": many_small(lake, work, small, args.repeat),
             f"B_4x{args.large_mib}MiB": few_large(lake, work, large, args.large_mib << 20, 4, args.repeat),
-            "C_memory": memory(work, counts),
         }
     for part, figures in result.items():
         print(part)

@@ -2,6 +2,7 @@
 
 No emoji codes: rich would turn the ``:name:`` in DIDs such as ``mc:smile:`` into pictures."""
 
+import json
 from typing import Any
 
 from rich.console import Console
@@ -13,9 +14,15 @@ class _Stdout(Console):
 
     printed_json = False
 
-    def print_json(self, *args: Any, **kwargs: Any) -> None:
+    def print_json(self, text: str, **kwargs: Any) -> None:
+        """Rich's pretty JSON on a terminal; written as is to a pipe or file (rich took 6 s to lay out a 10,000-file
+        pull's summary that nobody was looking at)."""
         self.printed_json = True
-        super().print_json(*args, **kwargs)
+        if self.is_terminal:
+            super().print_json(text, **kwargs)
+        else:
+            self.file.write(json.dumps(json.loads(text), indent=2) + "\n")
+            self.file.flush()
 
 
 console = _Stdout(highlight=False, emoji=False)
