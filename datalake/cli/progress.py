@@ -44,5 +44,10 @@ class FilesAndBytes:
         if files:
             self.bar.advance(self.files, files)
 
+    def grow(self, files: int, size: int) -> None:
+        totals = {t.id: t.total or 0 for t in self.bar.tasks}
+        for task, more in ((self.bytes, size), (self.files, files)):
+            self.bar.update(task, total=totals[task] + more)
+
     def stop(self) -> None:
         self.bar.stop()
