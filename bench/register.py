@@ -137,25 +137,35 @@ def upload_local(work: Path, files: int, size: int, repeat: int) -> dict:
     }
 
 
-def register_in_place(work: Path, files: int, size: int, anchor_files: int) -> dict:
-    """Put files at the RSE's deterministic paths (as a DAQ would), then register them where they are."""
+def place(lake, rse: str, paths: list[Path], checksums: dict[str, str]) -> dict[str, str]:
+    """Copy local files to ``rse`` at Rucio's deterministic paths (as a DAQ would), 32 at once, verified; their
+    URLs by ``SCOPE:name``."""
     from rucio.rse import rsemanager
 
-    from datalake import Lake, storage
+    from datalake import storage
+
+    info = lake.catalog.rse_info(rse)
+    lfns = [{"scope": SCOPE, "name": p.name} for p in paths]
+    pfns = rsemanager.lfns2pfns(info, lfns, operation="write", scheme="root")
+    jobs = [storage.CopyJob(str(p), pfns[f"{SCOPE}:{p.name}"], p.stat().st_size, checksums[p.name]) for p in paths]
+    failed = storage.default().for_urls(*(j.target for j in jobs)).copy_many(jobs, parallel=32)
+    if failed:
+        raise SystemExit(f"placing files failed: {next(iter(failed.items()))}")
+    return pfns
+
+
+def register_in_place(work: Path, files: int, size: int, anchor_files: int) -> dict:
+    """Put files at the RSE's deterministic paths (as a DAQ would), then register them where they are."""
+    from datalake import Lake
     from datalake.storage.local import adler32_file
 
     lake = Lake()
-    info = lake.catalog.rse_info("XRD2")
     tag = uuid.uuid4().hex[:8]
     local = make_files(work / f"inplace{tag}", files + anchor_files, size)
-    lfns = [{"scope": SCOPE, "name": p.name} for p in local]
-    pfns = rsemanager.lfns2pfns(info, lfns, operation="write", scheme="root")
-    jobs = [storage.CopyJob(str(p), pfns[f"{SCOPE}:{p.name}"], size, adler32_file(p)) for p in local]
+    checksums = {p.name: adler32_file(p) for p in local}
     start = time.perf_counter()
-    failed = storage.default().for_urls(*(j.target for j in jobs)).copy_many(jobs, parallel=32)
+    pfns = place(lake, "XRD2", local, checksums)
     placed = time.perf_counter() - start
-    if failed:
-        raise SystemExit(f"placing files failed: {next(iter(failed.items()))}")
     listing = work / f"urls{tag}.txt"
     listing.write_text("\n".join(pfns[f"{SCOPE}:{p.name}"] for p in local[:files]) + "\n")
     seconds, mem = timed([*register_argv(f"inplace{tag}", "XRD2"), "--files-from", str(listing), "--json"])

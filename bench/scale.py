@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pull import pull_argv, raw_copy
-from register import BIN, SCOPE, register_in_place, timed
+from register import BIN, SCOPE, place, register_in_place, timed
 
-from datalake import Lake, storage
+from datalake import Lake
 from datalake.dids import DID
 
 SIZE = 1024
@@ -39,8 +39,6 @@ SIZE = 1024
 def bulk_dataset(lake: Lake, work: Path, count: int) -> str:
     """``bench-scale-<count>`` on XRD1: files put at their deterministic paths with the XRootD client and
     registered with Rucio's client, 1,000 per call; reused when an earlier run left it complete."""
-    from rucio.rse import rsemanager
-
     name = f"bench-scale-{count}"
     record = lake.catalog.get_did(DID(SCOPE, name))
     if record is not None and int(record.get("length") or 0) == count:
@@ -49,7 +47,6 @@ def bulk_dataset(lake: Lake, work: Path, count: int) -> str:
     client = lake.catalog.client
     if record is None:
         client.add_dataset(SCOPE, name)
-    info = lake.catalog.rse_info("XRD1")
     folder = work / name
     folder.mkdir()
     for start in range(0, count, 10_000):  # a slice at a time: the disk holds 10,000 small files, not 100,000
@@ -59,13 +56,7 @@ def bulk_dataset(lake: Lake, work: Path, count: int) -> str:
             data = os.urandom(SIZE)
             (folder / n).write_bytes(data)
             sums[n] = f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
-        pfns = rsemanager.lfns2pfns(
-            info, [{"scope": SCOPE, "name": n} for n in names], operation="write", scheme="root"
-        )
-        jobs = [storage.CopyJob(str(folder / n), pfns[f"{SCOPE}:{n}"], SIZE, sums[n]) for n in names]
-        failed = storage.default().for_urls(jobs[0].target).copy_many(jobs, parallel=32)
-        if failed:
-            raise SystemExit(f"placing files failed: {next(iter(failed.items()))}")
+        place(lake, "XRD1", [folder / n for n in names], sums)
         for i in range(0, len(names), 1000):
             files = [{"scope": SCOPE, "name": n, "bytes": SIZE, "adler32": sums[n]} for n in names[i : i + 1000]]
             client.add_files_to_dataset(SCOPE, name, files=files, rse="XRD1")

@@ -806,7 +806,7 @@ def test_files_inspected_on_the_workers_feed_the_run(client, nano):
     path, offsets = nano
     files = [DID("collider", f"nano{i}.root") for i in range(3)]
     sources = {str(f): (Source("LOCAL-A", "A", str(path)), Source("LOCAL-B", "B", str(path))) for f in files}
-    planner = planning.Planner("Events", dimuon.BRANCHES, 5_000, cluster.worker_sites(client))
+    planner = planning.Planner("Events", dimuon.BRANCHES, 5_000, cluster.site_workers(client))
     progress = GrowingProgress()
     feed = planner.feed(client, files, sources, 30, None)
     outcome = cluster.run(
@@ -834,7 +834,7 @@ def test_planning_errors_are_one_line(client, nano, tmp_path):
     cases = [(gone, "Events", dimuon.BRANCHES, "cannot read"), (here, "Nope", ["nMuon"], f"{path}: no tree 'Nope'")]
     cases.append((here, "Events", ["nMuon", "Nope"], "tree 'Events' has no branch Nope"))
     for sources, tree, branches, message in cases:
-        planner = planning.Planner(tree, branches, 5_000, cluster.worker_sites(client))
+        planner = planning.Planner(tree, branches, 5_000, cluster.site_workers(client))
         did = DID("collider", "f.root")
         feed = planner.feed(client, [did], {str(did): sources}, 30, None)
         with pytest.raises(ProcessingError, match=f"^{re.escape(message)}"):

@@ -104,7 +104,7 @@ class Planner:
     tree: str
     branches: list[str]
     chunk_size: int
-    sites: dict[str, int]  # sites with workers
+    workers: dict[str, list[str]]  # sites with workers, and their addresses (``cluster.site_workers``)
     placement: bool = True
     files: list[FilePlan] = field(default_factory=list)
     placed: list[Placed] = field(default_factory=list)
@@ -113,7 +113,11 @@ class Planner:
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
             raise CatalogError("the chunk size must be at least one event")
-        self._placing = Placement(self.sites)
+        self._placing = Placement(self.workers)
+
+    @property
+    def sites(self) -> dict[str, int]:
+        return {site: len(addresses) for site, addresses in self.workers.items()}
 
     def add(self, did: str, sources: tuple[Source, ...], inspection: Inspection) -> list[Placed]:
         """The file's chunks, placed; one clear error if the tree lacks a requested branch."""
@@ -130,12 +134,11 @@ class Planner:
         self, client: Any, files: list[DID], sources: dict[str, tuple[Source, ...]], timeout: float, token: Token | None
     ) -> dict[str, Any]:
         """Submit each file's inspection to a worker at the site of a replica (spread over the sites), by DID."""
-        addresses = cluster.site_workers(client)
-        where = Placement(self.sites)  # one file, one unit of load: inspections spread like chunks
+        where = Placement(self.workers)  # one file, one unit of load: inspections spread like chunks
         futures = {}
         for did in map(str, files):
             (placed,) = where.place([(Chunk(did, 0, 1), sources[did])])
-            near = addresses.get(placed.site or "", [])
+            near = self.workers.get(placed.site or "", [])
             args = (placed.sources, self.tree, self.branches, timeout, token)
             futures[did] = cluster.submit_near(client, near, inspect_file, *args)
         return futures
@@ -181,10 +184,9 @@ def plan_chunks(
     """The whole plan before anything runs (``deliver`` registers its outputs from it): access, files,
     replicas, every file inspected on the workers, chunks cut and placed. Raises one clear error if a file has
     no replica, a tree or branch is missing, or no replica answers."""
-    sites = cluster.worker_sites(client)
-    planner = Planner(tree, list(branches), chunk_size, sites)
+    planner = Planner(tree, list(branches), chunk_size, cluster.site_workers(client))
     file_dids, sources = replicas(catalog, did, files)
     futures = planner.inspect(client, file_dids, sources, timeout, token)
     for name in map(str, file_dids):
         planner.arrived(name, sources[name], futures[name])
-    return ChunkPlan(str(did), tree, list(branches), planner.files, planner.placed, sites)
+    return ChunkPlan(str(did), tree, list(branches), planner.files, planner.placed, planner.sites)

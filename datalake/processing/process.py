@@ -166,7 +166,7 @@ def process(
     chunk_size = tuning.chunk_size if chunk_size is None else chunk_size
     timeout = tuning.read_timeout if timeout is None else timeout
     files, sources = planning.replicas(catalog, did)
-    planner = planning.Planner(tree, list(branches), chunk_size, cluster.worker_sites(client), placement)
+    planner = planning.Planner(tree, list(branches), chunk_size, cluster.site_workers(client), placement)
     payload = cloudpickle.dumps(fn)
     try:
         outcome = cluster.run(
