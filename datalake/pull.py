@@ -5,6 +5,10 @@ A file already here and verified against the catalog's checksum (a stamp on the 
 mtime) is counted present before its replicas are listed: a re-run of a complete pull asks Rucio only for the
 file list.
 
+Small new files (up to the settings' ``batch_below``) are copied a listing batch at a time through the storage's
+bulk copy (XRootD's CopyProcess), since one by one their per-file Python work is the limit; any that fails in a
+batch goes the one-by-one way, which fails over, resumes and reports.
+
 Memory stays flat whatever the dataset's size: files are streamed from Rucio, replicas are listed a batch at a
 time (the settings' ``list_batch``), and at most ``2 x parallel`` files are queued. Only failures and bad
 replicas are kept unless the caller asks for every file's record (the Python API does).
@@ -24,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from datalake.catalog import Catalog, File
+from datalake.catalog import Catalog, File, batched
 from datalake.dids import DID
 from datalake.errors import CatalogError, ConfigError
 from datalake.policy.access import readable
@@ -32,13 +36,14 @@ from datalake.progress import NO_PROGRESS, Progress
 from datalake.pulled import Attempt, BadReplica, Pulled, PullSummary
 from datalake.ranking import Context, Replica, RseFacts, rank
 from datalake.settings import settings
-from datalake.storage import Cancelled, Corrupt, LocalDisk, Missing, StorageFailure, Storages
+from datalake.storage import Backend, Cancelled, Corrupt, Fetch, LocalDisk, Missing, StorageFailure, Storages
 from datalake.storage import default as default_storages
 from datalake.storage.local import Target, is_stamped, is_verified, remember, target
 
 BAD = (Missing, Corrupt)  # failures that mean the replica itself is bad (reported to Rucio)
 BAD_KINDS = tuple(k.kind for k in BAD)
 DEAD_AFTER = 3  # unreachable/refused failures after which an RSE is skipped for the rest of the pull
+BATCHES_AT_ONCE = 2  # bulk copies running together: the next one starts while the last files of one finish
 
 
 def client_site(explicit: str | None = None) -> str | None:
@@ -104,29 +109,128 @@ class Puller:
 
     # -- doing ----------------------------------------------------------------------------------------------
 
-    def one(self, f: File, replicas: list[Replica]) -> Pulled:
+    def one(self, f: File, replicas: list[Replica], tried: Tried = ()) -> Pulled:
+        """Pull one file from its ranked replicas in turn, skipping those a batch already ``tried``."""
         where = target(self.to, f.scope, f.name)
         if where is None:
             return Pulled(str(f.did), "", "failed", f.size, reason="its name has '.' or '..' parts: not written")
-        while True:  # the same file reached twice (e.g. in two datasets of a container): one copy, then a check
+        while not self._claim(where.final):  # the same file reached twice (e.g. in two datasets): one copy
             with self.lock:
                 other = self.busy.get(where.final)
-                if other is None:
-                    self.busy[where.final] = done = threading.Event()
-                    break
-            other.wait()
+            if other is not None:
+                other.wait()
         try:
-            return self._pull(f, where, replicas)
+            return self._pull(f, where, replicas, tried)
         except OSError as err:  # our own disk: a name too long, a permission, a quota
             return Pulled(
                 str(f.did), str(where.final), "failed", f.size, reason=f"{err.strerror or err}: {err.filename}"
             )
         finally:
-            with self.lock:
-                del self.busy[where.final]
-            done.set()
+            self._release(where.final)
 
-    def _pull(self, f: File, where: Target, replicas: list[Replica]) -> Pulled:
+    def _claim(self, final: Path) -> bool:
+        """Mark ``final`` as being written by this pull; False if one of its threads already is."""
+        with self.lock:
+            if final in self.busy:
+                return False
+            self.busy[final] = threading.Event()
+            return True
+
+    def _release(self, final: Path) -> None:
+        with self.lock:
+            self.busy.pop(final).set()
+
+    def split(self, files: list[File], found: dict[DID, list[Replica]]) -> tuple[list[Batched], list[File]]:
+        """The files to copy together (with the replica each is read from) and those to copy one by one."""
+        below = settings().batch_below
+        together: list[Batched] = []
+        alone: list[File] = []
+        for f in files:
+            if self._batchable(f, below):
+                together.append((f, found.get(f.did, [])))
+            else:
+                alone.append(f)
+        return together, alone
+
+    def _batchable(self, f: File, below: int) -> bool:
+        """A small new file (nothing at its place, no partial copy to resume) with a checksum to verify."""
+        if not below or f.size > below or not f.checksum:
+            return False
+        where = target(self.to, f.scope, f.name)
+        try:
+            return where is not None and _size(where.final) < 0 and _size(where.part) <= 0
+        except OSError:  # e.g. a file where a directory should be: the one-by-one way says so
+            return False
+
+    def _live(self, f: File, replicas: list[Replica]) -> Replica | None:
+        """``f``'s best replica on an RSE not given up on in this pull."""
+        with self.lock:
+            failures = dict(self.failures)
+        return next((r for r in self.ranked(f.name, replicas) if failures.get(r.rse, 0) < DEAD_AFTER), None)
+
+    def together(self, batch: list[Batched]) -> list[Pulled]:
+        """Copy a batch of small files with one bulk call per backend, each from its best live replica (chosen
+        now, as earlier batches' failures are known). A file that fails there, or that another thread or pull is
+        writing, then goes the one-by-one way (every replica in turn, bad ones reported)."""
+        done: list[Pulled] = []
+        alone: list[tuple[File, list[Replica], Tried]] = []
+        by_backend: dict[Backend, list[tuple[File, list[Replica], Replica, Target]]] = {}
+        with contextlib.ExitStack() as held:
+            for f, replicas in batch:
+                where = target(self.to, f.scope, f.name)
+                replica = self._live(f, replicas)
+                if replica is None or not self._claim(where.final):
+                    alone.append((f, replicas, ()))
+                    continue
+                held.callback(self._release, where.final)
+                try:
+                    where.final.parent.mkdir(parents=True, exist_ok=True)
+                    mine = held.enter_context(_exclusive(where.part))
+                except OSError:
+                    mine = False  # the one-by-one way says why
+                if not mine:
+                    alone.append((f, replicas, ()))
+                    continue
+                by_backend.setdefault(self.storages.for_urls(replica.url), []).append((f, replicas, replica, where))
+            for backend, group in by_backend.items():
+                fetches = [
+                    Fetch(r.url, w.part, f.size, f.algorithm, f.checksum, self._seconds(f.size)) for f, _, r, w in group
+                ]
+                failed = backend.download_many(fetches, self.parallel, self.cancel)
+                for index, (f, replicas, replica, where) in enumerate(group):
+                    if index in failed or _size(where.part) != f.size:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.truncate(where.part, 0)  # a bulk copy may write out of order: no prefix to resume
+                        alone.append((f, replicas, self._failed_in_batch(replica, failed.get(index))))
+                        continue
+                    remember(where.part, f.algorithm, f.checksum)
+                    os.replace(where.part, where.final)
+                    done.append(Pulled(str(f.did), str(where.final), "copied", f.size, replica.rse))
+                    self._advance(1, f.size)
+        if alone:
+            with ThreadPoolExecutor(min(self.parallel, len(alone)), thread_name_prefix="pull-alone") as pool:
+                done += pool.map(lambda item: self.one(*item), alone)
+        return done
+
+    def listed(self, f: File) -> list[Replica]:
+        """``f``'s replicas as Rucio lists them (for a file whose worked-out replicas all failed)."""
+        found = [
+            r for rep in self.catalog.replicas([f.did], rse_expression=self.rse_expression) for r in _replicas(rep)
+        ]
+        self.learn({r.rse for r in found})
+        return found
+
+    def _failed_in_batch(self, replica: Replica, err: StorageFailure | None) -> Tried:
+        """The attempt a batch made on ``replica``, counted as the one-by-one way counts its own; none when the
+        failure was ours (our disk) or unexplained (a size that differs: the one-by-one way finds out why)."""
+        if err is None or err.destination:
+            return ()
+        if not isinstance(err, BAD):
+            with self.lock:
+                self.failures[replica.rse] += 1
+        return ((replica, Attempt(replica.rse, err.kind, str(err))),)
+
+    def _pull(self, f: File, where: Target, replicas: list[Replica], tried: Tried) -> Pulled:
         path = str(where.final)
         verified = is_verified(where.final, f.size, f.algorithm, f.checksum)
         if verified:
@@ -147,7 +251,9 @@ class Puller:
                 where.part.unlink()
                 self._advance(1, f.size)
                 return Pulled(str(f.did), path, "present", f.size)
-            outcome, attempts = self._copy(f, where, replicas)
+            outcome, attempts = self._copy(f, where, replicas, tried)
+            if outcome is None and not all(r.listed for r in replicas):  # the whole copies failed: ask Rucio
+                outcome, attempts = self._copy(f, where, self.listed(f), tuple(attempts))
             if outcome is None and _size(where.part) == 0:
                 where.part.unlink()  # nothing was copied: leave no empty partial file behind
         bad = [(r, a) for r, a in attempts if a.kind in BAD_KINDS]
@@ -168,10 +274,15 @@ class Puller:
         self._advance(1, resumed)
         return Pulled(str(f.did), path, "copied", f.size, replica.rse, resumed, tried, replaced=verified is False)
 
-    def _copy(self, f: File, where: Target, replicas: list[Replica]) -> tuple[Any, list[tuple[Replica, Attempt]]]:
+    def _copy(
+        self, f: File, where: Target, replicas: list[Replica], tried: Tried
+    ) -> tuple[Any, list[tuple[Replica, Attempt]]]:
         """Try the ranked replicas in turn: ((replica, bytes resumed) | a local failure | None, failed attempts)."""
-        attempts: list[tuple[Replica, Attempt]] = []
+        attempts = list(tried)
+        done = {r.url for r, _ in tried}
         for replica in self.ranked(f.name, replicas):
+            if replica.url in done:
+                continue
             if self.cancel.is_set():
                 raise Cancelled("interrupted")
             with self.lock:
@@ -220,8 +331,11 @@ class Puller:
         The share is per copy slot, since a pull's copies share one link: 16 copies over a 20 Mbit/s home link
         are each below 500 kB/s, and none is stuck. A source that trickles past it loses the copy to the next
         replica, which resumes from the prefix."""
+        return time.monotonic() + self._seconds(size)
+
+    def _seconds(self, size: int) -> float:
         tuning = settings()
-        return time.monotonic() + tuning.speed_grace + size * self.parallel / tuning.least_speed
+        return tuning.speed_grace + size * self.parallel / tuning.least_speed
 
     def _advance(self, files: int, size: int) -> None:
         self.progress.advance(files, size)
@@ -244,7 +358,8 @@ class Puller:
         error = future.exception()
         with self.lock:
             if error is None:
-                self.summary.add(future.result())
+                for pulled in _as_list(future.result()):
+                    self.summary.add(pulled)
             elif not isinstance(error, Cancelled):
                 self.errors.append(error)  # a bug: raised once the pull has stopped
 
@@ -264,6 +379,19 @@ class Puller:
             self.summary.declare_error = f"Rucio did not take {len(refused)}: {', '.join(refused[:3])}"
         elif by_kind:
             self.summary.declared = "suspicious"
+
+
+def _replicas(record: dict[str, Any]) -> list[Replica]:
+    """The disk replicas of a Rucio replica record."""
+    return [
+        Replica(info["rse"], pfn, listed=not info.get("placed"))
+        for pfn, info in (record.get("pfns") or {}).items()
+        if info.get("type", "DISK") == "DISK"
+    ]
+
+
+def _as_list(result: Pulled | list[Pulled]) -> list[Pulled]:
+    return result if isinstance(result, list) else [result]
 
 
 def _size(path: Path) -> int:
@@ -305,6 +433,8 @@ def _get(ahead: queue.Queue) -> Any:
 
 
 Listed = tuple[list[File], dict[DID, list[Replica]] | None]
+Batched = tuple[File, list[Replica]]  # a small new file and its replicas
+Tried = tuple[tuple[Replica, Attempt], ...]  # replicas a batch failed to copy a file from
 
 
 def _listed(catalog: Catalog, puller: Puller, records: list, rse_expression: str | None) -> Iterator[Listed]:
@@ -339,18 +469,21 @@ def _listed(catalog: Catalog, puller: Puller, records: list, rse_expression: str
             for did, record in records:
                 tuning = settings()
                 files = to_list(catalog.files_of(did, record), tuning.list_batch)
-                listed = catalog.replica_batches(
-                    files, File.did.fget, tuning.list_batch, first=tuning.first_batch, rse_expression=rse_expression
-                )
+                placed = catalog.placed(did, record, rse_expression)
+                if placed is not None:  # a dataset held whole: its files' replicas worked out, not listed
+                    batches = batched(files, tuning.list_batch, tuning.first_batch)
+                    listed: Iterable = ((b, placed([f.did for f in b])) for b in batches)
+                else:
+                    listed = catalog.replica_batches(
+                        files,
+                        File.did.fget,
+                        tuning.list_batch,
+                        first=tuning.first_batch,
+                        rse_expression=rse_expression,
+                        in_flight=tuning.list_in_flight,
+                    )
                 for batch, records_found in listed:
-                    found = {
-                        file: [
-                            Replica(info["rse"], pfn)
-                            for pfn, info in (rep.get("pfns") or {}).items()
-                            if info.get("type", "DISK") == "DISK"
-                        ]
-                        for file, rep in records_found.items()
-                    }
+                    found = {file: _replicas(rep) for file, rep in records_found.items()}
                     puller.learn({r.rse for reps in found.values() for r in reps})
                     if not put((batch, found)):
                         return
@@ -412,11 +545,16 @@ def pull(
     files = sum(int(r.get("length") or 1) for _, r in records)
     progress.start(files, sum(int(r.get("bytes") or 0) for _, r in records))
     slots = threading.Semaphore(2 * parallel)
-    pool = ThreadPoolExecutor(parallel, thread_name_prefix="pull")
+    bulk = threading.Semaphore(BATCHES_AT_ONCE)
+    pool = ThreadPoolExecutor(parallel + BATCHES_AT_ONCE, thread_name_prefix="pull")
 
     def finished(future: Future) -> None:
         puller.collect(future)
         slots.release()
+
+    def finished_batch(future: Future) -> None:
+        puller.collect(future)
+        bulk.release()
 
     try:
         batches = _listed(catalog, puller, records, rse_expression)
@@ -424,9 +562,17 @@ def pull(
             if found is None:
                 puller.present(batch)
                 continue
-            for f in batch:
+            together, alone = puller.split(batch, found)
+            if together:
+                _acquire(bulk)
+                pool.submit(puller.together, together).add_done_callback(finished_batch)
+            for f in alone:
                 _acquire(slots)
                 pool.submit(puller.one, f, found.get(f.did, [])).add_done_callback(finished)
+        for _ in range(2 * parallel):  # every copy done, waited for in slices (Ctrl-C), not in a thread join
+            _acquire(slots)
+        for _ in range(BATCHES_AT_ONCE):
+            _acquire(bulk)
         pool.shutdown(wait=True)
     except BaseException:
         puller.cancel.set()  # workers stop at their next chunk; partial copies stay for a resume

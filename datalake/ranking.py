@@ -20,6 +20,7 @@ FAR = 1_000_000  # distance of an RSE Rucio has no distance for
 class Replica:
     rse: str
     url: str
+    listed: bool = True  # False: worked out from a dataset's complete copies, not listed by Rucio file by file
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     parallel: int = Field(16, ge=1, description="files copied at once by pull (16 saturates loopback XRootD)")
     list_batch: int = Field(500, ge=1, description="files per Rucio list_replicas call")
     first_batch: int = Field(16, ge=1, description="files in a pull's first listing, so copies start at once")
+    list_in_flight: int = Field(
+        2, ge=1, description="list_replicas calls a pull keeps in flight (Rucio answers 2 at once 1.6x as fast)"
+    )
+    batch_below: int = Field(
+        4 << 20,
+        ge=0,
+        description="bytes up to which a pull copies new files a listing batch at a time through the storage's bulk "
+        "copy (XRootD's CopyProcess), not one by one: small files are bound by per-file work; 0: never",
+    )
     least_speed: int = Field(
         500_000,
         ge=1,

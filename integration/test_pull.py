@@ -13,6 +13,7 @@ from conftest import datalake
 from lakedata import make_files, on_disk, register, replicate
 
 from datalake import Lake
+from datalake.dids import DID, parse
 
 
 def pull(env, *args, check=True, more_env=None):
@@ -223,3 +224,21 @@ def test_two_pulls_into_one_directory_never_mix_their_bytes(lake_env, unique, tm
     assert sum(r["copied"] for r in results) + again["copied"] == 4  # each file copied exactly once
     assert_identical(files, out)
     assert not list(out.rglob(".*.part"))
+
+
+def test_a_dataset_held_whole_has_its_paths_worked_out_as_rucio_lists_them(lake_env, unique, tmp_path):
+    """The paths pull works out for a dataset whole on an RSE (Rucio's deep dataset replicas, its client's
+    lfn2pfn) are the URLs Rucio's own listing gives, so such a pull skips listing each file's replicas."""
+    did, files = one_copy_dataset(lake_env, tmp_path, unique, 7)
+    catalog = Lake(lake_env["RUCIO_CONFIG"]).catalog
+    record = catalog.get_did(parse(did))
+    assert catalog.complete_rses(parse(did)) == ["XRD1"]
+    placed = catalog.placed(parse(did), record)
+    assert placed is not None
+    names = [f.did for f in catalog.files_of(parse(did), record)]
+    worked_out = {d: set(r["pfns"]) for d, r in placed(names).items()}
+    listed = {DID(r["scope"], r["name"]): set(r["pfns"]) for r in catalog.replicas(names)}
+    assert worked_out == listed and len(listed) == 7
+    summary = summary_of(pull(lake_env, did, "--to", tmp_path / "out"))
+    assert (summary["copied"], summary["failed"], summary["sources"]) == (7, 0, {"XRD1": 7})
+    assert_identical(files, tmp_path / "out")

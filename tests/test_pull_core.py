@@ -173,6 +173,12 @@ class FakeCatalog(Lookups):
     def rse_attributes(self, rse: str) -> dict[str, Any]:
         return {"site": rse, "tier": 1}
 
+    def complete_rses(self, did: DID, rse_expression: str | None = None) -> list[str]:
+        return []  # as if no RSE held the dataset whole: every file's replicas are listed (see Whole below)
+
+    def read_urls(self, rse: str, files: list[DID]) -> dict[DID, str] | None:
+        return {f: f"root://{rse}//{f.name}" for f in files}
+
     def declare_suspicious(self, urls: list[str], reason: str) -> list[str]:
         self.declared.append((urls, reason))
         return []
@@ -189,10 +195,30 @@ def test_the_fake_catalog_answers_every_call_the_lookups_make():
 
     fake = FakeCatalog({}, {})
     assert isinstance(fake, RucioCalls)
-    for name in ("get_did", "children", "iter_files", "rse_attributes", "replicas"):
+    for name in ("get_did", "children", "iter_files", "rse_attributes", "replicas", "complete_rses", "read_urls"):
         wanted = list(inspect.signature(getattr(RucioCalls, name)).parameters)[1:]
         assert list(inspect.signature(getattr(fake, name)).parameters) == wanted, name
         assert list(inspect.signature(getattr(Catalog, name)).parameters)[1:] == wanted, name
+
+
+class Whole(FakeCatalog):
+    """RSEs with every file are reported as holding the dataset whole (Rucio's deep dataset replicas); the lake may
+    have lost files since, which only the listing knows (``lost``: RSE -> names)."""
+
+    def __init__(self, *args, lost: dict[str, set[str]] | None = None, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.lost = lost or {}
+
+    def complete_rses(self, did: DID, rse_expression: str | None = None) -> list[str]:
+        rses = {rse for where in self.where.values() for rse in where}
+        return sorted(r for r in rses if all(r in where for where in self.where.values()))
+
+    def replicas(self, files: list[DID], rse_expression: str | None = None, all_states: bool = False):
+        for record in super().replicas(files, rse_expression, all_states):
+            record["pfns"] = {
+                u: i for u, i in record["pfns"].items() if record["name"] not in self.lost.get(i["rse"], ())
+            }
+            yield record
 
 
 class FakeStorage(Memory):
@@ -286,12 +312,125 @@ def test_missing_and_corrupt_replicas_fail_over_and_are_reported(monkeypatch, tm
 
 
 def test_an_unreachable_rse_is_avoided_and_not_blamed(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATALAKE_BATCH_BELOW", "0")  # one by one
     files = {f"f{i}": bytes([i]) * 10 for i in range(20)}
     content = {f"root://{r}//{n}": d for n, d in files.items() for r in "AB"}
     storage = FakeStorage(content, down={"A"})
     summary = run(tmp_path, FakeCatalog(files, {n: ["A", "B"] for n in files}), storage, prefer=["A"])
     assert summary.ok and summary.sources == {"B": 20} and not summary.bad_replicas
     assert sum(1 for c in storage.calls if "//A//" in c.replace("root:", "")) < 20  # A sank after failing
+
+
+def test_small_files_are_copied_in_batches_and_a_batch_that_meets_a_dead_rse_fails_over(monkeypatch, tmp_path):
+    """The first batches (two run at once) try A for each of their files; these go on to B one by one without
+    trying A again, and the later batches read from B at once. A is not reported as bad: unreachable, not wrong."""
+    monkeypatch.setenv("DATALAKE_FIRST_BATCH", "10")
+    monkeypatch.setenv("DATALAKE_LIST_BATCH", "10")
+    files = {f"f{i}": bytes([i]) * 10 for i in range(40)}
+    content = {f"root://{r}//{n}": d for n, d in files.items() for r in "AB"}
+    storage = FakeStorage(content, down={"A"})
+    batches: list[int] = []
+    download_many = FakeStorage.download_many
+
+    def counted(self, fetches, parallel, cancel):
+        batches.append(len(fetches))
+        return download_many(self, fetches, parallel, cancel)
+
+    monkeypatch.setattr(FakeStorage, "download_many", counted)
+    summary = run(tmp_path, FakeCatalog(files, {n: ["A", "B"] for n in files}), storage, prefer=["A"])
+    assert summary.ok and summary.sources == {"B": 40} and not summary.bad_replicas
+    assert batches == [10, 10, 10, 10]
+    on_a = [c for c in storage.calls if c.startswith("root://A//")]
+    assert len(on_a) == len(set(on_a)) and 10 <= len(on_a) <= 20  # files of the first two batches, once each
+    tried = [[(a.rse, a.kind) for a in record.attempts] for record in summary.files]
+    assert sorted(tried) == [[]] * (40 - len(on_a)) + [[("A", "unreachable")]] * len(on_a)
+    for name, data in files.items():
+        assert (tmp_path / "out" / "s" / name).read_bytes() == data
+    assert not list((tmp_path / "out").rglob("*.part"))
+
+
+def test_a_corrupt_replica_in_a_batch_is_reported_and_the_file_read_from_the_next(monkeypatch, tmp_path):
+    files = {f"f{i}": os.urandom(64) for i in range(12)}
+    content = {f"root://{r}//{n}": d for n, d in files.items() for r in "AB"}
+    content["root://A//f3"] = os.urandom(64)
+    summary = run(tmp_path, FakeCatalog(files, {n: ["A", "B"] for n in files}), FakeStorage(content), prefer=["A"])
+    assert summary.ok and summary.sources == {"A": 11, "B": 1}
+    assert [(b.did, b.rse, b.kind) for b in summary.bad_replicas] == [("s:f3", "A", "corrupt")]
+    assert (tmp_path / "out" / "s" / "f3").read_bytes() == files["f3"]
+
+
+def test_files_above_the_batch_size_and_partial_copies_go_one_by_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATALAKE_BATCH_BELOW", "100")
+    files = {"small": b"s" * 100, "large": b"l" * 101, "resumed": b"r" * 50}
+    content = {f"root://A//{n}": d for n, d in files.items()}
+    out = tmp_path / "out" / "s"
+    out.mkdir(parents=True)
+    (out / ".resumed.part").write_bytes(b"r" * 20)
+    batched: list[str] = []
+    download_many = FakeStorage.download_many
+
+    def seen(self, fetches, parallel, cancel):
+        batched.extend(Path(f.url).name for f in fetches)
+        return download_many(self, fetches, parallel, cancel)
+
+    monkeypatch.setattr(FakeStorage, "download_many", seen)
+    summary = run(tmp_path, FakeCatalog(files, {n: ["A"] for n in files}), FakeStorage(content))
+    assert summary.ok and batched == ["small"]
+    assert {Path(p.path).name: p.resumed_from for p in summary.files} == {"small": 0, "large": 0, "resumed": 20}
+
+
+def test_a_dataset_held_whole_is_pulled_without_listing_its_files_replicas(monkeypatch, tmp_path):
+    files = {f"f{i}": os.urandom(30 + i) for i in range(25)}
+    catalog = Whole(files, {n: ["A", "B"] for n in files})
+    content = {f"root://{r}//{n}": d for n, d in files.items() for r in "AB"}
+    summary = run(tmp_path, catalog, FakeStorage(content))
+    assert summary.ok and summary.states["copied"] == 25
+    assert len(catalog.listed) == 1  # one file, to check the worked-out paths against Rucio's
+    for name, data in files.items():
+        assert (tmp_path / "out" / "s" / name).read_bytes() == data
+
+
+def test_paths_that_differ_from_rucios_are_not_used(monkeypatch, tmp_path):
+    files = {f"f{i}": os.urandom(30) for i in range(5)}
+
+    class OtherNaming(Whole):
+        def read_urls(self, rse, dids):
+            return {f: f"root://{rse}//elsewhere/{f.name}" for f in dids}
+
+    catalog = OtherNaming(files, {n: ["A"] for n in files})
+    summary = run(tmp_path, catalog, FakeStorage({f"root://A//{n}": d for n, d in files.items()}))
+    assert (
+        summary.ok
+        and summary.states["copied"] == 5
+        and sorted(catalog.listed) == sorted(["s:f0", *("s:" + n for n in files)])
+    )
+
+
+def test_a_file_lost_from_a_whole_copy_is_listed_and_read_from_where_rucio_says(monkeypatch, tmp_path):
+    """A holds the dataset whole by Rucio's count, but f3 is gone from A and the listing knows only C has it."""
+    files = {f"f{i}": os.urandom(40) for i in range(8)}
+    where = {n: ["A"] for n in files}
+    catalog = Whole(files, where)
+    content = {f"root://A//{n}": d for n, d in files.items() if n != "f3"}
+    content["root://C//f3"] = files["f3"]
+    catalog.lost = {"A": {"f3"}}
+    monkeypatch.setattr(catalog, "replicas", _adding(catalog.replicas, "f3", "C"))
+    summary = run(tmp_path, catalog, FakeStorage(content))
+    assert summary.ok and summary.sources == {"A": 7, "C": 1}
+    assert (tmp_path / "out" / "s" / "f3").read_bytes() == files["f3"]
+    assert [(b.did, b.rse, b.kind) for b in summary.bad_replicas] == [("s:f3", "A", "missing")]
+
+
+def _adding(replicas, name: str, rse: str):
+    """``replicas`` with one more replica of ``name``, on ``rse``."""
+
+    def listed(files, rse_expression=None, all_states=False):
+        for record in replicas(files, rse_expression, all_states):
+            if record["name"] == name:
+                record["pfns"][f"root://{rse}//{name}"] = {"rse": rse, "type": "DISK"}
+            yield record
+
+    return listed
 
 
 def test_files_with_no_good_replica_are_listed_and_the_rest_pulled(monkeypatch, tmp_path):
@@ -389,6 +528,7 @@ def test_a_file_listed_twice_is_copied_once_and_a_catalog_checksum_error_blames_
 
 
 def test_a_trickling_replica_loses_its_copies_to_the_next_which_continues_from_the_prefix(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATALAKE_BATCH_BELOW", "10000")  # large files: one by one, resumable
     monkeypatch.setenv("DATALAKE_SPEED_GRACE", "0.3")
     monkeypatch.setenv("DATALAKE_LEAST_SPEED", "1000000")  # 2 slots: 500 kB/s each; A gives 20 kB/s
     files = {f"f{i}": os.urandom(50_000) for i in range(2)}

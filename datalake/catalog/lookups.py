@@ -6,7 +6,9 @@ so the real ``Catalog`` and the tests' fakes share this code."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -29,6 +31,8 @@ class RucioCalls(Protocol):
     def replicas(
         self, files: list[DID], rse_expression: str | None = None, all_states: bool = False
     ) -> Iterator[dict[str, Any]]: ...
+    def complete_rses(self, did: DID, rse_expression: str | None = None) -> list[str]: ...
+    def read_urls(self, rse: str, files: list[DID]) -> dict[DID, str] | None: ...
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,38 @@ class Lookups:
             value = normal(algorithm, str(e[algorithm])) if e.get(algorithm) else ""
             yield File(str(e["scope"]), e["name"], int(e["bytes"] or 0), algorithm, value)
 
+    def placed(
+        self: RucioCalls, did: DID, record: dict[str, Any], rse_expression: str | None = None
+    ) -> Callable[[list[DID]], dict[DID, dict[str, Any]]] | None:
+        """For a dataset held whole by deterministic RSEs: a function giving its files' replica records as
+        ``list_replicas`` would (marked ``placed``), worked out here from Rucio's own path algorithm, without a
+        server call per file (Rucio's listing costs ~1 ms of server time per file). Each RSE's answer for one file
+        is checked against Rucio's listing of it first, which also leaves out RSEs closed for reading. None when
+        this cannot be done: not a dataset, no complete copy, or no RSE that passes the check."""
+        if str(record.get("type", "")).upper() != "DATASET" or not int(record.get("length") or 0):
+            return None
+        rses = self.complete_rses(did, rse_expression)
+        sample = next((DID(str(e["scope"]), e["name"]) for e in self.iter_files(did)), None) if rses else None
+        if sample is None:
+            return None
+        listed = {
+            (info.get("rse"), url)
+            for rep in self.replicas([sample], rse_expression=rse_expression)
+            for url, info in (rep.get("pfns") or {}).items()
+        }
+        good = [rse for rse in rses if (urls := self.read_urls(rse, [sample])) and (rse, urls[sample]) in listed]
+        if not good:
+            return None
+
+        def records(files: list[DID]) -> dict[DID, dict[str, Any]]:
+            found: dict[DID, dict[str, Any]] = {f: {"pfns": {}} for f in files}
+            for rse in good:
+                for f, url in (self.read_urls(rse, files) or {}).items():
+                    found[f]["pfns"][url] = {"rse": rse, "type": "DISK", "placed": True}
+            return found
+
+        return records
+
     def replica_batches(
         self: RucioCalls,
         files: Iterable[T],
@@ -97,13 +133,32 @@ class Lookups:
         first: int | None = None,
         rse_expression: str | None = None,
         all_states: bool = False,
+        in_flight: int = 1,
     ) -> Iterator[tuple[list[T], dict[DID, dict[str, Any]]]]:
         """``files`` in batches of ``size``, each with Rucio's replica records of its files by DID (one
-        ``list_replicas`` call per batch: per-file calls are what makes the stock tools slow)."""
-        for batch in batched(files, size, first):
+        ``list_replicas`` call per batch: per-file calls are what makes the stock tools slow). With ``in_flight``
+        above 1, that many calls run at once (Rucio's server answers them in parallel), batches still in order."""
+
+        def listed(batch: list[T]) -> tuple[list[T], dict[DID, dict[str, Any]]]:
             dids: Sequence[DID] = [did_of(f) for f in batch]
             found = {
                 DID(str(r["scope"]), r["name"]): r
                 for r in self.replicas(list(dids), rse_expression=rse_expression, all_states=all_states)
             }
-            yield batch, found
+            return batch, found
+
+        if in_flight <= 1:
+            yield from map(listed, batched(files, size, first))
+            return
+        with ThreadPoolExecutor(in_flight, thread_name_prefix="list") as pool:
+            pending: deque[Future] = deque()
+            try:
+                for batch in batched(files, size, first):
+                    pending.append(pool.submit(listed, batch))
+                    if len(pending) >= in_flight:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:  # closed early: calls not started are dropped, those in flight end on their own
+                for future in pending:
+                    future.cancel()

@@ -116,6 +116,7 @@ class Catalog(Lookups):
         self._client: Any = None
         self._token: Token | None = None  # the WLCG token presented (auth_type oidc), renewed before it expires
         self._attributes: dict[str, dict[str, Any]] = {}
+        self._rse_info: dict[str, dict[str, Any]] = {}  # protocols and naming, for read_urls
 
     def _renew_token(self) -> Token:
         """A long run outlives a token: take a fresh one into the client before the old one expires (Rucio's own
@@ -219,6 +220,38 @@ class Catalog(Lookups):
                 sort="random",
                 all_states=all_states,
             )
+
+    def complete_rses(self, did: DID, rse_expression: str | None = None) -> list[str]:
+        """RSEs holding every file of the dataset ``did`` available, counted from its file replicas (``deep``:
+        Rucio's per-dataset summary is only as current as its abacus daemon), within ``rse_expression``."""
+        with translated(f"listing the RSEs holding {did}"):
+            found = self.client.list_dataset_replicas(did.scope, did.name, deep=True)
+            whole = {
+                r["rse"]
+                for r in found
+                if r.get("state") == "AVAILABLE" and r.get("length") and r.get("available_length") == r.get("length")
+            }
+            if whole and rse_expression:
+                whole &= {r["rse"] for r in self.client.list_rses(rse_expression)}
+        return sorted(whole)
+
+    def read_urls(self, rse: str, files: list[DID]) -> dict[DID, str] | None:
+        """Where ``files`` are read over root:// on a deterministic RSE (Rucio's lfn2pfn, computed here by Rucio's
+        client); None when the RSE is not deterministic or has no root:// protocol for reading."""
+        from rucio.common.exception import RSEProtocolNotSupported
+        from rucio.rse import rsemanager
+
+        if rse not in self._rse_info:
+            with translated(f"reading the protocols of {rse}"):
+                self._rse_info[rse] = self.client.get_rse(rse)
+        info = self._rse_info[rse]
+        if not info.get("deterministic"):
+            return None
+        try:
+            urls = rsemanager.lfns2pfns(info, [f.as_dict() for f in files], operation="read", scheme="root")
+        except RSEProtocolNotSupported:
+            return None
+        return {f: urls[str(f)] for f in files}
 
     def write_urls(self, rse: str, files: list[DID], scheme: str = "root") -> dict[DID, str]:
         """Where ``files`` go on a deterministic RSE (Rucio's lfn2pfn), for writing over ``scheme``."""

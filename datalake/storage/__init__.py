@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from datalake.errors import ConfigError
-from datalake.storage.backend import Backend, CopyJob, Found
+from datalake.storage.backend import Backend, CopyJob, Fetch, Found
 from datalake.storage.failures import (
     Cancelled,
     Corrupt,
@@ -103,6 +103,7 @@ __all__ = [
     "Corrupt",
     "Denied",
     "Exists",
+    "Fetch",
     "Found",
     "LocalDisk",
     "Missing",
