@@ -5,6 +5,9 @@ A file already here and verified against the catalog's checksum (a stamp on the 
 mtime) is counted present before its replicas are listed: a re-run of a complete pull asks Rucio only for the
 file list.
 
+A dataset held whole by deterministic RSEs is not listed file by file: its files' URLs are worked out with
+Rucio's path algorithm (``Catalog.placed``); a file that fails on all of them is listed after all.
+
 Small new files (up to the settings' ``batch_below``) are copied a listing batch at a time through the storage's
 bulk copy (XRootD's CopyProcess), since one by one their per-file Python work is the limit; any that fails in a
 batch goes the one-by-one way, which fails over, resumes and reports.
