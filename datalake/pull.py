@@ -144,7 +144,7 @@ class Puller:
             self.busy.pop(final).set()
 
     def split(self, files: list[File], found: dict[DID, list[Replica]]) -> tuple[list[Batched], list[File]]:
-        """The files to copy together (with the replica each is read from) and those to copy one by one."""
+        """The files to copy together (each with its replicas) and those to copy one by one."""
         below = settings().batch_below
         together: list[Batched] = []
         alone: list[File] = []
@@ -199,7 +199,12 @@ class Puller:
                 fetches = [
                     Fetch(r.url, w.part, f.size, f.algorithm, f.checksum, self._seconds(f.size)) for f, _, r, w in group
                 ]
-                failed = backend.download_many(fetches, self.parallel, self.cancel)
+                try:
+                    failed = backend.download_many(fetches, self.parallel, self.cancel)
+                except Cancelled:
+                    raise
+                except StorageFailure as err:  # the batch as a whole (XrdCl would not prepare it): one by one
+                    failed = dict.fromkeys(range(len(fetches)), err)
                 for index, (f, replicas, replica, where) in enumerate(group):
                     if index in failed or _size(where.part) != f.size:
                         with contextlib.suppress(FileNotFoundError):
@@ -265,17 +270,17 @@ class Puller:
             bad = [(r, a) for r, a in bad if a.kind != "corrupt"]  # every copy differs the same way: the catalog?
         with self.lock:
             self.summary.bad_replicas.extend(BadReplica(str(f.did), r.rse, r.url, a.kind, a.reason) for r, a in bad)
-        tried = tuple(a for _, a in attempts)
+        failures = tuple(a for _, a in attempts)
         if outcome is None:
-            reasons = "; ".join(f"{a.rse}: {a.reason}" for a in tried)
+            reasons = "; ".join(f"{a.rse}: {a.reason}" for a in failures)
             return Pulled(
-                str(f.did), path, "failed", f.size, attempts=tried, reason=f"every replica failed ({reasons})"
+                str(f.did), path, "failed", f.size, attempts=failures, reason=f"every replica failed ({reasons})"
             )
         if isinstance(outcome, str):
-            return Pulled(str(f.did), path, "failed", f.size, attempts=tried, reason=outcome)
+            return Pulled(str(f.did), path, "failed", f.size, attempts=failures, reason=outcome)
         replica, resumed = outcome
         self._advance(1, resumed)
-        return Pulled(str(f.did), path, "copied", f.size, replica.rse, resumed, tried, replaced=verified is False)
+        return Pulled(str(f.did), path, "copied", f.size, replica.rse, resumed, failures, replaced=verified is False)
 
     def _copy(
         self, f: File, where: Target, replicas: list[Replica], tried: Tried

@@ -32,6 +32,7 @@ from datalake.storage.failures import (
     Unreachable,
     first_line,
 )
+from datalake.storage.local import hashed
 
 IN_FLIGHT = 64  # requests outstanding per bulk call (the servers compute at most 64 checksums at once)
 # XrdCl waits up to 10 min (its default) for the files of a copy to open: a destination still held by a killed
@@ -370,7 +371,7 @@ class XRootD(Backend):
     ) -> dict[int, StorageFailure]:
         """One CopyProcess: XrdCl opens, reads, writes and checks every file in C++ (a file of a few kB spent most
         of its time in the Python of ``download``). The target's checksum is compared with the catalog's; a file
-        that fails it is removed."""
+        that fails it is left for the caller to clear."""
         if not fetches:
             return {}
         xrootd = client()
@@ -384,7 +385,6 @@ class XRootD(Backend):
                 checksummode="target",
                 checksumtype=f.algorithm,
                 checksumpreset=f.checksum,
-                rmBadCksum=True,
                 cptimeout=max(1, int(f.seconds)),
                 inittimeout=OPEN_TIMEOUT,
             )
@@ -401,8 +401,9 @@ class XRootD(Backend):
             raise Cancelled("interrupted")
         failed: dict[int, StorageFailure] = {}
         for index, (f, err) in enumerate(zip(fetches, outcomes, strict=True)):
-            if isinstance(err, Corrupt):  # XrdCl says only "CheckSum error"
-                err = Corrupt(f"{f.algorithm} of the copy is not the catalog's {f.checksum}")
+            if isinstance(err, Corrupt):  # XrdCl says only "CheckSum error"; said as ``download`` says it
+                with contextlib.suppress(OSError):
+                    err = Corrupt(f"{f.algorithm} {hashed(f.part, f.algorithm).hexdigest()}, catalog says {f.checksum}")
             if err is not None:
                 failed[index] = err
         return failed
