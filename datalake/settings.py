@@ -44,10 +44,12 @@ class Settings(BaseSettings):
         2, ge=1, description="list_replicas calls a pull keeps in flight (Rucio answers 2 at once 1.6x as fast)"
     )
     batch_below: int = Field(
-        4 << 20,
+        64 << 10,
         ge=0,
         description="bytes up to which a pull copies new files a listing batch at a time through the storage's bulk "
-        "copy (XRootD's CopyProcess), not one by one: small files are bound by per-file work; 0: never",
+        "copy (XRootD's CopyProcess), not one by one: tiny files are bound by per-file work. Larger files go one "
+        "by one, where a read behind a trickling link is given up at the copy's deadline (XrdCl checks its own "
+        "only between chunks); 0: never",
     )
     least_speed: int = Field(
         500_000,
