@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     chunk_size: int = Field(100_000, ge=1, description="events per chunk (coffea's default)")
     tree: str = Field("Events", min_length=1, description="the TTree read by process and deliver (NanoAOD's)")
     read_timeout: float = Field(60, gt=0, description="seconds per XRootD request of a chunk's read")
+    merge_every: int = Field(
+        8,
+        ge=2,
+        description="results merged by one task on the cluster (Dask's split_every): fewer, wider merges cost the "
+        "scheduler fewer tasks",
+    )
     # the XRootD client (XrdCl), applied before it loads; the XRD_* variables themselves win
     xrd_connection_retry: int = Field(2, ge=1, description="XRD_CONNECTIONRETRY: connection attempts")
     xrd_connection_window: int = Field(

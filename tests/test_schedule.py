@@ -4,7 +4,9 @@ replayed as the events the adapter would send."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,10 +50,16 @@ def at(site: str, i: int, *sources: Source) -> Placed:
     return Placed(chunk(i), sources or ((A1, B1) if site == "A" else (B1, A1)), site)
 
 
-def machine(*placed: Placed, reduce: bool = True) -> tuple[Schedule, list[str]]:
-    """A started machine and its chunks' keys (a chunk's key names its index; each submission is a new key)."""
+def numbered() -> Callable[[int | None], str]:
+    """Task names as the adapter makes them: a merge's ``m<n>``, chunk i's ``c<i>.<n>``, n counting every task."""
     counter = itertools.count()
-    m = Schedule(placed, lambda i: f"m{next(counter)}" if i is None else f"c{i}.{next(counter)}", reduce=reduce)
+    return lambda i: f"m{next(counter)}" if i is None else f"c{i}.{next(counter)}"
+
+
+def machine(*placed: Placed, reduce: bool = True, every: int = 2) -> tuple[Schedule, list[str]]:
+    """A started machine merging ``every`` results at a time, and its chunks' keys (a chunk's key names its index;
+    each submission is a new key)."""
+    m = Schedule(placed, numbered(), reduce=reduce, merge_every=every)
     out = m.start()
     assert out == [Submit(f"c{i}.{i}", i, p) for i, p in enumerate(placed)]
     return m, [d.key for d in out]
@@ -68,39 +76,58 @@ def test_no_chunks_is_done_at_once():
 def test_finished_chunks_merge_pairwise_into_one_result():
     placed = [at("A", 0), at("B", 1), at("A", 2), at("B", 3)]
     m, (k0, k1, k2, k3) = machine(*placed)
-    assert m.handle(Finished(k0), Finished(k1)) == [Advance(placed[0]), Advance(placed[1]), Merge("m4", k0, k1)]
+    assert m.handle(Finished(k0), Finished(k1)) == [Advance(placed[0]), Advance(placed[1]), Merge("m4", (k0, k1))]
     assert m.handle(Finished(k2)) == [Advance(placed[2])]
-    assert m.handle(Finished(k3)) == [Advance(placed[3]), Merge("m5", k2, k3)]
+    assert m.handle(Finished(k3)) == [Advance(placed[3]), Merge("m5", (k2, k3))]
     assert m.watched == (k0, k1, k2, k3)  # the inputs of the running merges
     assert m.handle(Finished("m4")) == [Release((k0, k1))]
-    assert m.handle(Finished("m5")) == [Release((k2, k3)), Merge("m6", "m4", "m5")]
+    assert m.handle(Finished("m5")) == [Release((k2, k3)), Merge("m6", ("m4", "m5"))]
     assert m.handle(Finished("m6")) == [Release(("m4", "m5")), Check(("m6",))]  # is the result still there?
     assert m.handle(Holdings(frozenset({"m6"}))) == [Done("m6")]
     assert (m.retried, m.moved, m.failed) == (0, 0, [])
 
 
+def test_results_merge_several_at_a_time_and_the_last_merge_takes_what_is_left():
+    """Each merge waits for ``merge_every`` results while chunks run; at the end, one merge takes the rest (a merge
+    still running is waited for: one task fewer)."""
+    placed = [at("AB"[i % 2], i) for i in range(5)]
+    m, (k0, k1, k2, k3, k4) = machine(*placed, every=3)
+    assert only(Merge, m.handle(Finished(k0), Finished(k1))) == []  # two of three, and chunks still run
+    assert only(Merge, m.handle(Finished(k2))) == [Merge("m5", (k0, k1, k2))]
+    assert only(Merge, m.handle(Finished(k3), Finished(k4))) == []  # no chunk runs, but m5 does: wait for it
+    assert m.handle(Finished("m5")) == [Release((k0, k1, k2)), Merge("m6", (k3, k4, "m5"))]
+    assert m.handle(Finished("m6")) == [Release((k3, k4, "m5")), Check(("m6",))]
+    assert m.handle(Holdings(frozenset({"m6"}))) == [Done("m6")]
+
+
+def test_a_merge_takes_at_least_two_results():
+    with pytest.raises(ValueError, match="at least two"):
+        Schedule([], str, reduce=True, merge_every=1)
+
+
 @settings(max_examples=100, deadline=None)
-@given(n=st.integers(1, 12), order=st.randoms(use_true_random=False))
-def test_any_finishing_order_merges_every_chunk_exactly_once(n, order):
+@given(n=st.integers(1, 20), every=st.integers(2, 9), order=st.randoms(use_true_random=False))
+def test_any_finishing_order_merges_every_chunk_exactly_once(n, every, order):
     placed = [at("AB"[i % 2], i) for i in range(n)]
-    m, _ = machine(*placed)
+    m, _ = machine(*placed, every=every)
     advanced, merged, out = [], [], []
     while not only(Done, out):
         out = m.handle(Finished(order.choice(m.running))) if m.running else m.handle(Holdings(frozenset(m.watched)))
         advanced += [d.placed for d in only(Advance, out)]
-        merged += [(d.a, d.b) for d in only(Merge, out)]
+        merged += [d.inputs for d in only(Merge, out)]
     assert sorted(advanced, key=lambda p: p.chunk.start) == placed
-    inputs = [k for pair in merged for k in pair]
-    assert len(merged) == n - 1 and len(set(inputs)) == len(inputs)  # a tree: each result merged once
+    inputs = [k for group in merged for k in group]
+    assert all(2 <= len(group) <= every for group in merged)
+    assert len(inputs) == n + len(merged) - 1 and len(set(inputs)) == len(inputs)  # a tree: each result merged once
     assert only(Done, out)[0].key not in inputs
 
 
 @settings(max_examples=200, deadline=None)
-@given(n=st.integers(1, 8), data=st.data())
-def test_faults_in_any_order_still_merge_every_chunk_exactly_once(n, data):
+@given(n=st.integers(1, 8), every=st.integers(2, 4), data=st.data())
+def test_faults_in_any_order_still_merge_every_chunk_exactly_once(n, every, data):
     """Tasks lost, results lost, a site losing its workers, at random points: the result still covers every chunk
     exactly once (each chunk has a replica at the surviving site, so none fails)."""
-    m, keys = machine(*[at("AB"[i % 2], i) for i in range(n)])
+    m, keys = machine(*[at("AB"[i % 2], i) for i in range(n)], every=every)
     covers = {k: frozenset({i}) for i, k in enumerate(keys)}
     live, out, faults = BOTH, [], data.draw(st.integers(0, 30))
     while not only(Done, out):
@@ -126,8 +153,9 @@ def test_faults_in_any_order_still_merge_every_chunk_exactly_once(n, data):
             if isinstance(d, Submit):
                 covers[d.key] = frozenset({d.index})
             elif isinstance(d, Merge):
-                assert not covers[d.a] & covers[d.b]
-                covers[d.key] = covers[d.a] | covers[d.b]
+                parts = [covers[k] for k in d.inputs]
+                assert sum(map(len, parts)) == len(frozenset().union(*parts))  # no chunk twice
+                covers[d.key] = frozenset().union(*parts)
     assert covers[only(Done, out)[0].key] == set(range(n)) and m.failed == []
 
 
@@ -210,7 +238,7 @@ def test_a_merge_input_lost_with_its_site_cancels_the_merge_and_the_other_input_
     assert out == [Cancel(("m3", k0)), Submit("c0.4", 0, Placed(chunk(0), (B1, A1), "B"))]
     assert m.failed == [] and (m.retried, m.moved) == (1, 1)
     assert m.watched == (k1,)  # back among the results waiting for a merge
-    assert m.handle(Finished(k2)) == [Advance(placed[2]), Merge("m5", k1, k2)]
+    assert m.handle(Finished(k2)) == [Advance(placed[2]), Merge("m5", (k1, k2))]
 
 
 def test_a_result_lost_when_nothing_else_runs_is_watched_until_dask_has_it_again():
@@ -269,14 +297,43 @@ def test_the_adapter_takes_a_result_lost_with_its_worker_for_lost_work_not_an_er
 def test_chunks_that_arrive_later_run_and_the_run_ends_only_after_no_more():
     """With ``more``, the machine waits for chunks while none runs, numbers the newcomers after the first ones and
     finishes only once told nothing more comes."""
-    counter = itertools.count()
-    m = Schedule([], lambda i: f"m{next(counter)}" if i is None else f"c{i}.{next(counter)}", reduce=True, more=True)
+    m = Schedule([], numbered(), reduce=True, more=True, merge_every=2)
     assert m.start() == []  # nothing to run yet, and not done
     first, second = at("A", 0), at("B", 1)
     assert m.handle(More((first,))) == [Submit("c0.0", 0, first)]
     assert m.handle(Finished("c0.0")) == [Advance(first)]  # one result, more may come: wait
     assert m.handle(More((second,))) == [Submit("c1.1", 1, second)]
-    assert m.handle(Finished("c1.1")) == [Advance(second), Merge("m2", "c0.0", "c1.1")]
+    assert m.handle(Finished("c1.1")) == [Advance(second), Merge("m2", ("c0.0", "c1.1"))]
     assert m.handle(Finished("m2")) == [Release(("c0.0", "c1.1"))]
     assert m.handle(NoMore()) == [Check(("m2",))]
     assert m.handle(Holdings(frozenset({"m2"}))) == [Done("m2")]
+
+
+def test_the_adapter_hears_of_ended_tasks_once_and_only_of_those_still_awaited():
+    """``cluster.Ended``: Dask's done callbacks feed a queue; a task the run no longer waits for (cancelled by it)
+    is dropped, and a task is watched again only once it ended (a result Dask computes again ends twice)."""
+    from datalake.processing.cluster import Ended
+
+    class Future:
+        def __init__(self, key: str) -> None:
+            self.key, self.callbacks = key, []
+
+        def add_done_callback(self, fn) -> None:
+            self.callbacks.append(fn)
+
+        def end(self) -> None:
+            self.callbacks.pop()(self)
+
+    ended = Ended()
+    a, b, c = Future("a"), Future("b"), Future("c")
+    ended.watch([a, b, c])
+    ended.watch([a])  # already watched: no second callback
+    assert len(a.callbacks) == 1
+    assert ended.within(0.01, lambda key: True) == []  # nothing ended: waits, then nothing
+    b.end()
+    a.end()
+    assert ended.within(1, lambda key: key != "b") == [a]  # b was cancelled by the run: not awaited any more
+    ended.watch([a, c])  # a ended, so it is watched again; c still is
+    assert (len(a.callbacks), len(c.callbacks)) == (1, 1)
+    a.end()
+    assert ended.within(1, lambda key: True) == [a]

@@ -1,5 +1,5 @@
 """The one adapter to Dask: connect, learn which sites have workers, run placed chunks there with fail-over,
-and merge results by tree reduction on the cluster.
+and merge results on the cluster as they come, several per merge task.
 
 A worker belongs to a site through the worker resource ``site-<SITE>`` (``datalake worker --site SITE``); a
 chunk placed at a site is submitted with ``resources={"site-<SITE>": 1}``, so only that site's workers may run
@@ -10,9 +10,11 @@ by the pure state machine in ``schedule``; this module only talks to Dask.
 
 from __future__ import annotations
 
+import queue
+import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,10 +150,10 @@ def run(
     feed: Feed | None = None,
 ) -> Outcome:
     """Run ``task(placed, *args)`` for every chunk at its site, and for those ``feed`` brings as they become
-    known; ``reduce`` merges results pairwise on the cluster as they arrive. Chunks whose reads fail go to their
-    next replica; the run fails (``ProcessingError``) only when a chunk has no replica left or ``task`` raises
-    anything but ``ReadFailed``. The bookkeeping is ``schedule.Schedule``'s; this loop only submits, waits, and
-    tells it what happened."""
+    known; ``reduce(*results)`` merges results on the cluster as they arrive (``merge_every`` at a time). Chunks
+    whose reads fail go to their next replica; the run fails (``ProcessingError``) only when a chunk has no
+    replica left or ``task`` raises anything but ``ReadFailed``. The bookkeeping is ``schedule.Schedule``'s; this
+    loop only submits, waits, and tells it what happened."""
     run_id = uuid.uuid4().hex[:8]
 
     def new_key(index: int | None) -> str:
@@ -160,8 +162,11 @@ def run(
         return f"{name}-{run_id}-{index}-{uuid.uuid4().hex[:6]}"
 
     feeding = {str(f.key): f for f in feed.futures} if feed else {}  # feed tasks not yet arrived
-    machine = schedule.Schedule(placed, new_key, reduce=reduce is not None, more=bool(feeding))
+    every = settings().merge_every
+    machine = schedule.Schedule(placed, new_key, reduce=reduce is not None, more=bool(feeding), merge_every=every)
     futures: dict[str, Any] = {}  # every task the machine still knows
+    ended = Ended()
+    ended.watch(feeding.values())
     collected: list[Any] = []
     progress.start(len(placed), sum(p.chunk.entries for p in placed))
     try:
@@ -173,10 +178,11 @@ def run(
                     case schedule.Submit(key=key, placed=item):
                         resources = {site_resource(item.site): 1} if item.site else None
                         futures[key] = client.submit(task, item, *args, key=key, resources=resources, pure=False)
-                    case schedule.Merge(key=key, a=a, b=b):
+                    case schedule.Merge(key=key, inputs=inputs):
                         # before the chunks still queued (Dask runs the earliest submitted first): merged as
                         # they come, not all at the end
-                        futures[key] = client.submit(reduce, futures[a], futures[b], key=key, pure=False, priority=1)
+                        parts = [futures[k] for k in inputs]
+                        futures[key] = client.submit(reduce, *parts, key=key, pure=False, priority=1)
                     case schedule.Advance(placed=item):
                         progress.advance(1, item.chunk.entries)
                     case schedule.Collect(key=key):
@@ -194,7 +200,8 @@ def run(
                     case schedule.Done(key=key):
                         result = collected if reduce is None else (futures[key].result() if key else None)
                         return Outcome(result, machine.retried, machine.moved, machine.failed)
-            events = answers or _events(client, machine, futures, feeding, feed)
+            ended.watch(futures[k] for k in machine.running)  # new tasks, and results Dask computes again
+            events = answers or _events(client, machine, futures, feeding, feed, ended)
             for event in events:
                 if isinstance(event, schedule.More):
                     progress.grow(len(event.placed), sum(p.chunk.entries for p in event.placed))
@@ -208,19 +215,52 @@ def run(
         progress.stop()
 
 
+class Ended:
+    """Tasks as they end, pushed by Dask's done callbacks: waiting costs nothing per running task (``wait()`` on
+    every running future, each round, made the client's CPU grow with the square of the tasks)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._watched: set[str] = set()
+
+    def watch(self, futures: Iterable[Any]) -> None:
+        """Be told when each of ``futures`` ends; a task is watched again only after it ended (a result lost
+        with its worker, which Dask computes again, ends twice)."""
+        for future in futures:
+            if (key := str(future.key)) not in self._watched:
+                self._watched.add(key)
+                future.add_done_callback(self._queue.put)
+
+    def within(self, seconds: float, wanted: Callable[[str], bool]) -> list[Any]:
+        """The ``wanted`` tasks (by key) that ended since the last call, waiting up to ``seconds`` for the first."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                arrived = [self._queue.get(timeout=left)]
+            except queue.Empty:
+                break
+            while not self._queue.empty():
+                arrived.append(self._queue.get())
+            self._watched.difference_update(str(f.key) for f in arrived)
+            if useful := [f for f in arrived if wanted(str(f.key))]:
+                return useful
+        return []
+
+
 def _events(
-    client: Any, machine: schedule.Schedule, futures: dict[str, Any], feeding: dict[str, Any], feed: Feed | None
+    client: Any,
+    machine: schedule.Schedule,
+    futures: dict[str, Any],
+    feeding: dict[str, Any],
+    feed: Feed | None,
+    ended: Ended,
 ) -> list[schedule.Event]:
     """What happened within POLL seconds: the tasks that ended and the chunks the feed brought (then ``NoMore``
     after its last); if nothing ended, what the cluster looks like now (sites with workers, tasks still queued,
-    results still held), to find work stranded by a lost worker."""
-    from distributed import wait
-
-    waiting = [futures[k] for k in machine.running] + list(feeding.values())
-    try:
-        done, _ = wait(waiting, timeout=POLL, return_when="FIRST_COMPLETED")
-    except TimeoutError:  # nothing finished within POLL seconds
-        done = set()
+    results still held), to find work stranded by a lost worker. Tasks the machine no longer waits for (cancelled,
+    or ended twice) are left out."""
+    running = set(machine.running)
+    done = ended.within(POLL, lambda key: key in feeding or key in running)
     events: list[schedule.Event] = []
     for future in done:
         if feed is not None and feeding.pop(str(future.key), None) is not None:

@@ -3,12 +3,17 @@ dicts of those merged key by key (keys missing on one side are taken as they are
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 
-def merge(a: Any, b: Any) -> Any:
-    """``a + b``, recursing into dicts; ``None`` is the empty result (a chunk with nothing to add)."""
+def merge(*results: Any) -> Any:
+    """``a + b + ...``, recursing into dicts; ``None`` is the empty result (a chunk with nothing to add)."""
+    return functools.reduce(_pair, results, None)
+
+
+def _pair(a: Any, b: Any) -> Any:
     if a is None:
         return b
     if b is None:
@@ -16,7 +21,7 @@ def merge(a: Any, b: Any) -> Any:
     if isinstance(a, Mapping) and isinstance(b, Mapping) and not hasattr(a, "__add__"):
         out = dict(a)
         for key, value in b.items():
-            out[key] = merge(out[key], value) if key in out else value
+            out[key] = _pair(out[key], value) if key in out else value
         return out
     try:
         return a + b

@@ -3,8 +3,8 @@
 DID -> files and ranked replicas -> each file inspected on a worker at a replica's site -> its chunks placed
 beside a replica (``planning``) and run at once, while other files are still inspected -> Dask tasks pinned to
 their site's workers (``cluster``), each reading its chunk with uproot over root:// (the file already open) -> the
-user's function -> results merged pairwise on the cluster. Every chunk reports where it ran, what it read and how
-long it took.
+user's function -> results merged on the cluster as they come, several per task. Every chunk reports where it ran,
+what it read and how long it took.
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ class Partial:
     records: list[Record]
 
 
-def merge_partials(a: Partial, b: Partial) -> Partial:
+def merge_partials(*parts: Partial) -> Partial:
     try:
-        return Partial(merge(a.result, b.result), a.records + b.records)
+        return Partial(merge(*(p.result for p in parts)), [r for p in parts for r in p.records])
     except (TypeError, ValueError) as err:
         raise cluster.FunctionFailed("merging results", str(err)) from None
 
@@ -113,6 +113,7 @@ class ProcessSummary:
     chunks: int
     events: int
     seconds: float
+    catalog_seconds: float  # of those, asking Rucio for the files and their replicas (before anything can run)
     bytes_read: int
     compressed: int  # compressed size of the requested branches
     beside: int  # chunks that ran at the site of the replica they read
@@ -166,6 +167,7 @@ def process(
     chunk_size = tuning.chunk_size if chunk_size is None else chunk_size
     timeout = tuning.read_timeout if timeout is None else timeout
     files, sources = planning.replicas(catalog, did)
+    listed = time.perf_counter() - began
     planner = planning.Planner(tree, list(branches), chunk_size, cluster.site_workers(client), placement)
     payload = cloudpickle.dumps(fn)
     try:
@@ -194,6 +196,7 @@ def process(
         chunks=len(planner.placed),
         events=sum(r.events for r in records),
         seconds=time.perf_counter() - began,
+        catalog_seconds=listed,
         bytes_read=sum(r.bytes for r in records) + sum(i.bytes for i in inspected),
         compressed=sum(i.compressed for i in inspected),
         beside=sum(r.beside for r in records),

@@ -100,11 +100,10 @@ class Submit:
 
 @dataclass(frozen=True)
 class Merge:
-    """Merge the results ``a`` and ``b`` on the cluster into the task ``key``."""
+    """Merge the results ``inputs`` (two or more) on the cluster into the task ``key``."""
 
     key: str
-    a: str
-    b: str
+    inputs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -172,17 +171,27 @@ class _Task:
     kind: Kind
     covers: tuple[int, ...]  # the chunks behind its result: what runs again if it is lost
     placed: Placed | None = None  # a chunk's placement (CHUNK only)
-    inputs: tuple[str, ...] = ()  # a running merge's two inputs
+    inputs: tuple[str, ...] = ()  # a running merge's inputs
 
 
 class Schedule:
     """Which task covers which chunks, the results waiting to be merged, failed RSEs per chunk, and the counts
     of ``cluster.Outcome``. ``new_key(index)`` names a task: a chunk's (``index``) or a merge's (None). With
-    ``more``, chunks keep arriving (``More``) until ``NoMore``: reading starts before planning ends."""
+    ``more``, chunks keep arriving (``More``) until ``NoMore``: reading starts before planning ends. Results are
+    merged ``merge_every`` at a time as they come (each merge is a task the scheduler pays for; Dask's own tree
+    reductions take 8), and what is left once nothing else runs, whatever its number."""
 
     def __init__(
-        self, placed: Sequence[Placed], new_key: Callable[[int | None], str], *, reduce: bool, more: bool = False
+        self,
+        placed: Sequence[Placed],
+        new_key: Callable[[int | None], str],
+        *,
+        reduce: bool,
+        more: bool = False,
+        merge_every: int = 8,
     ) -> None:
+        if merge_every < 2:
+            raise ValueError("a merge takes at least two results")
         self.retried = 0  # chunks sent again: to another replica, or away from a site that lost its workers
         self.moved = 0  # of those, moved because of a lost worker or site
         self.failed: list[tuple[Placed, str]] = []
@@ -197,6 +206,7 @@ class Schedule:
         self._inputs: dict[str, _Task] = {}  # results being merged by a running merge
         self._advanced: set[int] = set()  # chunks whose progress was reported
         self._more = more  # chunks may still arrive
+        self._merge_every = merge_every
 
     @property
     def running(self) -> tuple[str, ...]:
@@ -337,12 +347,15 @@ class Schedule:
     def _settle(self, out: list[Decision], held: frozenset[str] | None) -> list[Decision]:
         """Merge what is ready; with nothing running, finish, once the results to return are known to be held
         (a lost one is watched while Dask computes it again)."""
-        while self._reduce and len(self._ready) >= 2:
-            a, b = list(self._ready)[:2]
-            self._inputs[a], self._inputs[b] = self._ready.pop(a), self._ready.pop(b)
+        while self._reduce and len(self._ready) >= (2 if self._last_results() else self._merge_every):
+            inputs = tuple(list(self._ready)[: self._merge_every])
+            covers: tuple[int, ...] = ()
+            for done in inputs:
+                self._inputs[done] = self._ready.pop(done)
+                covers += self._inputs[done].covers
             key = self._new_key(None)
-            self._running[key] = _Task(Kind.MERGE, self._inputs[a].covers + self._inputs[b].covers, inputs=(a, b))
-            out.append(Merge(key, a, b))
+            self._running[key] = _Task(Kind.MERGE, covers, inputs=inputs)
+            out.append(Merge(key, inputs))
         if self._running or self._more:
             return out
         if self._ready and held is None:
@@ -352,6 +365,11 @@ class Schedule:
         if self._running:
             return out
         return [*out, Done(next(iter(self._ready), None))]
+
+    def _last_results(self) -> bool:
+        """Nothing runs or may arrive: what is ready now is all there is (a running merge is waited for, so
+        that the last merge takes everything)."""
+        return not self._more and not self._running
 
     def _retry(self, index: int, reason: str, out: list[Decision]) -> None:
         placed = self._placed[index]
