@@ -37,10 +37,12 @@ def serve(
     """Serve FTS3's REST API (what Rucio's FTS3 transfertool calls) and run the transfers. Point an RSE's `fts`
     attribute at it. Jobs are on disk before they are acknowledged; a restart resumes them."""
     from datalake.storage import credentials
+    from datalake.storage.gfal import ca_by_hash
     from datalake.transfer import config as service_config
     from datalake.transfer.service import serve as run
 
     settings = service_config.load(config, host=host, port=port, database=database)
+    ca_by_hash()  # davix's sessions find the CAs by hash, not by parsing the system bundle for each request
     if (token_file := settings.storage_token_file()) is not None:
         credentials.use(token_file)  # every copy the service makes presents its own token, renewed
     logging.basicConfig(level=log_level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -21,7 +21,7 @@ What gfal2 2.21 does, measured, and why the code below looks the way it does:
 * On a checksum mismatch the xrootd plugin removes the destination, the http plugin and the core's streamed copy
   do not: the backend removes it.
 * Davix (0.8) opens a new TLS session per request and loads OpenSSL's default CA file into each: the system bundle
-  is parsed every time, unless it is found by hash instead (``ca_by_hash``).
+  is parsed every time, unless it is found by hash instead (``ca_by_hash``, which the transfer service calls).
 """
 
 from __future__ import annotations
@@ -128,7 +128,8 @@ def ca_by_hash() -> None:
     service copied small files at 3-4 a second). OpenSSL's default CA *directory* holds the same CAs as hash links,
     read only when a chain needs one: unless the operator chose a CA file other than that bundle
     (``SSL_CERT_FILE``), the file is left empty and the same CAs are found by hash. Grid CAs (``X509_CERT_DIR``) are
-    a directory too, as before."""
+    a directory too, as before. For a process of its own that copies much (the transfer service): the setting is
+    inherited by what it starts, and a server started with it could not find a CA that is in the bundle only."""
     paths = ssl.get_default_verify_paths()
     chosen = os.environ.get(paths.openssl_cafile_env)
     if chosen and Path(chosen).resolve() != Path(paths.openssl_cafile).resolve():
@@ -140,7 +141,6 @@ def ca_by_hash() -> None:
 
 def _gfal2() -> Any:
     apply_client_settings()  # its xrootd plugin loads XrdCl, which reads them once
-    ca_by_hash()
     try:
         import gfal2
     except ImportError:
